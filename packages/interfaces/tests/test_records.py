@@ -1,0 +1,87 @@
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import torchsmith.interfaces as ti
+
+
+def _event(**overrides: object) -> dict[str, object]:
+    return {"kind": "step", "step": 3, "metrics": {"loss": 0.5}, **overrides}
+
+
+def test_records_carry_schema_version() -> None:
+    event = ti.TrainingEvent(kind="eval", step=1)
+    assert event.schema_version == "1.0"
+    assert json.loads(event.write())["schema_version"] == "1.0"
+
+
+def test_round_trip_through_json() -> None:
+    event = ti.TrainingEvent.read(_event())
+    again = ti.TrainingEvent.read(event.write())
+    assert again == event
+
+
+def test_older_minor_reads_fine() -> None:
+    event = ti.TrainingEvent.read(_event(schema_version="1.0"))
+    assert event.metrics == {"loss": 0.5}
+
+
+def test_newer_minor_of_same_major_reads_and_ignores_unknown_fields() -> None:
+    event = ti.TrainingEvent.read(_event(schema_version="1.7", added_in_1_7="x"))
+    assert event.step == 3
+    assert not hasattr(event, "added_in_1_7")
+
+
+def test_newer_major_is_refused_naming_both_versions() -> None:
+    with pytest.raises(ti.SchemaVersionError) as info:
+        ti.TrainingEvent.read(json.dumps(_event(schema_version="2.0")))
+    message = str(info.value)
+    assert "TrainingEvent" in message and "2.0" in message and "1.0" in message
+
+
+def test_malformed_schema_version_is_refused() -> None:
+    with pytest.raises(ti.SchemaVersionError, match=r"MAJOR\.MINOR"):
+        ti.TrainingEvent.read(_event(schema_version="latest"))
+
+
+def test_event_kinds_are_closed() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="kind"):
+        ti.TrainingEvent.read(_event(kind="bogus"))
+    for kind in ("step", "eval", "checkpoint", "epoch_end", "end", "error"):
+        assert ti.TrainingEvent(kind=kind, step=0).kind == kind
+
+
+def test_benchmark_result_round_trip() -> None:
+    stats = ti.Statistics(n=3, median=2.0, mean=2.0, stdev=1.0, iqr=1.0, min=1.0, max=3.0)
+    env = ti.Environment(fingerprint="abc", torch_version="2.5")
+    result = ti.BenchmarkResult(
+        case="loss.clip",
+        params={"batch": 32},
+        samples=[1.0, 2.0, 3.0],
+        statistics=stats,
+        environment=env,
+    )
+    again = ti.BenchmarkResult.read(result.write())
+    assert again == result
+    assert again.statistics.median == 2.0
+
+
+def test_job_status_done() -> None:
+    job = ti.JobStatus(id="j1", kind="train")
+    assert not job.done
+    assert job.model_copy(update={"state": "failed"}).done
+
+
+@given(
+    metrics=st.dictionaries(
+        st.text(min_size=1, max_size=8), st.floats(allow_nan=False, allow_infinity=False)
+    ),
+    step=st.integers(min_value=0, max_value=2**40),
+)
+def test_training_event_round_trips_any_metrics(metrics: dict[str, float], step: int) -> None:
+    event = ti.TrainingEvent(kind="step", step=step, metrics=metrics)
+    assert ti.TrainingEvent.read(event.write()) == event
