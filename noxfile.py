@@ -55,6 +55,7 @@ def _sync_workspace(session: nox.Session) -> None:
         "sync",
         "--locked",
         "--all-packages",
+        "--all-groups",
         "--inexact",
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
     )
