@@ -1,0 +1,148 @@
+"""``create_app``: the FastAPI application, its lifespan and its error handling."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+
+from torchsmith.interfaces import (
+    ConfigError,
+    DataError,
+    MissingSuiteError,
+    RegistryError,
+    TorchsmithError,
+)
+
+from ._auth import RateLimiter
+from ._hub import EventHub
+from ._jobs import JobManager, JobNotFoundError
+from ._keys import KeyStore
+from ._limits import BodySizeLimit
+from ._routes_bench import save_bench_result
+from ._settings import Settings
+from ._store import Store
+
+log = logging.getLogger(__name__)
+API_PREFIX = "/api/v1"
+
+DESCRIPTION = """The torchsmith service: generate models, test them, benchmark and train them as
+jobs, watch jobs live over a WebSocket, and read results in the dashboard at `/`.
+
+Every route that starts work or changes state needs `Authorization: Bearer <key>`
+(create a key with `torchsmith serve keys create NAME`). Read routes are public unless
+the server runs with `--read-access key`.
+"""
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.store_path)
+    hub = EventHub(settings.ws_queue_size)
+    hub.bind(asyncio.get_running_loop())
+    app.state.store = store
+    app.state.hub = hub
+    manager = JobManager(store, hub, settings)
+    manager.finishers["bench"] = partial(save_bench_result, settings.data_dir, app.state)
+    app.state.jobs = manager
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(manager.close)
+        store.close()
+        bench = getattr(app.state, "bench_store", None)
+        if bench is not None:
+            bench.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The torchsmith app over ``settings.data_dir``; state opens when the app starts."""
+    from . import __version__
+    from ._dashboard import router as dashboard_router
+    from ._dashboard import static_routes
+    from ._routes_bench import router as bench_router
+    from ._routes_generator import router as generator_router
+    from ._routes_jobs import router as jobs_router
+    from ._routes_system import router as system_router
+    from ._routes_tests import router as tests_router
+    from ._routes_train import router as train_router
+    from ._routes_ws import router as ws_router
+
+    settings = settings or Settings()
+    app = FastAPI(
+        title="torchsmith",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.keys = KeyStore(settings.keys_path)
+    app.state.limiter = RateLimiter(settings.submit_burst, settings.submit_per_minute)
+    for router in (
+        system_router,
+        jobs_router,
+        train_router,
+        generator_router,
+        tests_router,
+        bench_router,
+        ws_router,
+    ):
+        app.include_router(router, prefix=API_PREFIX)
+    app.include_router(dashboard_router)
+    for route in static_routes():
+        app.router.routes.append(route)
+    _add_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    return app
+
+
+def _error(status: int, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()
+        ]
+        detail = [
+            {k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()
+        ]
+        return JSONResponse(
+            {"detail": detail, "message": "invalid request: " + "; ".join(problems)},
+            status_code=422,
+        )
+
+    @app.exception_handler(JobNotFoundError)
+    async def _not_found(request: Request, exc: JobNotFoundError) -> JSONResponse:
+        return _error(404, exc)
+
+    @app.exception_handler(MissingSuiteError)
+    async def _missing(request: Request, exc: MissingSuiteError) -> JSONResponse:
+        return _error(501, exc)
+
+    @app.exception_handler(TorchsmithError)
+    async def _torchsmith(request: Request, exc: TorchsmithError) -> JSONResponse:
+        if isinstance(exc, ConfigError | DataError | RegistryError):
+            return _error(422, exc)
+        return _error(400, exc)

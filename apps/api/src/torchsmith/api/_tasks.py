@@ -1,0 +1,82 @@
+"""The built-in job runners; each runs inside the job's own process (see _worker).
+
+A runner takes the job's parameters and a JobContext (its work directory, and
+``emit``/``progress`` to report) and returns a JSON-able dict, the job's result.
+The suites are imported here, in the child, so the server never loads torch to
+run a job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchsmith.interfaces import GeneratedArtifact
+
+from ._suites import suite
+from ._worker import JobContext
+
+
+def run_train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """trainer.train(recipe, overrides=..., out_dir=..., sinks=[ctx]); ctx relays events."""
+    trainer = suite("trainer", "train")
+    outcome = trainer.train(
+        params["recipe"],
+        overrides=list(params.get("overrides", [])),
+        out_dir=ctx.workdir,
+        sinks=[ctx],
+    )
+    return _jsonable(outcome)
+
+
+def run_generate(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """generator.generate(spec or preset, out_dir) -> GeneratedArtifact."""
+    generator = suite("generator", "generate")
+    spec: Any = params.get("spec") or params["preset"]
+    artifact = generator.generate(
+        spec,
+        ctx.workdir,
+        overrides=list(params.get("overrides", [])),
+        backend=params.get("backend", "cpu"),
+        force=True,
+        validate=bool(params.get("check", True)),
+    )
+    return GeneratedArtifact.model_validate(artifact.model_dump()).model_dump(mode="json")
+
+
+def run_test(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The ModelTest suite on a generated artifact; the report as the result."""
+    testing = suite("testing", "test_artifact")
+    artifact = GeneratedArtifact.read(params["artifact"])
+    report = testing.test_artifact(artifact, out_dir=ctx.workdir)
+    return _jsonable(report)
+
+
+def run_bench(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Measure cases here; the server stores the results as one run (see _routes_bench)."""
+    bench = suite("bench", "measure_cases", "capture_environment")
+    environment = bench.capture_environment()
+    names = list(params.get("cases") or []) or None
+
+    def on_progress(label: str, done: int, total: int, samples: int) -> None:
+        ctx.progress(done / max(total, 1))
+
+    results = bench.measure_cases(names, environment=environment, on_progress=on_progress)
+    return {
+        "results": [r.model_dump(mode="json") for r in results],
+        "environment": environment.model_dump(mode="json"),
+        "label": params.get("label"),
+    }
+
+
+def _jsonable(value: Any) -> dict[str, Any]:
+    """A suite's return value as a JSON-able dict (pydantic models, dicts, dataclasses)."""
+    import dataclasses
+
+    from fastapi.encoders import jsonable_encoder
+
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    encoded = jsonable_encoder(value)
+    return encoded if isinstance(encoded, dict) else {"value": encoded}

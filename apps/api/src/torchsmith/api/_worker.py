@@ -1,0 +1,83 @@
+"""What runs inside a job's own process (multiprocessing "spawn").
+
+The child resolves its runner from a "module:function" reference, runs it with
+a :class:`JobContext`, and sends everything back over one pipe as small tuples:
+``("event", TrainingEvent JSON)``, ``("progress", fraction)``,
+``("result", dict)`` or ``("error", text)``. The server never unpickles
+anything but these tuples of plain values, from processes it started itself.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from torchsmith.interfaces import TorchsmithError, TrainingEvent
+
+Runner = Callable[[dict[str, Any], "JobContext"], dict[str, Any]]
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class JobContext:
+    """Handed to a runner: where to write files and how to report. An EventSink."""
+
+    job_id: str
+    workdir: Path
+    conn: Connection
+
+    def emit(self, event: TrainingEvent) -> None:
+        """EventSink.emit: forward one interfaces TrainingEvent to the server."""
+        if event.run_id is None:
+            event = event.model_copy(update={"run_id": self.job_id})
+        self.conn.send(("event", event.write()))
+
+    def progress(self, fraction: float) -> None:
+        self.conn.send(("progress", min(1.0, max(0.0, float(fraction)))))
+
+
+def resolve(reference: str) -> Runner:
+    """The function named by ``"package.module:function"``."""
+    module_name, _, attr = reference.partition(":")
+    if not module_name or not attr:
+        raise TorchsmithError(f"runner {reference!r} is not of the form 'module:function'")
+    func: Runner = getattr(importlib.import_module(module_name), attr)
+    return func
+
+
+def child_main(
+    job_id: str,
+    reference: str,
+    params: dict[str, Any],
+    workdir: str,
+    conn: Connection,
+    threads: int,
+) -> None:
+    """Entry point of the job process."""
+    # Leave the server's cores to the server: fewer threads, lower priority.
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    os.environ.setdefault("MKL_NUM_THREADS", str(threads))
+    try:
+        os.nice(5)
+    except OSError:  # not permitted everywhere; the job still runs
+        pass
+    ctx = JobContext(job_id=job_id, workdir=Path(workdir), conn=conn)
+    try:
+        result = resolve(reference)(params, ctx)
+        conn.send(("result", dict(result or {})))
+    except TorchsmithError as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
+    except BaseException as exc:  # report everything, then exit non-zero
+        tail = "".join(traceback.format_exception(exc)[-3:]).strip()
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{tail}"))
+        raise SystemExit(1) from None
+    finally:
+        conn.close()
