@@ -1,0 +1,160 @@
+"""Comparing two runs case by case, and a case's history with its change points."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from torchsmith.interfaces import BenchmarkResult, TorchsmithError
+
+from ._changepoint import change_points
+from ._registry import case_key
+from ._stats import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Verdict, decide
+from ._store import BenchStore, HistoryPoint, RunInfo
+
+RowVerdict = Verdict | Literal["new", "missing"]
+
+
+class ComparisonError(TorchsmithError):
+    """Two runs that cannot be compared as asked (e.g. different environments)."""
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    """One case in both runs: medians, ratio head/base with its interval, p-value, verdict."""
+
+    key: str
+    case: str
+    params: dict[str, Any]
+    unit: str
+    base_median: float | None
+    head_median: float | None
+    ratio: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+    verdict: RowVerdict = "unchanged"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    rows: list[CaseComparison]
+    threshold: float
+    alpha: float
+    base: RunInfo | None = None
+    head: RunInfo | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def regressions(self) -> list[CaseComparison]:
+        return [row for row in self.rows if row.verdict == "regressed"]
+
+    @property
+    def has_regression(self) -> bool:
+        return bool(self.regressions)
+
+
+def compare_results(
+    base: Sequence[BenchmarkResult],
+    head: Sequence[BenchmarkResult],
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> Comparison:
+    """Compare two lists of results by case key (name and parameters)."""
+    before = {case_key(r.case, dict(r.params)): r for r in base}
+    after = {case_key(r.case, dict(r.params)): r for r in head}
+    rows = [_row(key, before.get(key), after.get(key), threshold, alpha)
+            for key in sorted(before.keys() | after.keys())]  # fmt: skip
+    counts = dict(Counter(str(row.verdict) for row in rows))
+    return Comparison(rows=rows, threshold=threshold, alpha=alpha, counts=counts)
+
+
+def _row(
+    key: str,
+    base: BenchmarkResult | None,
+    head: BenchmarkResult | None,
+    threshold: float,
+    alpha: float,
+) -> CaseComparison:
+    some = head or base
+    assert some is not None
+    row = CaseComparison(
+        key=key,
+        case=some.case,
+        params=dict(some.params),
+        unit=some.unit,
+        base_median=base.statistics.median if base else None,
+        head_median=head.statistics.median if head else None,
+    )
+    if base is None:
+        return replace(row, verdict="new")
+    if head is None:
+        return replace(row, verdict="missing")
+    d = decide(base.samples, head.samples, threshold=threshold, alpha=alpha)
+    return replace(
+        row, ratio=d.ratio, ci_low=d.ci_low, ci_high=d.ci_high, p_value=d.p_value,
+        verdict=d.verdict,
+    )  # fmt: skip
+
+
+def compare(
+    store: BenchStore,
+    base: int | str,
+    head: int | str,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+    any_environment: bool = False,
+) -> Comparison:
+    """Compare stored runs ``base`` and ``head`` (ids, 'latest~1', uids or git commits).
+
+    Runs from different environment fingerprints are refused unless ``any_environment``.
+    """
+    base_info = store.run(store.resolve_run(base))
+    head_info = store.run(store.resolve_run(head))
+    if base_info.fingerprint != head_info.fingerprint and not any_environment:
+        raise ComparisonError(
+            f"runs {base_info.run_id} and {head_info.run_id} ran in different environments "
+            f"(fingerprints {base_info.fingerprint} and {head_info.fingerprint}); timings from "
+            "different machines are not comparable. Pass any_environment=True "
+            "(--any-environment) to compare them anyway"
+        )
+    result = compare_results(
+        store.results(base_info.run_id), store.results(head_info.run_id),
+        threshold=threshold, alpha=alpha,
+    )  # fmt: skip
+    return Comparison(
+        rows=result.rows, threshold=threshold, alpha=alpha, base=base_info, head=head_info,
+        counts=result.counts,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class History:
+    key: str
+    points: list[HistoryPoint]
+    steps: list[int]  # indices into points where a new level starts
+
+    @property
+    def step_commits(self) -> list[str | None]:
+        return [self.points[i].git_commit for i in self.steps]
+
+
+def history(
+    store: BenchStore,
+    key: str,
+    *,
+    fingerprint: str | None = None,
+    min_effect: float = 0.05,
+    limit: int | None = None,
+) -> History:
+    """A case's medians over runs (one environment when given; the last ``limit`` runs when
+    given) with the steps change-point detection finds in them."""
+    points = store.history(key, fingerprint=fingerprint)
+    if limit:
+        points = points[-limit:]
+    steps = change_points([p.median for p in points], min_effect=min_effect) if points else []
+    return History(key=key, points=points, steps=steps)

@@ -1,0 +1,194 @@
+"""Shipping runs between stores as Parquet or JSON files.
+
+Parquet files hold one row per result (run columns repeated, raw samples as a list) and are
+written by DuckDB's ``COPY ... TO``; JSON files hold a :class:`RunArchive` record. Both are
+written to a temporary file in the target directory and renamed into place. Importing a run
+whose uid is already in the store skips it, so shipping the same file twice is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from pydantic import Field
+
+from torchsmith.interfaces import BenchmarkResult, Environment, Record, Statistics
+
+from ._html import file_mode
+from ._store import BenchStore, StoreError
+
+FORMATS = ("parquet", "json")
+
+
+class ExportedRun(Record):
+    uid: str
+    created_at: datetime
+    label: str | None = None
+    environment: Environment
+    results: list[BenchmarkResult] = Field(default_factory=list)
+
+
+class RunArchive(Record):
+    """The JSON export format: runs with their raw samples."""
+
+    format: str = "torchsmith-bench-runs"
+    runs: list[ExportedRun] = Field(default_factory=list)
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    chosen = fmt or path.suffix.lstrip(".").lower()
+    if chosen not in FORMATS:
+        raise StoreError(f"{path}: unknown export format {chosen!r}; use .parquet or .json")
+    return chosen
+
+
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path``, renamed onto it after a successful write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, file_mode())
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def archive(store: BenchStore, run_ids: Sequence[int]) -> RunArchive:
+    runs = []
+    for run_id in run_ids:
+        info = store.run(run_id)
+        runs.append(
+            ExportedRun(
+                uid=info.uid,
+                created_at=info.created_at,
+                label=info.label,
+                environment=info.environment,
+                results=store.results(run_id),
+            )
+        )
+    return RunArchive(runs=runs)
+
+
+_PARQUET_QUERY = """
+SELECT r.uid AS run_uid, r.created_at, r.label, r.environment::VARCHAR AS environment,
+       c.name AS "case", c.params::VARCHAR AS params, s.unit, s.inner_loops, s.n, s.median,
+       s.mean, s.stdev, s.iqr, s.min, s.max, s.ci_low, s.ci_high, s.peak_memory_bytes,
+       s.baseline, s.extra::VARCHAR AS extra,
+       (SELECT list(x.value ORDER BY x.idx) FROM samples x WHERE x.result_id = s.result_id)
+           AS samples
+FROM runs r JOIN summaries s USING (run_id) JOIN cases c USING (case_id)
+WHERE r.run_id IN (SELECT unnest($ids::BIGINT[]))
+ORDER BY r.created_at, r.run_id, c.key
+"""
+
+
+def export_runs(
+    store: BenchStore, run_ids: Sequence[int], path: str | Path, *, fmt: str | None = None
+) -> Path:
+    """Write runs (with raw samples) to ``path``; the format follows the suffix."""
+    target = Path(path)
+    chosen = _format_of(target, fmt)
+    ids = [store.run(run_id).run_id for run_id in run_ids]  # unknown ids fail here
+    with _atomic_target(target) as tmp:
+        if chosen == "json":
+            tmp.write_text(archive(store, ids).write())
+        else:
+            with store.transaction() as con:
+                query = f"COPY ({_PARQUET_QUERY}) TO '{_quote(tmp)}' (FORMAT parquet)"
+                con.execute(query, {"ids": ids})
+    return target
+
+
+def _quote(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def read_archive(path: str | Path, *, fmt: str | None = None) -> RunArchive:
+    """The runs in an exported file, validated."""
+    source = Path(path)
+    if not source.is_file():
+        raise StoreError(f"run export {source} does not exist")
+    if _format_of(source, fmt) == "json":
+        try:
+            return RunArchive.read(source.read_text())
+        except ValueError as exc:
+            raise StoreError(f"{source} is not a torchsmith-bench JSON export: {exc}") from exc
+    return _read_parquet(source)
+
+
+def _read_parquet(source: Path) -> RunArchive:
+    con = duckdb.connect()
+    try:
+        cursor = con.execute("SELECT * FROM read_parquet(?)", [str(source)])
+        names = [d[0] for d in cursor.description or []]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    except duckdb.Error as exc:
+        raise StoreError(f"{source} is not a readable Parquet run export: {exc}") from exc
+    finally:
+        con.close()
+    runs: dict[str, ExportedRun] = {}
+    try:
+        for row in rows:
+            environment = Environment.read(row["environment"])
+            run = runs.setdefault(
+                row["run_uid"],
+                ExportedRun(uid=row["run_uid"], created_at=row["created_at"],
+                            label=row["label"], environment=environment),
+            )  # fmt: skip
+            run.results.append(_parquet_result(row, environment))
+    except (KeyError, ValueError) as exc:
+        raise StoreError(f"{source} is not a torchsmith-bench Parquet export: {exc}") from exc
+    return RunArchive(runs=list(runs.values()))
+
+
+def _parquet_result(row: dict[str, Any], environment: Environment) -> BenchmarkResult:
+    stats = Statistics(**{k: row[k] for k in (
+        "n", "median", "mean", "stdev", "iqr", "min", "max", "ci_low", "ci_high")})  # fmt: skip
+    return BenchmarkResult(
+        case=row["case"],
+        params=json.loads(row["params"]),
+        samples=list(row["samples"] or []),
+        unit=row["unit"],
+        inner_loops=row["inner_loops"],
+        statistics=stats,
+        environment=environment,
+        peak_memory_bytes=row["peak_memory_bytes"],
+        baseline=row["baseline"],
+        extra=json.loads(row["extra"] or "{}"),
+    )
+
+
+def import_runs(store: BenchStore, path: str | Path, *, fmt: str | None = None) -> list[int]:
+    """Add the runs of an exported file to ``store``; returns the new run ids.
+
+    Each run is written in its own transaction; runs already present (same uid) are skipped.
+    """
+    added = []
+    known = {info.uid for info in store.runs()}
+    for run in read_archive(path, fmt=fmt).runs:
+        if run.uid in known:
+            continue
+        added.append(
+            store.save_run(
+                run.results,
+                environment=run.environment,
+                label=run.label,
+                uid=run.uid,
+                created_at=run.created_at,
+            )
+        )
+    return added

@@ -1,0 +1,109 @@
+"""The markdown summary: a table fit for a CI job summary or a pull-request comment."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torchsmith.interfaces import BenchmarkResult
+
+from ._compare import Comparison
+from ._registry import case_key
+
+VERDICT_MARK = {
+    "regressed": "🔴 regressed",
+    "improved": "🟢 improved",
+    "unchanged": "⚪ unchanged",
+    "noisy": "🟠 noisy",
+    "new": "🆕 new",
+    "missing": "❔ missing",
+}
+
+
+def format_value(value: float | None, unit: str = "s") -> str:
+    """A time in the largest unit that keeps it >= 1 (s, ms, us, ns); other units as is."""
+    if value is None:
+        return "-"
+    if unit != "s":
+        return f"{value:.4g} {unit}"
+    for scale, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {name}"
+    return f"{value / 1e-9:.3g} ns"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def comparison_table(comparison: Comparison) -> str:
+    lines = [
+        "| case | base | head | ratio | 95% CI | p | verdict |",
+        "|---|---:|---:|---:|---|---:|---|",
+    ]
+    for row in comparison.rows:
+        interval = "-" if row.ci_low is None else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        p_value = "-" if row.p_value is None else f"{row.p_value:.2g}"
+        lines.append(
+            f"| `{_cell(row.key)}` | {format_value(row.base_median, row.unit)} | "
+            f"{format_value(row.head_median, row.unit)} | {_ratio(row.ratio)} | {interval} | "
+            f"{p_value} | {VERDICT_MARK[row.verdict]} |"
+        )
+    return "\n".join(lines)
+
+
+def results_table(results: Sequence[BenchmarkResult]) -> str:
+    lines = [
+        "| case | median | 95% CI | n | throughput | vs baseline |",
+        "|---|---:|---|---:|---:|---|",
+    ]
+    for r in sorted(results, key=lambda r: case_key(r.case, dict(r.params))):
+        s = r.statistics
+        interval = (
+            "-"
+            if s.ci_low is None or s.ci_high is None
+            else f"[{format_value(s.ci_low, r.unit)}, {format_value(s.ci_high, r.unit)}]"
+        )
+        throughput = r.extra.get("throughput")
+        speed = "-" if throughput is None else f"{throughput:,.0f}/s"
+        versus = "-"
+        if r.baseline and "baseline_ratio" in r.extra:
+            versus = (
+                f"{r.extra['baseline_ratio']:.3f}x `{_cell(r.baseline)}` "
+                f"[{r.extra['baseline_ratio_ci_low']:.3f}, {r.extra['baseline_ratio_ci_high']:.3f}]"
+            )
+        lines.append(
+            f"| `{_cell(case_key(r.case, dict(r.params)))}` | {format_value(s.median, r.unit)} | "
+            f"{interval} | {s.n} | {speed} | {versus} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown_summary(
+    results: Sequence[BenchmarkResult], comparison: Comparison | None = None, title: str = ""
+) -> str:
+    """The summary: the comparison table when there is one, then this run's results."""
+    parts = [f"## {title or 'torchsmith-bench'}"]
+    if comparison is not None:
+        base = comparison.base.run_id if comparison.base else "base"
+        head = comparison.head.run_id if comparison.head else "head"
+        counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(comparison.counts.items()))
+        parts += [
+            f"Run {head} against run {base}: {counts or 'no cases'}. A change is called when "
+            f"Mann-Whitney p < {comparison.alpha} and the ratio of medians is beyond "
+            f"±{comparison.threshold:.0%}; ratio > 1 is slower.",
+            comparison_table(comparison),
+        ]
+    if results:
+        env = results[0].environment
+        parts += [
+            "### Results",
+            results_table(results),
+            f"Environment `{env.fingerprint}`: {env.cpu or '?'}, GPU {env.gpu or 'none'}, "
+            f"torch {env.torch_version or '?'}, {env.num_threads} threads, commit "
+            f"`{(env.git_commit or '?')[:10]}` ({env.git_branch or '?'}).",
+        ]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,89 @@
+"""Peak memory of one call: CUDA max allocated in-process, or peak RSS in a child process.
+
+RSS is a per-process high-water mark, so measuring it in the benchmarking process would
+report whatever ran before. The child imports the case afresh, runs setup and a few calls,
+and reports its ``ru_maxrss`` (which includes the interpreter and torch themselves) and
+the mark after setup, so the growth due to the timed call is their difference.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import resource
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from torchsmith.interfaces import TorchsmithError
+
+from ._registry import REGISTRY, Case, Scalar, load_file
+from ._timer import cuda_in_use
+
+
+class MemoryProbeError(TorchsmithError):
+    """The child process measuring peak RSS failed."""
+
+
+def cuda_peak_bytes(fn: Callable[[], object]) -> int | None:
+    """CUDA max allocated bytes during one call, or None when the work does not use CUDA."""
+    import torch
+
+    if not cuda_in_use():
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return int(torch.cuda.max_memory_allocated())
+
+
+def _max_rss_bytes() -> int:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(kib) * (1 if sys.platform == "darwin" else 1024)  # macOS reports bytes
+
+
+def child_peak_rss(
+    case: Case, params: Mapping[str, Scalar], timeout: float = 300
+) -> dict[str, int]:
+    """Run ``case`` with ``params`` in a fresh interpreter: peak RSS after setup and after calls."""
+    if not case.source:
+        raise MemoryProbeError(f"benchmark {case.name!r} has no importable source")
+    request = json.dumps({"source": case.source, "name": case.name, "params": dict(params)})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "torchsmith.bench._memory"],
+            input=request,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise MemoryProbeError(f"peak RSS probe of {case.name!r} timed out") from exc
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise MemoryProbeError(f"peak RSS probe of {case.name!r} failed: {tail[0]}")
+    report: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def _probe(request: Mapping[str, object]) -> dict[str, int]:
+    source = str(request["source"])
+    if source.endswith(".py") and Path(source).is_file():
+        load_file(Path(source))
+    else:
+        importlib.import_module(source)
+    case = REGISTRY.get(str(request["name"]))
+    params = request.get("params") or {}
+    assert isinstance(params, dict)
+    fn = case.setup(**params)
+    after_setup = _max_rss_bytes()
+    for _ in range(3):
+        fn()
+    return {"setup_rss_bytes": after_setup, "peak_rss_bytes": _max_rss_bytes()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_probe(json.loads(sys.stdin.read()))))

@@ -1,0 +1,192 @@
+"""Running cases: every parameter combination, side by side with its baseline, then stored.
+
+A case with a baseline is timed in interleaved rounds with it; its result carries the ratio
+to the baseline (``extra["baseline_ratio"]`` with a bootstrap interval and a p-value) from
+those paired samples. The whole run is measured first and written in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+from torchsmith.interfaces import BenchmarkResult, Environment, TorchsmithError
+
+from ._environment import capture_environment
+from ._memory import child_peak_rss, cuda_peak_bytes
+from ._registry import REGISTRY, Case, Params, Registry, baseline_params, case_key, resolve_cases
+from ._stats import decide, summarize
+from ._store import BenchStore
+from ._timer import MeasureConfig, Measurement, measure, measure_interleaved
+
+logger = logging.getLogger(__name__)
+
+MemoryMode = Literal["auto", "child", "off"]
+# (what is being timed, jobs done, jobs in all, samples so far)
+OnProgress = Callable[[str, int, int, int], None]
+
+
+class CaseError(TorchsmithError):
+    """A benchmark case failed in its setup or while being timed."""
+
+
+@dataclass(frozen=True)
+class Job:
+    case: Case
+    params: Params
+    baseline: Case | None = None
+
+    @property
+    def label(self) -> str:
+        text = case_key(self.case.name, self.params)
+        return f"{text} vs {self.baseline.name}" if self.baseline else text
+
+
+def plan(cases: Iterable[Case], registry: Registry | None = None) -> list[Job]:
+    """One job per case and parameter combination; baselines are looked up now."""
+    reg = registry or REGISTRY
+    jobs: list[Job] = []
+    for case in cases:
+        baseline = reg.get(case.baseline) if case.baseline else None
+        jobs.extend(Job(case, params, baseline) for params in case.variants())
+    return jobs
+
+
+def _result(
+    case: Case,
+    params: Params,
+    measured: Measurement,
+    environment: Environment,
+    memory: int | None,
+) -> BenchmarkResult:
+    stats = summarize(measured.samples)
+    extra: dict[str, float] = {}
+    items = case.items_per_call(params)
+    if items is not None and stats.median > 0:
+        extra["throughput"] = items / stats.median  # items per second
+    return BenchmarkResult(
+        case=case.name,
+        params=params,
+        samples=measured.samples,
+        inner_loops=measured.inner_loops,
+        statistics=stats,
+        environment=environment,
+        peak_memory_bytes=memory,
+        extra=extra,
+    )
+
+
+def _peak_memory(
+    case: Case, params: Params, fn: Callable[[], object], mode: MemoryMode
+) -> int | None:
+    peak = cuda_peak_bytes(fn) if mode != "off" else None
+    if peak is None and mode == "child":
+        peak = child_peak_rss(case, params)["peak_rss_bytes"]
+    return peak
+
+
+@contextmanager
+def _failing_case(label: str) -> Iterator[None]:
+    try:
+        yield
+    except TorchsmithError:
+        raise
+    except Exception as exc:
+        raise CaseError(f"benchmark {label} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _run_job(
+    job: Job,
+    config: MeasureConfig,
+    environment: Environment,
+    memory: MemoryMode,
+    on_sample: Callable[[int], None],
+) -> list[BenchmarkResult]:
+    with _failing_case(job.label):
+        fn = job.case.setup(**job.params)
+        if job.baseline is None:
+            measured = measure(fn, config, on_sample)
+            peak = _peak_memory(job.case, job.params, fn, memory)
+            return [_result(job.case, job.params, measured, environment, peak)]
+        base_params = baseline_params(job.baseline, job.params)
+        base_fn = job.baseline.setup(**base_params)
+        base, head = measure_interleaved(base_fn, fn, config, on_sample)
+        peak = _peak_memory(job.case, job.params, fn, memory)
+        base_peak = _peak_memory(job.baseline, base_params, base_fn, memory)
+    head_result = _result(job.case, job.params, head, environment, peak)
+    decision = decide(base.samples, head.samples)
+    head_result.baseline = case_key(job.baseline.name, base_params)
+    head_result.extra.update(
+        baseline_ratio=decision.ratio,
+        baseline_ratio_ci_low=decision.ci_low,
+        baseline_ratio_ci_high=decision.ci_high,
+        baseline_p_value=decision.p_value,
+    )
+    return [head_result, _result(job.baseline, base_params, base, environment, base_peak)]
+
+
+def measure_cases(
+    cases: Iterable[Case | str] | None = None,
+    *,
+    config: MeasureConfig | None = None,
+    memory: MemoryMode = "auto",
+    environment: Environment | None = None,
+    registry: Registry | None = None,
+    on_progress: OnProgress | None = None,
+) -> list[BenchmarkResult]:
+    """Time the cases (all registered ones when ``None``); nothing is stored."""
+    config = config or MeasureConfig()
+    environment = environment or capture_environment()
+    jobs = plan(resolve_cases(cases, registry), registry)
+    results: dict[str, BenchmarkResult] = {}
+    for index, job in enumerate(jobs):
+
+        def on_sample(n: int, label: str = job.label, index: int = index) -> None:
+            if on_progress is not None:
+                on_progress(label, index, len(jobs), n)
+
+        if job.baseline is None and case_key(job.case.name, job.params) in results:
+            continue  # already timed as another case's baseline
+        for result in _run_job(job, config, environment, memory, on_sample):
+            # A baseline shared by several cases keeps its first measurement.
+            results.setdefault(case_key(result.case, dict(result.params)), result)
+        logger.info("timed %s", job.label)
+        if on_progress is not None:
+            on_progress(job.label, index + 1, len(jobs), 0)
+    return list(results.values())
+
+
+def run(
+    cases: Iterable[Case | str] | None = None,
+    *,
+    store: BenchStore,
+    label: str | None = None,
+    config: MeasureConfig | None = None,
+    memory: MemoryMode = "auto",
+    registry: Registry | None = None,
+    progress: bool = False,
+    on_progress: OnProgress | None = None,
+) -> int:
+    """Time the cases and store them as one run; returns the run id.
+
+    ``progress=True`` shows a live display on stderr; ``on_progress`` receives the same
+    updates as ``(label, jobs_done, jobs_total, samples)``.
+    """
+    environment = capture_environment()
+    if not progress:
+        results = measure_cases(
+            cases, config=config, memory=memory, environment=environment,
+            registry=registry, on_progress=on_progress,
+        )  # fmt: skip
+        return store.save_run(results, environment=environment, label=label)
+    from ._progress import live_progress
+
+    with live_progress(on_progress) as update:
+        results = measure_cases(
+            cases, config=config, memory=memory, environment=environment,
+            registry=registry, on_progress=update,
+        )  # fmt: skip
+    return store.save_run(results, environment=environment, label=label)

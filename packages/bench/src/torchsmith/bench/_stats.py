@@ -1,0 +1,178 @@
+"""Statistics on raw samples: summaries, bootstrap intervals, Mann-Whitney U, the verdict.
+
+Everything here is numpy only. The Mann-Whitney U test uses the normal approximation with
+the tie correction and a continuity correction (as scipy's ``method="asymptotic"``); scipy
+is only a test-time reference for it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from torchsmith.interfaces import DataError, Statistics
+
+Verdict = Literal["improved", "regressed", "unchanged", "noisy"]
+
+DEFAULT_THRESHOLD = 0.05  # an effect smaller than 5% is never called a change
+DEFAULT_ALPHA = 0.01  # Mann-Whitney U two-sided p-value below which a shift is significant
+DEFAULT_CONFIDENCE = 0.95
+DEFAULT_RESAMPLES = 2000
+
+
+def _as_samples(values: ArrayLike, what: str) -> NDArray[np.float64]:
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size == 0:
+        raise DataError(f"{what}: no samples; a benchmark needs at least one sample")
+    if not np.all(np.isfinite(array)):
+        raise DataError(f"{what}: samples contain NaN or infinity")
+    return array
+
+
+def _rng(seed: int | np.random.Generator | None) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def bootstrap_median_ci(
+    samples: ArrayLike,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int | np.random.Generator | None = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median."""
+    x = _as_samples(samples, "bootstrap_median_ci")
+    if x.size == 1:
+        return float(x[0]), float(x[0])
+    rng = _rng(seed)
+    medians = np.median(x[rng.integers(0, x.size, (resamples, x.size))], axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(medians, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def summarize(samples: ArrayLike, *, seed: int | None = 0) -> Statistics:
+    """Median, spread and a bootstrap interval of the median, as an interfaces record."""
+    x = _as_samples(samples, "summarize")
+    q1, q3 = np.quantile(x, [0.25, 0.75])
+    low, high = bootstrap_median_ci(x, seed=seed)
+    return Statistics(
+        n=int(x.size),
+        median=float(np.median(x)),
+        mean=float(x.mean()),
+        stdev=float(x.std(ddof=1)) if x.size > 1 else 0.0,
+        iqr=float(q3 - q1),
+        min=float(x.min()),
+        max=float(x.max()),
+        ci_low=low,
+        ci_high=high,
+    )
+
+
+def ratio_of_medians_ci(
+    base: ArrayLike,
+    head: ArrayLike,
+    *,
+    confidence: float = DEFAULT_CONFIDENCE,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int | np.random.Generator | None = 0,
+) -> tuple[float, float, float]:
+    """median(head) / median(base) with a percentile bootstrap interval (both resampled)."""
+    x = _as_samples(base, "base")
+    y = _as_samples(head, "head")
+    if np.median(x) <= 0:
+        raise DataError("base: the median is not positive, so a ratio is meaningless")
+    rng = _rng(seed)
+    mx = np.median(x[rng.integers(0, x.size, (resamples, x.size))], axis=1)
+    my = np.median(y[rng.integers(0, y.size, (resamples, y.size))], axis=1)
+    ratios = my / np.maximum(mx, np.finfo(np.float64).tiny)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ratios, [tail, 1.0 - tail])
+    return float(np.median(y) / np.median(x)), float(low), float(high)
+
+
+def _average_ranks(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """1-based ranks with ties given their average rank, and the size of each tie group."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    # A new group starts wherever the sorted value changes.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    counts = np.diff(np.r_[starts, values.size])
+    average = starts + (counts + 1) / 2.0  # mean of ranks start+1 .. start+count
+    ranks = np.empty(values.size, dtype=np.float64)
+    ranks[order] = np.repeat(average, counts)
+    return ranks, counts
+
+
+def _normal_sf(z: float) -> float:
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
+def mann_whitney_u(x: ArrayLike, y: ArrayLike) -> tuple[float, float]:
+    """Two-sided Mann-Whitney U test: (U of ``x``, p-value).
+
+    Normal approximation: mean n1*n2/2, variance n1*n2/12 * ((n+1) - sum(t^3 - t)/(n(n-1)))
+    over tie groups of size t, and a continuity correction of 0.5.
+    """
+    a = _as_samples(x, "x")
+    b = _as_samples(y, "y")
+    n1, n2 = a.size, b.size
+    n = n1 + n2
+    ranks, ties = _average_ranks(np.concatenate([a, b]))
+    u1 = float(ranks[:n1].sum() - n1 * (n1 + 1) / 2.0)
+    u2 = n1 * n2 - u1
+    tie_term = float((ties.astype(np.float64) ** 3 - ties).sum()) / (n * (n - 1)) if n > 1 else 0.0
+    variance = n1 * n2 / 12.0 * ((n + 1) - tie_term)
+    if variance <= 0:  # every value identical: no evidence of a shift
+        return u1, 1.0
+    z = (max(u1, u2) - n1 * n2 / 2.0 - 0.5) / math.sqrt(variance)
+    return u1, min(1.0, 2.0 * _normal_sf(z))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How ``head`` compares to ``base`` for one case (times: a ratio above 1 is slower)."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    verdict: Verdict
+
+
+def decide(
+    base: ArrayLike,
+    head: ArrayLike,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+    higher_is_better: bool = False,
+    seed: int | None = 0,
+) -> Decision:
+    """The verdict for ``head`` against ``base``.
+
+    A change is called only when it is both significant (Mann-Whitney p < ``alpha``) and
+    beyond the effect ``threshold`` (ratio of medians past 1 +/- threshold). Otherwise it is
+    ``unchanged`` when the interval stays inside the threshold band, and ``noisy`` when the
+    interval reaches past it: the data cannot rule a change of that size in or out.
+    """
+    if threshold < 0 or not 0 < alpha < 1:
+        raise DataError(f"threshold must be >= 0 and alpha in (0, 1); got {threshold}, {alpha}")
+    ratio, low, high = ratio_of_medians_ci(base, head, seed=seed)
+    _, p_value = mann_whitney_u(base, head)
+    upper, lower = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    slower = p_value < alpha and ratio > upper
+    faster = p_value < alpha and ratio < lower
+    verdict: Verdict
+    if slower or faster:
+        worse = slower != higher_is_better
+        verdict = "regressed" if worse else "improved"
+    elif high > upper or low < lower:
+        verdict = "noisy"
+    else:
+        verdict = "unchanged"
+    return Decision(ratio=ratio, ci_low=low, ci_high=high, p_value=p_value, verdict=verdict)
