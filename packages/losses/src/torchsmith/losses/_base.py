@@ -1,0 +1,116 @@
+"""What every loss shares: the last value and components, normalisation, temperature.
+
+One small base class (:class:`LossModule`) records the scalar a forward returned and its
+named components, detached, so a trainer can log them without recomputing anything.
+Temperature is a composed module (:class:`LogitScale`), not a mixin.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from ._checks import check_positive
+
+if TYPE_CHECKING:
+    from torchsmith.interfaces import LossOutput
+
+__all__ = ["LogitScale", "LossModule", "compute_dtype", "normalize"]
+
+
+def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The dtype a loss computes in: float32 for half inputs, else the inputs' own.
+
+    Half precision has too little range for logits divided by a small temperature and
+    for the epsilons of a norm, so fp16/bf16 inputs are upcast (gradients flow back in
+    the input dtype).
+    """
+    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``x / ||x||`` along ``dim`` with an epsilon that cannot underflow in ``x.dtype``.
+
+    ``F.normalize``'s 1e-12 is 0 in fp16, so a zero row would become NaN; here the
+    epsilon is at least the dtype's smallest normal number.
+    """
+    eps = max(1e-12, torch.finfo(x.dtype).tiny)
+    return x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
+
+
+class LogitScale(nn.Module):
+    """``1 / temperature``, fixed or learnable as a clamped log-scale (CLIP's parametrisation).
+
+    Fixed: a Python float, materialised in the inputs' dtype at each call (so fp64 stays
+    exact). Learnable: the parameter is ``log(1/temperature)`` and the scale is
+    ``exp(min(log_scale, log(max_scale)))``; add the loss's parameters to the optimizer.
+    """
+
+    def __init__(
+        self, temperature: float, *, learnable: bool = False, max_scale: float = 100.0
+    ) -> None:
+        super().__init__()
+        temperature = check_positive("temperature", temperature)
+        self.max_log_scale = math.log(check_positive("max_logit_scale", max_scale))
+        self.learnable = learnable
+        self.fixed_scale = 1.0 / temperature
+        self.log_scale = (
+            nn.Parameter(torch.tensor(math.log(self.fixed_scale))) if learnable else None
+        )
+
+    def forward(self, like: torch.Tensor) -> torch.Tensor:
+        """The scale as a 0-d tensor in ``like``'s dtype and device."""
+        if self.log_scale is None:
+            return torch.full((), self.fixed_scale, dtype=like.dtype, device=like.device)
+        return self.log_scale.clamp(max=self.max_log_scale).exp().to(like.dtype)
+
+    @property
+    def temperature(self) -> float:
+        if self.log_scale is None:
+            return 1.0 / self.fixed_scale
+        return 1.0 / math.exp(min(float(self.log_scale), self.max_log_scale))
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature:.4g}, learnable={self.learnable}"
+
+
+class LossModule(nn.Module):
+    """Base of every torchsmith loss: forward returns a scalar and records its parts.
+
+    After a forward, ``last_loss`` and ``components`` hold detached tensors (no host
+    sync); :meth:`loss_output` turns them into a :class:`~torchsmith.interfaces.LossOutput`
+    of floats for logging.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_loss: torch.Tensor | None = None
+        self.components: dict[str, torch.Tensor] = {}
+
+    def _record(self, loss: torch.Tensor, **components: torch.Tensor) -> torch.Tensor:
+        self.last_loss = loss.detach()
+        self.components = {name: value.detach() for name, value in components.items()}
+        return loss
+
+    def loss_output(self) -> LossOutput:
+        """The last forward's value and components as floats (one host sync)."""
+        from torchsmith.interfaces import ConfigError, LossOutput
+
+        if self.last_loss is None:
+            raise ConfigError(f"{type(self).__name__}.loss_output() called before any forward")
+        names = list(self.components)
+        values = torch.stack(
+            [self.last_loss.float().reshape(())]
+            + [self.components[n].float().reshape(()).to(self.last_loss.device) for n in names]
+        ).tolist()
+        return LossOutput(loss=values[0], components=dict(zip(names, values[1:], strict=True)))
+
+    @property
+    def last_output(self) -> LossOutput | None:
+        """:meth:`loss_output`, or None before the first forward."""
+        return None if self.last_loss is None else self.loss_output()
