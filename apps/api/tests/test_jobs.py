@@ -41,11 +41,15 @@ def test_a_job_runs_in_its_own_process_and_its_events_are_stored(open_manager) -
     assert done.result == {"steps": 4, "params": {"steps": 4}}
     assert done.progress == 1.0
     assert done.started_at is not None and done.finished_at >= done.started_at
-    events = [TrainingEvent.read(r) for _, _, r in manager.store.events(status.id, types=("event",))]
+    events = [
+        TrainingEvent.read(r) for _, _, r in manager.store.events(status.id, types=("event",))
+    ]
     assert [e.kind for e in events] == ["step"] * 4 + ["end"]
     assert [e.metrics.get("loss") for e in events[:4]] == [1.0, 0.5, 1 / 3, 0.25]
     assert {e.run_id for e in events} == {status.id}
-    states = [JobStatus.read(r).state for _, _, r in manager.store.events(status.id, types=("status",))]
+    states = [
+        JobStatus.read(r).state for _, _, r in manager.store.events(status.id, types=("status",))
+    ]
     assert states[0] == "queued" and states[-1] == "succeeded" and "running" in states
     seqs = [s for s, _, _ in manager.store.events(status.id)]
     assert seqs == list(range(len(seqs)))

@@ -71,11 +71,20 @@ def write_model(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         path.write_text(text)
         import hashlib
 
-        records.append(GeneratedFile(path=name, sha256=hashlib.sha256(text.encode()).hexdigest(),
-                                     bytes=len(text)))
-    artifact = GeneratedArtifact(name=params.get("preset") or "spec", family="mlp",
-                                 directory=str(ctx.workdir), files=records, spec=params,
-                                 validated=True, validation={"forward": "passed"})
+        records.append(
+            GeneratedFile(
+                path=name, sha256=hashlib.sha256(text.encode()).hexdigest(), bytes=len(text)
+            )
+        )
+    artifact = GeneratedArtifact(
+        name=params.get("preset") or "spec",
+        family="mlp",
+        directory=str(ctx.workdir),
+        files=records,
+        spec=params,
+        validated=True,
+        validation={"forward": "passed"},
+    )
     return artifact.model_dump(mode="json")
 
 
@@ -87,10 +96,24 @@ def fake_bench(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
     for case in params.get("cases") or ["matmul"]:
         samples = [scale * (0.010 + 0.0001 * i) for i in range(20)]
         ordered = sorted(samples)
-        stats = Statistics(n=20, median=(ordered[9] + ordered[10]) / 2, mean=sum(samples) / 20,
-                           stdev=0.0006 * scale, iqr=0.001 * scale, min=ordered[0],
-                           max=ordered[-1], ci_low=ordered[7], ci_high=ordered[12])
-        results.append(BenchmarkResult(case=case, params={"n": 64}, samples=samples,
-                                       statistics=stats, environment=env))
-    return {"results": [r.model_dump(mode="json") for r in results],
-            "environment": env.model_dump(mode="json"), "label": params.get("label")}
+        stats = Statistics(
+            n=20,
+            median=(ordered[9] + ordered[10]) / 2,
+            mean=sum(samples) / 20,
+            stdev=0.0006 * scale,
+            iqr=0.001 * scale,
+            min=ordered[0],
+            max=ordered[-1],
+            ci_low=ordered[7],
+            ci_high=ordered[12],
+        )
+        results.append(
+            BenchmarkResult(
+                case=case, params={"n": 64}, samples=samples, statistics=stats, environment=env
+            )
+        )
+    return {
+        "results": [r.model_dump(mode="json") for r in results],
+        "environment": env.model_dump(mode="json"),
+        "label": params.get("label"),
+    }

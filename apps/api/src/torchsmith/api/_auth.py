@@ -6,6 +6,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -17,6 +18,9 @@ bearer_scheme = HTTPBearer(
     auto_error=False,
     description="An API key from `torchsmith serve keys create NAME`, as `Bearer tsk_...`.",
 )
+
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
 def _unauthorized(detail: str) -> HTTPException:
@@ -38,7 +42,7 @@ def check_key(keys: KeyStore, presented: str | None) -> ApiKey:
 
 def require_key(
     request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+    credentials: Credentials,
 ) -> ApiKey:
     """Dependency of every route that starts work or changes state."""
     return check_key(request.app.state.keys, credentials.credentials if credentials else None)
@@ -46,7 +50,7 @@ def require_key(
 
 def read_access(
     request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(bearer_scheme),
+    credentials: Credentials,
 ) -> ApiKey | None:
     """Dependency of read routes: open when ``read_access`` is public, keyed otherwise."""
     settings: Settings = request.app.state.settings
@@ -94,7 +98,7 @@ class RateLimiter:
             return (1.0 - bucket.tokens) / self.rate
 
 
-def submit_key(request: Request, key: ApiKey = Depends(require_key)) -> ApiKey:
+def submit_key(request: Request, key: Annotated[ApiKey, Depends(require_key)]) -> ApiKey:
     """Dependency of job-submitting routes: a key, within its rate limit (else 429)."""
     wait = request.app.state.limiter.take(key.key_id)
     if wait > 0:
@@ -104,3 +108,7 @@ def submit_key(request: Request, key: ApiKey = Depends(require_key)) -> ApiKey:
             headers={"Retry-After": str(math.ceil(wait))},
         )
     return key
+
+
+KeyRequired = Annotated[ApiKey, Depends(require_key)]
+SubmitKey = Annotated[ApiKey, Depends(submit_key)]

@@ -1,10 +1,10 @@
 """``torchsmith serve``: run the service, and manage its API keys.
 
-    torchsmith serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--workers N]
-                     [--read-access public|key] [--cors-origin URL ...]
-    torchsmith serve keys create NAME [--data-dir DIR]   # prints the key once
-    torchsmith serve keys list [--data-dir DIR]
-    torchsmith serve keys revoke KEY_ID [--data-dir DIR]
+torchsmith serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--workers N]
+                 [--read-access public|key] [--cors-origin URL ...]
+torchsmith serve keys create NAME [--data-dir DIR]   # prints the key once
+torchsmith serve keys list [--data-dir DIR]
+torchsmith serve keys revoke KEY_ID [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -23,29 +23,49 @@ def _serve_parser() -> argparse.ArgumentParser:
         description="Run the torchsmith service (REST, WebSocket, dashboard). "
         "Manage API keys with 'torchsmith serve keys --help'.",
     )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to bind (default: loopback only)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: loopback only)"
+    )
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR),
-                        help="store, keys and job files (default: ./.torchsmith)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(DEFAULT_DATA_DIR),
+        help="store, keys and job files (default: ./.torchsmith)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="jobs running at once")
-    parser.add_argument("--read-access", choices=["public", "key"], default="public",
-                        help="whether read routes and the dashboard need a key")
-    parser.add_argument("--cors-origin", action="append", default=[], metavar="URL",
-                        help="allow this origin cross-site (repeatable; CORS is off without it)")
+    parser.add_argument(
+        "--read-access",
+        choices=["public", "key"],
+        default="public",
+        help="whether read routes and the dashboard need a key",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="allow this origin cross-site (repeatable; CORS is off without it)",
+    )
     parser.add_argument("--log-level", default="warning")
     return parser
 
 
 def _keys_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="torchsmith serve keys",
-                                     description="Create, list or revoke API keys.")
+    parser = argparse.ArgumentParser(
+        prog="torchsmith serve keys", description="Create, list or revoke API keys."
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(DEFAULT_DATA_DIR))
+    # --data-dir is accepted after the action too; SUPPRESS keeps the value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="action", required=True)
-    create = sub.add_parser("create", help="create a key and print it (shown only once)")
+    create = sub.add_parser(
+        "create", parents=[common], help="create a key and print it (shown only once)"
+    )
     create.add_argument("name")
-    sub.add_parser("list", help="list keys (ids and names, never secrets)")
-    revoke = sub.add_parser("revoke", help="revoke a key by id")
+    sub.add_parser("list", parents=[common], help="list keys (ids and names, never secrets)")
+    revoke = sub.add_parser("revoke", parents=[common], help="revoke a key by id")
     revoke.add_argument("key_id")
     return parser
 
@@ -53,16 +73,15 @@ def _keys_parser() -> argparse.ArgumentParser:
 def _keys(argv: list[str]) -> int:
     from ._keys import KeyStore
 
-    # --data-dir may come before or after the action.
-    args, rest = _keys_parser().parse_known_args(argv)
-    if rest:
-        _keys_parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    args = _keys_parser().parse_args(argv)
     keys = KeyStore(args.data_dir.expanduser().resolve() / "keys.duckdb")
     if args.action == "create":
         key, secret = keys.create(args.name)
         print(secret)
-        print(f"created key {key.key_id} ({key.name}); it is shown only once: store it now",
-              file=sys.stderr)
+        print(
+            f"created key {key.key_id} ({key.name}); it is shown only once: store it now",
+            file=sys.stderr,
+        )
     elif args.action == "list":
         for item in keys.list():
             state = "revoked" if item.revoked_at is not None else "active"
@@ -94,11 +113,19 @@ def main(argv: list[str]) -> int:
         async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
             await super().startup(sockets)
             if self.started:
-                print(f"torchsmith dashboard: {url}  (API docs: {url}docs, data: "
-                      f"{settings.data_dir})", flush=True)
+                print(
+                    f"torchsmith dashboard: {url}  (API docs: {url}docs, data: "
+                    f"{settings.data_dir})",
+                    flush=True,
+                )
 
-    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port,
-                            log_level=args.log_level, ws="websockets")
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws="websockets",
+    )
     server = _Server(config)
     server.run()
     return 0 if server.started else 1

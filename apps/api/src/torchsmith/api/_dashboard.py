@@ -57,4 +57,3 @@ def static_routes() -> list[BaseRoute]:
         Route(f"{STATIC_PREFIX}/vendor/plotly.min.js", _plotly, methods=["GET"]),
         Mount(STATIC_PREFIX, app=StaticFiles(directory=HERE / "static"), name="static"),
     ]
-

@@ -13,8 +13,11 @@ from ._store import Store
 JOB_ID_PATTERN = r"^[0-9a-f]{16}$"
 JobId = Annotated[
     str,
-    Path(pattern=JOB_ID_PATTERN, description="A job id (16 hex digits).",
-         examples=["3f2a9c0d11e4b7a8"]),
+    Path(
+        pattern=JOB_ID_PATTERN,
+        description="A job id (16 hex digits).",
+        examples=["3f2a9c0d11e4b7a8"],
+    ),
 ]
 
 

@@ -139,7 +139,8 @@ class JobManager:
         picked = [
             j.status_json
             for j in reversed(jobs)
-            if (kind is None or j.status.kind == kind) and (state is None or j.status.state == state)
+            if (kind is None or j.status.kind == kind)
+            and (state is None or j.status.state == state)
         ]
         return picked[:limit]
 

@@ -19,9 +19,8 @@ from pydantic import BaseModel
 
 from torchsmith.interfaces import BenchmarkResult, JobStatus
 
-from ._auth import read_access, submit_key
+from ._auth import SubmitKey, read_access
 from ._http import jobs, json_text, settings
-from ._keys import ApiKey
 from ._routes_train import require_runner_suite
 from ._schemas import BenchRequest
 from ._suites import suite
@@ -29,8 +28,10 @@ from ._suites import suite
 router = APIRouter(prefix="/bench", tags=["bench"])
 RunRef = Annotated[
     str,
-    Query(pattern=r"^[A-Za-z0-9~._-]{1,64}$",
-          description="A run id, 'latest', 'latest~N', a run uid or git commit prefix."),
+    Query(
+        pattern=r"^[A-Za-z0-9~._-]{1,64}$",
+        description="A run id, 'latest', 'latest~N', a run uid or git commit prefix.",
+    ),
 ]
 _store_lock = threading.Lock()
 
@@ -102,7 +103,7 @@ def _label(params: dict[str, Any]) -> str:
 async def run(
     request: Request,
     body: Annotated[BenchRequest, Body()],
-    key: ApiKey = Depends(submit_key),
+    key: SubmitKey,
 ) -> Response:
     require_runner_suite(request, "bench", "bench", "measure_cases")
     params = {"cases": list(body.cases), "label": body.label}
@@ -110,8 +111,12 @@ async def run(
     return json_text(status.write(), status_code=202)
 
 
-@router.get("/runs", response_model=list[Run], dependencies=[Depends(read_access)],
-            summary="Stored runs, newest first")
+@router.get(
+    "/runs",
+    response_model=list[Run],
+    dependencies=[Depends(read_access)],
+    summary="Stored runs, newest first",
+)
 async def runs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[Run]:
     infos = await run_in_threadpool(lambda: _store(request).runs(limit=limit))
     return [
@@ -122,15 +127,23 @@ async def runs(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 5
     ]  # fmt: skip
 
 
-@router.get("/runs/{run_id}/results", response_model=list[BenchmarkResult],
-            dependencies=[Depends(read_access)], summary="A run's results with raw samples")
+@router.get(
+    "/runs/{run_id}/results",
+    response_model=list[BenchmarkResult],
+    dependencies=[Depends(read_access)],
+    summary="A run's results with raw samples",
+)
 async def results(request: Request, run_id: int) -> Response:
     found = await run_in_threadpool(lambda: _store(request).results(run_id))
     return json_text("[" + ",".join(r.write() for r in found) + "]")
 
 
-@router.get("/cases", response_model=list[str], dependencies=[Depends(read_access)],
-            summary="Names of every stored case")
+@router.get(
+    "/cases",
+    response_model=list[str],
+    dependencies=[Depends(read_access)],
+    summary="Names of every stored case",
+)
 async def cases(request: Request) -> list[str]:
     rows = await run_in_threadpool(lambda: _store(request).cases())
     return sorted({name for _, name, _ in rows})
@@ -151,8 +164,12 @@ def _history(request: Request, case: str) -> list[HistoryPoint]:
     return points
 
 
-@router.get("/history", response_model=list[HistoryPoint], dependencies=[Depends(read_access)],
-            summary="A case's median per run, with confidence intervals")
+@router.get(
+    "/history",
+    response_model=list[HistoryPoint],
+    dependencies=[Depends(read_access)],
+    summary="A case's median per run, with confidence intervals",
+)
 async def history(
     request: Request,
     case: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:/\-]{1,200}$")],
@@ -179,15 +196,24 @@ def _compare(request: Request, base: str, head: str) -> Comparison:
     )
 
 
-@router.get("/compare", response_model=Comparison, dependencies=[Depends(read_access)],
-            summary="Compare two runs case by case")
-async def compare(request: Request, base: RunRef = "latest~1", head: RunRef = "latest"
-                  ) -> Comparison:
+@router.get(
+    "/compare",
+    response_model=Comparison,
+    dependencies=[Depends(read_access)],
+    summary="Compare two runs case by case",
+)
+async def compare(
+    request: Request, base: RunRef = "latest~1", head: RunRef = "latest"
+) -> Comparison:
     return await run_in_threadpool(_compare, request, base, head)
 
 
-@router.get("/compare/latest", response_model=Comparison, dependencies=[Depends(read_access)],
-            summary="The latest run against the one before (empty with fewer than two runs)")
+@router.get(
+    "/compare/latest",
+    response_model=Comparison,
+    dependencies=[Depends(read_access)],
+    summary="The latest run against the one before (empty with fewer than two runs)",
+)
 async def compare_latest(request: Request) -> Comparison:
     if len(await run_in_threadpool(lambda: _store(request).runs(limit=2))) < 2:
         return Comparison(base=None, head=None, counts={}, rows=[])
@@ -200,16 +226,20 @@ def _report(request: Request, base: str, head: str) -> str:
     return html
 
 
-@router.get("/report.html", response_class=HTMLResponse, dependencies=[Depends(read_access)],
-            summary="The bench suite's HTML report of two runs")
-async def report(request: Request, base: RunRef = "latest~1", head: RunRef = "latest"
-                 ) -> HTMLResponse:
+@router.get(
+    "/report.html",
+    response_class=HTMLResponse,
+    dependencies=[Depends(read_access)],
+    summary="The bench suite's HTML report of two runs",
+)
+async def report(
+    request: Request, base: RunRef = "latest~1", head: RunRef = "latest"
+) -> HTMLResponse:
     return HTMLResponse(await run_in_threadpool(_report, request, base, head))
 
 
 def save_bench_result(data_dir: Any, app_state: Any, result: dict[str, Any]) -> dict[str, Any]:
     """Job finisher: store a bench job's results as one run; the job keeps a summary."""
-    bench = suite("bench", "BenchStore")
     store = bench_store(app_state, data_dir / "bench.duckdb")
     measured = [BenchmarkResult.read(r) for r in result.get("results", [])]
     env_data = result.get("environment")

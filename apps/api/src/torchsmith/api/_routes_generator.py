@@ -10,9 +10,8 @@ from fastapi.encoders import jsonable_encoder
 
 from torchsmith.interfaces import GeneratedArtifact, JobStatus
 
-from ._auth import read_access, submit_key
+from ._auth import SubmitKey, read_access
 from ._http import JobId, jobs, json_text
-from ._keys import ApiKey
 from ._routes_jobs import job_dir, zip_dir
 from ._routes_train import require_runner_suite
 from ._schemas import GenerateRequest
@@ -40,12 +39,16 @@ async def backends() -> list[Any]:
     return await run_in_threadpool(_listing, "list_backends")
 
 
-@router.post("/render", status_code=202, response_model=JobStatus,
-             summary="Generate a model from a preset or spec, as a job")
+@router.post(
+    "/render",
+    status_code=202,
+    response_model=JobStatus,
+    summary="Generate a model from a preset or spec, as a job",
+)
 async def render(
     request: Request,
     body: Annotated[GenerateRequest, Body()],
-    key: ApiKey = Depends(submit_key),
+    key: SubmitKey,
 ) -> Response:
     if (body.preset is None) == (body.spec is None):
         raise HTTPException(422, "give exactly one of 'preset' and 'spec'")
@@ -67,15 +70,23 @@ def finished_artifact(request: Request, job_id: str) -> GeneratedArtifact:
     return GeneratedArtifact.read(status.result)
 
 
-@router.get("/{job_id}", response_model=GeneratedArtifact, dependencies=[Depends(read_access)],
-            summary="What a generate job wrote")
+@router.get(
+    "/{job_id}",
+    response_model=GeneratedArtifact,
+    dependencies=[Depends(read_access)],
+    summary="What a generate job wrote",
+)
 async def artifact(request: Request, job_id: JobId) -> Response:
     return json_text(finished_artifact(request, job_id).write())
 
 
-@router.get("/{job_id}/download", dependencies=[Depends(read_access)],
-            summary="A generate job's files as a zip", response_class=Response,
-            responses={200: {"content": {"application/zip": {}}}})
+@router.get(
+    "/{job_id}/download",
+    dependencies=[Depends(read_access)],
+    summary="A generate job's files as a zip",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
 async def download(request: Request, job_id: JobId) -> Response:
     finished_artifact(request, job_id)
     data = await run_in_threadpool(zip_dir, job_dir(request, job_id))

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from torchsmith.interfaces import JobStatus
 
-from ._auth import read_access, require_key
+from ._auth import KeyRequired, read_access
 from ._http import JobId, jobs, json_text, json_texts, settings, store
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -36,8 +36,12 @@ class JobFile(BaseModel):
     bytes: int
 
 
-@router.get("", response_model=list[JobStatus], dependencies=[Depends(read_access)],
-            summary="Jobs, newest first")
+@router.get(
+    "",
+    response_model=list[JobStatus],
+    dependencies=[Depends(read_access)],
+    summary="Jobs, newest first",
+)
 async def list_jobs(
     request: Request,
     kind: JobKindQuery | None = None,
@@ -47,19 +51,27 @@ async def list_jobs(
     return json_texts(jobs(request).list_json(kind=kind, state=state, limit=limit))
 
 
-@router.get("/{job_id}", response_model=JobStatus, dependencies=[Depends(read_access)],
-            summary="One job's status")
+@router.get(
+    "/{job_id}",
+    response_model=JobStatus,
+    dependencies=[Depends(read_access)],
+    summary="One job's status",
+)
 async def get_job(request: Request, job_id: JobId) -> Response:
     return json_text(jobs(request).status_json(job_id))
 
 
-@router.get("/{job_id}/events", response_model=list[JobMessage],
-            dependencies=[Depends(read_access)], summary="A job's stored messages, in order")
+@router.get(
+    "/{job_id}/events",
+    response_model=list[JobMessage],
+    dependencies=[Depends(read_access)],
+    summary="A job's stored messages, in order",
+)
 async def job_events(
     request: Request,
     job_id: JobId,
     after: Annotated[int, Query(ge=-1, le=2**31 - 1, description="Only seq > after.")] = -1,
-    type: Literal["event", "status"] | None = None,  # noqa: A002 - the field's name
+    type: Literal["event", "status"] | None = None,
 ) -> Response:
     jobs(request).get(job_id)
     types = (type,) if type else ("event", "status")
@@ -68,7 +80,7 @@ async def job_events(
 
 
 @router.post("/{job_id}/cancel", response_model=JobStatus, summary="Cancel a queued or running job")
-async def cancel_job(request: Request, job_id: JobId, key: Any = Depends(require_key)) -> Response:
+async def cancel_job(request: Request, job_id: JobId, key: KeyRequired) -> Response:
     status = jobs(request).cancel(job_id, reason=f"cancelled by key {key.key_id} ({key.name})")
     return json_text(status.write())
 
@@ -105,22 +117,34 @@ def zip_dir(root: Path) -> bytes:
     return buffer.getvalue()
 
 
-@router.get("/{job_id}/files", response_model=list[JobFile], dependencies=[Depends(read_access)],
-            summary="Files a job wrote")
+@router.get(
+    "/{job_id}/files",
+    response_model=list[JobFile],
+    dependencies=[Depends(read_access)],
+    summary="Files a job wrote",
+)
 async def list_files(request: Request, job_id: JobId) -> list[JobFile]:
     return await run_in_threadpool(_listing, job_dir(request, job_id))
 
 
-@router.get("/{job_id}/files/{path:path}", dependencies=[Depends(read_access)],
-            summary="Download one file a job wrote", response_class=FileResponse)
+@router.get(
+    "/{job_id}/files/{path:path}",
+    dependencies=[Depends(read_access)],
+    summary="Download one file a job wrote",
+    response_class=FileResponse,
+)
 async def get_file(request: Request, job_id: JobId, path: str) -> FileResponse:
     root = job_dir(request, job_id)
     return FileResponse(safe_file(root, path), filename=Path(path).name)
 
 
-@router.get("/{job_id}/archive.zip", dependencies=[Depends(read_access)],
-            summary="Every file a job wrote, as a zip", response_class=Response,
-            responses={200: {"content": {"application/zip": {}}}})
+@router.get(
+    "/{job_id}/archive.zip",
+    dependencies=[Depends(read_access)],
+    summary="Every file a job wrote, as a zip",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
 async def archive(request: Request, job_id: JobId) -> Response:
     data = await run_in_threadpool(zip_dir, job_dir(request, job_id))
     return Response(

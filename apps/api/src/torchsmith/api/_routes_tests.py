@@ -8,9 +8,8 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
 
 from torchsmith.interfaces import JobStatus
 
-from ._auth import read_access, submit_key
+from ._auth import SubmitKey, read_access
 from ._http import JobId, jobs, json_text
-from ._keys import ApiKey
 from ._routes_generator import finished_artifact
 from ._routes_train import require_runner_suite
 from ._schemas import ModelTestRequest
@@ -18,12 +17,16 @@ from ._schemas import ModelTestRequest
 router = APIRouter(prefix="/tests", tags=["tests"])
 
 
-@router.post("", status_code=202, response_model=JobStatus,
-             summary="Run the ModelTest suite on a generated model, as a job")
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobStatus,
+    summary="Run the ModelTest suite on a generated model, as a job",
+)
 async def run_tests(
     request: Request,
     body: Annotated[ModelTestRequest, Body()],
-    key: ApiKey = Depends(submit_key),
+    key: SubmitKey,
 ) -> Response:
     artifact = finished_artifact(request, body.generate_job)
     require_runner_suite(request, "test", "testing")
@@ -32,8 +35,11 @@ async def run_tests(
     return json_text(status.write(), status_code=202)
 
 
-@router.get("/{job_id}/report", dependencies=[Depends(read_access)],
-            summary="The report of a finished test job")
+@router.get(
+    "/{job_id}/report",
+    dependencies=[Depends(read_access)],
+    summary="The report of a finished test job",
+)
 async def report(request: Request, job_id: JobId) -> dict[str, Any]:
     status = jobs(request).get(job_id)
     if status.kind != "test":

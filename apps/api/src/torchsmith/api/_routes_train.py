@@ -10,9 +10,8 @@ from fastapi.encoders import jsonable_encoder
 
 from torchsmith.interfaces import JobStatus, RegistryError, TrainingEvent
 
-from ._auth import read_access, require_key, submit_key
+from ._auth import KeyRequired, SubmitKey, read_access
 from ._http import JobId, jobs, json_text, json_texts, settings, store
-from ._keys import ApiKey
 from ._schemas import TrainRequest
 from ._suites import suite
 
@@ -46,7 +45,7 @@ def _check_recipe(recipe: str) -> None:
 async def submit(
     request: Request,
     body: Annotated[TrainRequest, Body()],
-    key: ApiKey = Depends(submit_key),
+    key: SubmitKey,
 ) -> Response:
     if "train" not in settings(request).runners:
         await run_in_threadpool(_check_recipe, body.recipe)
@@ -68,14 +67,22 @@ def _train_job(request: Request, job_id: str) -> JobStatus:
     return status
 
 
-@router.get("/{job_id}", response_model=JobStatus, dependencies=[Depends(read_access)],
-            summary="A training job's status")
+@router.get(
+    "/{job_id}",
+    response_model=JobStatus,
+    dependencies=[Depends(read_access)],
+    summary="A training job's status",
+)
 async def status(request: Request, job_id: JobId) -> Response:
     return json_text(_train_job(request, job_id).write())
 
 
-@router.get("/{job_id}/metrics", response_model=list[TrainingEvent],
-            dependencies=[Depends(read_access)], summary="The TrainingEvents so far")
+@router.get(
+    "/{job_id}/metrics",
+    response_model=list[TrainingEvent],
+    dependencies=[Depends(read_access)],
+    summary="The TrainingEvents so far",
+)
 async def metrics(request: Request, job_id: JobId) -> Response:
     _train_job(request, job_id)
     rows = await run_in_threadpool(store(request).events, job_id, types=("event",))
@@ -83,7 +90,7 @@ async def metrics(request: Request, job_id: JobId) -> Response:
 
 
 @router.post("/{job_id}/stop", response_model=JobStatus, summary="Stop a training job")
-async def stop(request: Request, job_id: JobId, key: ApiKey = Depends(require_key)) -> Response:
+async def stop(request: Request, job_id: JobId, key: KeyRequired) -> Response:
     _train_job(request, job_id)
     status = jobs(request).cancel(job_id, reason=f"stopped by key {key.key_id} ({key.name})")
     return json_text(status.write())

@@ -16,8 +16,8 @@ from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 
 from ._auth import websocket_key
-from ._hub import EventHub, Message, Subscription
 from ._http import JOB_ID_PATTERN
+from ._hub import EventHub, Message, Subscription
 from ._jobs import JobManager, JobNotFoundError
 from ._store import Store
 

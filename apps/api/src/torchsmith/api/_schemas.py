@@ -22,9 +22,7 @@ class TrainRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [{"recipe": "digits-mlp", "overrides": ["max_steps=200"]}]
-        },
+        json_schema_extra={"examples": [{"recipe": "digits-mlp", "overrides": ["max_steps=200"]}]},
     )
 
     recipe: Name = Field(description="A recipe name from GET /api/v1/train/recipes.")
@@ -37,9 +35,7 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [{"preset": "mlp-tiny", "overrides": [], "backend": "cpu"}]
-        },
+        json_schema_extra={"examples": [{"preset": "mlp-tiny", "overrides": [], "backend": "cpu"}]},
     )
 
     preset: Name | None = Field(default=None, description="A preset name (or give spec).")
@@ -72,7 +68,8 @@ class BenchRequest(BaseModel):
         json_schema_extra={"examples": [{"cases": ["matmul"], "label": "nightly"}]},
     )
 
-    cases: list[Name] = Field(default_factory=list, max_length=100,
-                              description="Case names; empty runs every case.")
+    cases: list[Name] = Field(
+        default_factory=list, max_length=100, description="Case names; empty runs every case."
+    )
     label: Name | None = Field(default=None, description="A name for the run.")
     timeout_s: Timeout = None

@@ -65,8 +65,14 @@ class Store:
         with self._lock:
             self._con.execute(
                 "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?)",
-                [status.id, status.kind, owner, json.dumps(params), status.write(),
-                 status.created_at],
+                [
+                    status.id,
+                    status.kind,
+                    owner,
+                    json.dumps(params),
+                    status.write(),
+                    status.created_at,
+                ],
             )
 
     def save_status(self, status: JobStatus) -> None:

@@ -9,6 +9,7 @@ anything but these tuples of plain values, from processes it started itself.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -64,10 +65,8 @@ def child_main(
     # Leave the server's cores to the server: fewer threads, lower priority.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
-    try:
+    with contextlib.suppress(OSError):  # not permitted everywhere; the job still runs
         os.nice(5)
-    except OSError:  # not permitted everywhere; the job still runs
-        pass
     ctx = JobContext(job_id=job_id, workdir=Path(workdir), conn=conn)
     try:
         result = resolve(reference)(params, ctx)

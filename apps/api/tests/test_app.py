@@ -1,0 +1,253 @@
+"""The HTTP surface: keys, read access, limits, validation, file routes, CORS, suites."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Callable
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import wait_done
+from torchsmith.api import Settings, create_app
+from torchsmith.interfaces import JobStatus
+
+TRAIN = {"recipe": "digits-mlp", "overrides": ["max_steps=3"]}
+
+
+def test_state_changing_routes_need_a_key(client: TestClient, api_key: str) -> None:
+    refused = client.post("/api/v1/train", json=TRAIN)
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == "Bearer"
+    assert "torchsmith serve keys create" in refused.json()["detail"]
+    wrong = client.post("/api/v1/train", json=TRAIN, headers={"Authorization": "Bearer tsk_x"})
+    assert wrong.status_code == 401
+    forged = api_key[:-4] + ("AAAA" if not api_key.endswith("AAAA") else "BBBB")
+    assert (
+        client.post(
+            "/api/v1/train", json=TRAIN, headers={"Authorization": f"Bearer {forged}"}
+        ).status_code
+        == 401
+    )
+    accepted = client.post(
+        "/api/v1/train", json=TRAIN, headers={"Authorization": f"Bearer {api_key}"}
+    )
+    assert accepted.status_code == 202
+    status = JobStatus.read(accepted.json())
+    assert status.kind == "train"
+    assert client.post(f"/api/v1/jobs/{status.id}/cancel").status_code == 401
+
+
+def test_a_submitted_training_job_runs_and_reports_metrics(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    job = client.post("/api/v1/train", json=TRAIN, headers=auth).json()
+    done = wait_done(client, job["id"])
+    assert done["state"] == "succeeded", done["error"]
+    assert done["result"]["params"] == {"recipe": "digits-mlp", "overrides": ["max_steps=3"]}
+    metrics = client.get(f"/api/v1/train/{job['id']}/metrics").json()
+    assert [m["metrics"].get("loss") for m in metrics if m["kind"] == "step"][:2] == [1.0, 0.5]
+    assert client.get(f"/api/v1/train/{job['id']}").json()["state"] == "succeeded"
+    listed = client.get("/api/v1/jobs", params={"kind": "train"}).json()
+    assert [j["id"] for j in listed] == [job["id"]]
+    assert client.get("/api/v1/jobs", params={"kind": "bench"}).json() == []
+    events = client.get(f"/api/v1/jobs/{job['id']}/events", params={"type": "status"}).json()
+    assert [e["record"]["state"] for e in events][-1] == "succeeded"
+
+
+def test_reads_are_public_by_default_and_keyed_when_configured(
+    make_settings: Callable[..., Settings], auth: dict[str, str]
+) -> None:
+    with TestClient(create_app(make_settings())) as public:
+        assert public.get("/api/v1/jobs").status_code == 200
+    with TestClient(create_app(make_settings(read_access="key"))) as private:
+        assert private.get("/api/v1/jobs").status_code == 401
+        assert private.get("/api/v1/health").status_code == 401
+        assert private.get("/api/v1/jobs", headers=auth).status_code == 200
+
+
+def test_invalid_bodies_get_422_naming_the_field(client: TestClient, auth: dict[str, str]) -> None:
+    response = client.post("/api/v1/train", json={"overrides": ["no equals sign"]}, headers=auth)
+    assert response.status_code == 422
+    message = response.json()["message"]
+    assert "body.recipe: Field required" in message
+    assert "body.overrides.0" in message
+    extra = client.post("/api/v1/train", json={**TRAIN, "gpu": 1}, headers=auth)
+    assert extra.status_code == 422 and "body.gpu" in extra.json()["message"]
+    assert client.get("/api/v1/jobs/../../etc").status_code in (404, 422)
+    assert client.get("/api/v1/jobs/NOTHEX0000000000").status_code == 422
+
+
+def test_bodies_over_the_limit_are_refused(
+    make_settings: Callable[..., Settings], auth: dict[str, str]
+) -> None:
+    with TestClient(create_app(make_settings(max_body_bytes=2048))) as small:
+        big = {"recipe": "r", "overrides": [f"k{i}=" + "x" * 100 for i in range(40)]}
+        response = small.post("/api/v1/train", json=big, headers=auth)
+        assert response.status_code == 413
+        assert "2048 bytes" in response.json()["detail"]
+
+        def chunks():  # no Content-Length: counted as it streams
+            yield b'{"recipe": "r", "overrides": ["a=' + b"x" * 3000
+            yield b'"]}'
+
+        streamed = small.post(
+            "/api/v1/train", content=chunks(), headers={**auth, "Content-Type": "application/json"}
+        )
+        assert streamed.status_code == 413
+
+
+def test_job_submission_is_rate_limited_per_key(
+    make_settings: Callable[..., Settings], auth: dict[str, str]
+) -> None:
+    settings = make_settings(
+        submit_burst=2, submit_per_minute=1, runners={"train": "torchsmith_api_testtasks:hang"}
+    )
+    with TestClient(create_app(settings)) as limited:
+        codes = [
+            limited.post("/api/v1/train", json=TRAIN, headers=auth).status_code for _ in range(3)
+        ]
+        assert codes == [202, 202, 429]
+        refused = limited.post("/api/v1/train", json=TRAIN, headers=auth)
+        assert int(refused.headers["retry-after"]) >= 1
+        for job in limited.get("/api/v1/jobs").json():
+            limited.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
+
+
+def test_file_routes_serve_job_files_and_refuse_traversal(
+    client: TestClient, auth: dict[str, str], settings: Settings
+) -> None:
+    job = client.post("/api/v1/generator/render", json={"preset": "mlp-tiny"}, headers=auth).json()
+    assert wait_done(client, job["id"])["state"] == "succeeded"
+    (settings.data_dir / "secret.txt").write_text("top secret")
+    files = client.get(f"/api/v1/jobs/{job['id']}/files").json()
+    assert {f["path"] for f in files} == {"model.py", "nested/config.json"}
+    one = client.get(f"/api/v1/jobs/{job['id']}/files/nested/config.json")
+    assert one.status_code == 200 and one.json() == {"width": 8}
+    for evil in (
+        "../../secret.txt",
+        "..%2F..%2Fsecret.txt",
+        "%2E%2E/%2E%2E/secret.txt",
+        str(settings.data_dir / "secret.txt"),
+    ):
+        response = client.get(f"/api/v1/jobs/{job['id']}/files/{evil}")
+        assert response.status_code in (404, 422), evil  # 422: the client folded the dots
+        assert "top secret" not in response.text
+    artifact = client.get(f"/api/v1/generator/{job['id']}").json()
+    assert artifact["family"] == "mlp" and artifact["validated"] is True
+    archive = zipfile.ZipFile(
+        io.BytesIO(client.get(f"/api/v1/generator/{job['id']}/download").content)
+    )
+    assert sorted(archive.namelist()) == ["model.py", "nested/config.json"]
+    assert archive.read("model.py") == b"import torch\n"
+
+
+def test_safe_file_keeps_paths_inside_the_root(tmp_path) -> None:
+    from fastapi import HTTPException
+
+    from torchsmith.api._routes_jobs import safe_file
+
+    root = tmp_path / "job"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "ok.txt").write_text("ok")
+    (tmp_path / "outside.txt").write_text("no")
+    (root / "link.txt").symlink_to(tmp_path / "outside.txt")
+    assert safe_file(root, "sub/ok.txt") == root / "sub" / "ok.txt"
+    for evil in (
+        "../outside.txt",
+        "sub/../../outside.txt",
+        str(tmp_path / "outside.txt"),
+        "link.txt",
+        "sub",
+        "missing.txt",
+    ):
+        with pytest.raises(HTTPException) as caught:
+            safe_file(root, evil)
+        assert caught.value.status_code == 404, evil
+
+
+def test_generate_needs_exactly_one_of_preset_and_spec(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    both = client.post(
+        "/api/v1/generator/render", json={"preset": "a", "spec": {"family": "mlp"}}, headers=auth
+    )
+    assert both.status_code == 422
+    assert client.post("/api/v1/generator/render", json={}, headers=auth).status_code == 422
+
+
+def test_cors_is_off_unless_origins_are_configured(make_settings: Callable[..., Settings]) -> None:
+    origin = {"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
+    with TestClient(create_app(make_settings())) as closed:
+        assert (
+            "access-control-allow-origin" not in closed.get("/api/v1/jobs", headers=origin).headers
+        )
+    settings = make_settings(cors_origins=("http://good.example",))
+    with TestClient(create_app(settings)) as open_:
+        good = open_.get("/api/v1/jobs", headers={"Origin": "http://good.example"})
+        assert good.headers["access-control-allow-origin"] == "http://good.example"
+        evil = open_.get("/api/v1/jobs", headers=origin)
+        assert "access-control-allow-origin" not in evil.headers
+
+
+def test_a_missing_suite_is_a_501_naming_the_package(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, auth: dict[str, str]
+) -> None:
+    import importlib
+
+    real = importlib.import_module
+
+    def fake_import(name: str, *args: object, **kwargs: object):
+        if name in ("torchsmith.generator", "torchsmith.trainer"):
+            raise ImportError(f"No module named {name!r}")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr("torchsmith.api._suites.importlib.import_module", fake_import)
+    response = client.get("/api/v1/generator/families")
+    assert response.status_code == 501
+    assert "pip install torchsmith-generator" in response.json()["detail"]
+    assert client.get("/api/v1/train/recipes").status_code == 501
+
+
+def test_a_suite_without_the_needed_function_is_a_501(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    fake = types.ModuleType("torchsmith.bench")
+    monkeypatch.setattr("torchsmith.api._suites.importlib.import_module", lambda name: fake)
+    response = client.get("/api/v1/bench/cases")
+    assert response.status_code == 501
+    assert "torchsmith.bench.BenchStore" in response.json()["detail"]
+
+
+def test_unknown_jobs_are_404(client: TestClient, auth: dict[str, str]) -> None:
+    assert client.get("/api/v1/jobs/0123456789abcdef").status_code == 404
+    response = client.post("/api/v1/jobs/0123456789abcdef/cancel", headers=auth)
+    assert response.status_code == 404 and "no job with id" in response.json()["detail"]
+
+
+def test_openapi_documents_examples_and_the_bearer_scheme(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    train = schema["components"]["schemas"]["TrainRequest"]
+    assert train["examples"][0]["recipe"] == "digits-mlp"
+    assert "JobStatus" in schema["components"]["schemas"]
+    paths = set(schema["paths"])
+    for path in (
+        "/api/v1/hardware",
+        "/api/v1/generator/render",
+        "/api/v1/tests",
+        "/api/v1/bench/compare",
+        "/api/v1/train/{job_id}/stop",
+        "/api/v1/jobs",
+    ):
+        assert path in paths
+    assert client.get("/docs").status_code == 200
+
+
+def test_health_lists_the_suites(client: TestClient) -> None:
+    body = client.get("/api/v1/health").json()
+    assert body["status"] == "ok"
+    assert set(body["suites"]) == {"trainer", "losses", "generator", "bench", "testing"}
