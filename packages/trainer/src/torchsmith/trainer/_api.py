@@ -1,0 +1,100 @@
+"""The Python entry points: list recipes, load a config, train a run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from torchsmith.interfaces import ConfigError, EventSink
+
+from ._build import build_trainer
+from ._config import ExperimentConfig, apply_overrides, read_config_file, validate_config
+from ._events import JsonlSink, RichProgressSink
+
+RECIPE_SUFFIXES = (".toml", ".yaml", ".yml")
+
+
+def _recipe_dir() -> Path:
+    return Path(str(resources.files("torchsmith.trainer") / "recipes"))
+
+
+def list_recipes() -> list[str]:
+    """The names of the shipped recipes (``torchsmith train NAME`` runs one)."""
+    return sorted(p.stem for p in _recipe_dir().iterdir() if p.suffix in RECIPE_SUFFIXES)
+
+
+def recipe_path(name: str) -> Path:
+    for suffix in RECIPE_SUFFIXES:
+        path = _recipe_dir() / f"{name}{suffix}"
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"{name!r} is neither a config file nor a recipe; recipes: {', '.join(list_recipes())}"
+    )
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | ExperimentConfig,
+    overrides: Iterable[str] = (),
+) -> tuple[ExperimentConfig, Path | None]:
+    """(validated config, directory relative paths in it resolve against).
+
+    ``source`` is a recipe name, a .toml/.yaml path, a mapping or a config; each
+    ``overrides`` item is ``"section.field=value"``.
+    """
+    base_dir: Path | None = None
+    if isinstance(source, ExperimentConfig):
+        raw: Mapping[str, Any] = source.model_dump()
+    elif isinstance(source, Mapping):
+        raw = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            if path.suffix in RECIPE_SUFFIXES or path.parent != Path("."):
+                raise ConfigError(f"config file {path} does not exist")
+            path = recipe_path(str(source))
+        raw, base_dir = read_config_file(path), path.parent.resolve()
+    return validate_config(apply_overrides(raw, overrides)), base_dir
+
+
+def train(
+    config: str | Path | Mapping[str, Any] | ExperimentConfig,
+    *,
+    overrides: Iterable[str] = (),
+    out_dir: str | Path | None = None,
+    sinks: Iterable[EventSink] = (),
+    max_steps: int | None = None,
+    resume: str | Path | None = None,
+    seed: int | None = None,
+    progress: bool = False,
+    log_jsonl: bool = True,
+) -> dict[str, float]:
+    """Train one run and return its final metrics; every TrainingEvent goes to ``sinks``.
+
+    ``config``: a recipe name (see :func:`list_recipes`), a config file, a mapping
+    or an ExperimentConfig. ``max_steps`` stops at that optimizer step (the LR
+    schedule keeps its planned length) and always writes a checkpoint there;
+    ``resume`` is ``"latest"`` or a checkpoint path. The config is validated
+    before any work: a ConfigError names the field and the allowed values.
+    """
+    cfg, base_dir = load_config(config, overrides)
+    updates: dict[str, Any] = {}
+    if out_dir is not None:
+        updates["out_dir"] = str(out_dir)
+    if seed is not None:
+        updates["seed"] = seed
+    if max_steps is not None:
+        updates["training"] = {**cfg.training.model_dump(), "stop_after": max_steps}
+    if updates:
+        cfg = validate_config({**cfg.model_dump(), **updates})
+    all_sinks = list(sinks)
+    if log_jsonl:
+        all_sinks.append(JsonlSink(Path(cfg.out_dir) / "metrics.jsonl"))
+    if progress:
+        all_sinks.append(RichProgressSink(min(cfg.training.max_steps, max_steps or 10**12)))
+    trainer = build_trainer(cfg, sinks=all_sinks, base_dir=base_dir)
+    if resume is not None:
+        trainer.resume(resume)
+    return trainer.fit()

@@ -1,0 +1,192 @@
+"""Builders: from a validated ExperimentConfig to the parts, and the parts to a Trainer.
+
+Each builder wires objects it is handed or makes one part; nothing here trains.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from torchsmith.interfaces import ConfigError, EventSink
+
+from . import _models
+from ._checkpoint import CheckpointManager
+from ._config import (
+    CLIPConfig,
+    DigitsDataConfig,
+    EncoderConfig,
+    ExperimentConfig,
+    GPTConfig,
+    ImportedModelConfig,
+    MLPConfig,
+)
+from ._data import BatchStream, ResumableSampler, build_loader, dataset_length
+from ._datasets import Tokenizer, digits, shipped_corpus, text_corpus
+from ._distributed import Dist, init_distributed, wrap_ddp
+from ._evaluate import EarlyStopping, TextSampler
+from ._optim import build_optimizer, build_scheduler
+from ._rng import seed_everything
+from ._step import Stepper
+from ._tasks import build_task
+from ._trainer import Schedule, Trainer
+
+
+@dataclass
+class Data:
+    train: Dataset[Any]
+    val: Dataset[Any]
+    tokenizer: Tokenizer | None = None
+
+
+def resolve_device(config: ExperimentConfig) -> torch.device:
+    """The device to train on; fp16 and 'cuda' without CUDA fail here, before any work."""
+    wanted = config.training.device
+    if wanted == "auto":
+        wanted = "cuda" if torch.cuda.is_available() else "cpu"
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device: 'cuda' was asked for but CUDA is not available")
+    if config.training.precision == "fp16" and wanted != "cuda":
+        raise ConfigError(
+            "training.precision: 'fp16' needs CUDA (a GradScaler on GPU); use 'bf16' or 'fp32' "
+            "on CPU (allowed here: 'fp32', 'bf16')"
+        )
+    return torch.device(wanted)
+
+
+def build_data(config: ExperimentConfig, base_dir: Path | None = None) -> Data:
+    """The train and validation datasets named by ``config.data``."""
+    data = config.data
+    if isinstance(data, DigitsDataConfig):
+        train, val = digits(data.val_fraction, seed=config.seed, captions=data.captions)
+        return Data(train, val)
+    paths = [_relative(Path(p), base_dir) for p in data.paths] or shipped_corpus()
+    train_blocks, val_blocks, tokenizer = text_corpus(
+        paths, data.tokenizer, data.block_size, data.val_fraction
+    )
+    return Data(train_blocks, val_blocks, tokenizer)
+
+
+def _relative(path: Path, base_dir: Path | None) -> Path:
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def build_model(config: ExperimentConfig, tokenizer: Tokenizer | None = None) -> nn.Module:
+    """The model named by ``config.model`` (built-in kinds, or any builder by import path)."""
+    m = config.model
+    if isinstance(m, MLPConfig):
+        return _models.mlp(m.in_features, m.hidden, m.num_classes, m.dropout)
+    if isinstance(m, EncoderConfig):
+        return _models.Encoder(m.in_features, m.hidden, m.projection)
+    if isinstance(m, GPTConfig):
+        vocab = m.vocab_size or (tokenizer.vocab_size if tokenizer else None)
+        if vocab is None:
+            raise ConfigError("model.vocab_size: required when the data has no tokenizer")
+        return _models.GPT(vocab, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout)
+    if isinstance(m, CLIPConfig):
+        return _models.DualEncoder(m.image_features, m.vocab_size, m.embed_dim, m.hidden)
+    return _import_model(m)
+
+
+def _import_model(m: ImportedModelConfig) -> nn.Module:
+    module_name, _, attr = m.target.partition(":")
+    try:
+        builder: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            builder = getattr(builder, part)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"model.target: cannot import {m.target!r}: {exc}") from exc
+    model = builder(**m.kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.target: {m.target!r} returned {type(model).__name__}, not a Module")
+    return model
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("torchsmith-trainer", "torchsmith-interfaces", "torchsmith-losses"):
+        try:
+            versions[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return versions
+
+
+def build_trainer(
+    config: ExperimentConfig,
+    *,
+    sinks: Iterable[EventSink] = (),
+    base_dir: Path | None = None,
+    dist: Dist | None = None,
+) -> Trainer:
+    """Every part of a run, wired: seed, data, model, task, optimizer, loop, checkpoints."""
+    device = resolve_device(config)
+    info = dist or init_distributed(device.type)
+    seed_everything(config.seed + info.rank)
+    data = build_data(config, base_dir)
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = build_model(config, data.tokenizer).to(device)
+    torch.manual_seed(config.seed + info.rank)
+    optimizer = build_optimizer(model, config.optim)
+    tr, loader_cfg = config.training, config.loader
+    if tr.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    model = wrap_ddp(model, info, device)
+    task = build_task(config.task.kind, config.task.loss, config.task.loss_kwargs,
+                      config.task.top_k)  # fmt: skip
+    sampler = ResumableSampler(
+        dataset_length(data.train), loader_cfg.batch_size, seed=config.seed,
+        shuffle=loader_cfg.shuffle, rank=info.rank, world_size=info.world_size,
+    )  # fmt: skip
+    loader = build_loader(
+        data.train, loader_cfg.batch_size, sampler=sampler, num_workers=loader_cfg.num_workers,
+        prefetch_factor=loader_cfg.prefetch_factor, seed=config.seed,
+        pin_memory=device.type == "cuda",
+    )  # fmt: skip
+    # Validation reads every example in order; its own generator leaves the global RNG alone.
+    val_loader: DataLoader[Any] = DataLoader(
+        data.val, batch_size=loader_cfg.eval_batch_size or loader_cfg.batch_size,
+        generator=torch.Generator().manual_seed(config.seed),
+    )  # fmt: skip
+    stepper = Stepper(model, task, optimizer, device=device, precision=tr.precision,
+                      clip_grad_norm=tr.clip_grad_norm, nonfinite=tr.nonfinite, dist=info)  # fmt: skip
+    ev, ck = config.eval, config.checkpoint
+    out_dir = Path(config.out_dir)
+    return Trainer(
+        stepper=stepper,
+        data=BatchStream(loader, sampler, seed=config.seed),
+        schedule=Schedule(tr.max_steps, tr.stop_after, tr.grad_accum, tr.log_every,
+                          ev.every_steps, ck.every_steps),  # fmt: skip
+        scheduler=build_scheduler(optimizer, config.schedule, tr.max_steps),
+        val_data=val_loader,
+        checkpoints=CheckpointManager(out_dir / "checkpoints", keep_last=ck.keep_last,
+                                      keep_best=ck.keep_best, metric=ck.metric, mode=ck.mode),
+        sinks=sinks,
+        early_stopping=EarlyStopping(ev.early_stopping_metric, ev.patience, ev.min_delta, ev.mode)
+        if ev.early_stopping_metric else None,
+        eval_hooks=_eval_hooks(config, data.tokenizer),
+        eval_max_batches=ev.max_batches,
+        perplexity=config.task.kind == "causal_lm",
+        items_name="tokens" if config.task.kind == "causal_lm" else "samples",
+        samples_per_micro_batch=loader_cfg.batch_size,
+        meta={"config": config.model_dump(mode="json"), "versions": package_versions()},
+        dist=info,
+        seed=config.seed,
+    )  # fmt: skip
+
+
+def _eval_hooks(config: ExperimentConfig, tokenizer: Tokenizer | None) -> list[Any]:
+    ev, model = config.eval, config.model
+    if not ev.sample_tokens or tokenizer is None or not isinstance(model, GPTConfig):
+        return []
+    return [TextSampler(tokenizer, model.block_size, ev.sample_tokens, ev.sample_prompt,
+                        ev.temperature, ev.top_k, config.seed)]  # fmt: skip

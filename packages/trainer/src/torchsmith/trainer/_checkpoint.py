@@ -1,0 +1,206 @@
+"""Atomic checkpoint directories: ``model.safetensors``, ``state.pt`` and ``meta.json``.
+
+A save writes a hidden temporary directory, fsyncs every file and the directory,
+then renames it into place and repoints the ``latest`` symlink with ``os.replace``.
+A process killed at any moment leaves the previous checkpoint untouched; a
+half-written ``.tmp-*`` directory is removed by the next manager.
+
+    OUT/checkpoints/step-00000100/{model.safetensors, state.pt, meta.json}
+    OUT/checkpoints/latest -> step-00000100
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from torchsmith.interfaces import CheckpointError
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.pt", "meta.json"
+LATEST = "latest"
+
+
+class CheckpointManager:
+    """Saves, finds, loads and prunes the checkpoints under ``directory``.
+
+    Keeps the ``keep_last`` newest checkpoints plus the ``keep_best`` best by
+    ``metric`` (``mode`` "min" or "max"), and always the one ``latest`` names.
+    """
+
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        keep_last: int = 2,
+        keep_best: int = 0,
+        metric: str = "val_loss",
+        mode: str = "min",
+    ) -> None:
+        self.directory = Path(directory)
+        self.keep_last, self.keep_best = keep_last, keep_best
+        self.metric, self.mode = metric, mode
+        if self.directory.is_dir():
+            for stale in self.directory.glob(".tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+
+    # ------------------------------------------------------------ save
+
+    def save(self, state: Mapping[str, Any], *, step: int, metrics: Mapping[str, float]) -> Path:
+        """Write ``state`` (``"model"``: tensors; the rest: weights-only picklable) atomically."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"step-{step:08d}"
+        tmp = self.directory / f".tmp-step-{step:08d}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        rest = {k: v for k, v in state.items() if k not in ("model", "meta")}
+        meta = {**dict(state.get("meta", {})), "step": step, "metrics": dict(metrics)}
+        _write_synced(tmp / MODEL_FILE, lambda p: save_file(_unshared(state["model"]), str(p)))
+        _write_synced(tmp / STATE_FILE, lambda p: torch.save(rest, p))
+        _write_synced(tmp / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2)))
+        _fsync_dir(tmp)
+        if final.exists():  # saving the same step again (e.g. a resumed run's last step)
+            old = self.directory / f".tmp-old-{step:08d}-{os.getpid()}"
+            final.rename(old)
+            shutil.rmtree(old)
+        tmp.rename(final)
+        self._point_latest(final.name)
+        _fsync_dir(self.directory)
+        self._prune()
+        return final
+
+    def _point_latest(self, name: str) -> None:
+        link = self.directory / f".tmp-latest-{os.getpid()}"
+        link.unlink(missing_ok=True)
+        link.symlink_to(name, target_is_directory=True)
+        os.replace(link, self.directory / LATEST)
+
+    def _prune(self) -> None:
+        keep = set(self.all()[-self.keep_last :])
+        keep |= set(self.best()[: self.keep_best])
+        latest = self.latest()
+        for path in self.all():
+            if path not in keep and path != latest:
+                shutil.rmtree(path, ignore_errors=True)
+
+    # ------------------------------------------------------------ find
+
+    def all(self) -> list[Path]:
+        """Every complete checkpoint, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        return sorted(p for p in self.directory.glob("step-*") if (p / META_FILE).is_file())
+
+    def best(self) -> list[Path]:
+        """Checkpoints holding ``metric``, best first."""
+        scored = []
+        for path in self.all():
+            value = read_meta(path).get("metrics", {}).get(self.metric)
+            if isinstance(value, (int, float)):
+                scored.append((value if self.mode == "min" else -value, path))
+        return [path for _, path in sorted(scored)]
+
+    def latest(self) -> Path | None:
+        link = self.directory / LATEST
+        if link.is_dir():
+            return self.directory / os.readlink(link) if link.is_symlink() else link
+        found = self.all()
+        return found[-1] if found else None
+
+    # ------------------------------------------------------------ load
+
+    def resolve(self, path: str | Path | None) -> Path:
+        """The checkpoint directory for ``path`` ("latest", a run directory, or a checkpoint)."""
+        if path is None or str(path) == LATEST:
+            found = self.latest()
+            if found is None:
+                raise CheckpointError(f"no checkpoint to resume under {self.directory}")
+            return found
+        candidate = Path(path)
+        if (candidate / "checkpoints" / LATEST).is_dir():
+            candidate = candidate / "checkpoints" / LATEST
+        if not (candidate / MODEL_FILE).is_file() or not (candidate / STATE_FILE).is_file():
+            raise CheckpointError(
+                f"{candidate} is not a checkpoint: it must hold {MODEL_FILE} and {STATE_FILE}"
+            )
+        return candidate
+
+    def load(self, path: Path | None = None) -> dict[str, Any] | None:
+        """The state saved at ``path`` (default: the latest), or None when there is none."""
+        if path is None and self.latest() is None:
+            return None
+        return load_checkpoint(self.resolve(path))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """``{"model": tensors, "meta": {...}, **training state}``; never unpickles objects."""
+    try:
+        model = load_file(str(path / MODEL_FILE))
+        state: dict[str, Any] = torch.load(path / STATE_FILE, weights_only=True)
+    except (OSError, SafetensorError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    return {**state, "model": model, "meta": read_meta(path)}
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta: dict[str, Any] = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path / META_FILE}: {exc}") from exc
+    return meta
+
+
+def load_model_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Copy ``tensors`` into ``model``, or a CheckpointError listing every mismatched key."""
+    expected = model.state_dict()
+    missing = sorted(expected.keys() - tensors.keys())
+    unexpected = sorted(tensors.keys() - expected.keys())
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(tensors[k].shape)} != model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    )
+    if missing or unexpected or shapes:
+        parts = [f"checkpoint {source} does not match the model:"]
+        parts += [f"  missing keys: {', '.join(missing)}"] if missing else []
+        parts += [f"  unexpected keys: {', '.join(unexpected)}"] if unexpected else []
+        parts += [f"  shape mismatches: {'; '.join(shapes)}"] if shapes else []
+        raise CheckpointError("\n".join(parts))
+    model.load_state_dict(tensors, strict=True)
+
+
+def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU tensors, cloning any that share storage (safetensors refuses aliases)."""
+    seen: set[int] = set()
+    result = {}
+    for name, tensor in tensors.items():
+        t = tensor.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        result[name] = t.clone() if ptr in seen else t
+        seen.add(ptr)
+    return result
+
+
+def _write_synced(path: Path, write: Any) -> None:
+    write(path)
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,57 @@
+"""``torchsmith train RECIPE_OR_CONFIG [--set k=v ...] [--out DIR] [--max-steps N]
+[--resume latest|PATH] [--seed S]`` and ``torchsmith train --list``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from torchsmith.interfaces import TorchsmithError
+
+from ._api import list_recipes, train
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="torchsmith train", description="Train a shipped recipe or a config file."
+    )
+    p.add_argument("config", nargs="?", help="recipe name (see --list) or a .toml/.yaml path")
+    p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set optim.lr=3e-4 (repeatable)")  # fmt: skip
+    p.add_argument("--out", help="run directory (checkpoints in OUT/checkpoints)")
+    p.add_argument("--max-steps", type=int, help="stop after N optimizer steps, with a checkpoint")
+    p.add_argument("--resume", help="'latest' (newest checkpoint in OUT) or a checkpoint path")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Run ``torchsmith train``; 0 on success, 2 on a bad config or checkpoint."""
+    args = _parser().parse_args(argv)
+    if args.list:
+        for name in list_recipes():
+            print(name)
+        return 0
+    if not args.config:
+        _parser().print_usage(sys.stderr)
+        print("torchsmith train: error: give a recipe name or config path (or --list)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    if args.max_steps is not None and args.max_steps <= 0:
+        print("torchsmith train: error: --max-steps must be positive", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        metrics = train(
+            args.config, overrides=args.overrides, out_dir=args.out, max_steps=args.max_steps,
+            resume=args.resume, seed=args.seed, progress=not args.no_progress,
+        )  # fmt: skip
+    except TorchsmithError as exc:
+        print(f"torchsmith train: error: {exc}", file=sys.stderr)
+        return 2
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+    print(f"done: {shown}")
+    return 0

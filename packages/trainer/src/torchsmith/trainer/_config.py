@@ -1,0 +1,311 @@
+"""The experiment config: validated data, loaded from TOML or YAML, overridable with ``--set``.
+
+Every section is a pydantic model with ``extra="forbid"``, so a misspelt key fails
+before any work starts, with one :class:`ConfigError` naming the field and the
+values it accepts. Models, data and tasks are tagged unions on ``kind``.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from torchsmith.interfaces import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+# ---------------------------------------------------------------- model
+
+
+class MLPConfig(_Section):
+    """A multilayer perceptron classifier (the digits baseline)."""
+
+    kind: Literal["mlp"] = "mlp"
+    in_features: int = Field(default=64, gt=0)
+    hidden: list[int] = Field(default_factory=lambda: [128])
+    num_classes: int = Field(default=10, gt=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class EncoderConfig(_Section):
+    """An MLP encoder with a projection head, for contrastive pre-training."""
+
+    kind: Literal["encoder"] = "encoder"
+    in_features: int = Field(default=64, gt=0)
+    hidden: int = Field(default=128, gt=0)
+    projection: int = Field(default=32, gt=0)
+
+
+class GPTConfig(_Section):
+    """A small decoder-only transformer (nanoGPT shaped)."""
+
+    kind: Literal["gpt"] = "gpt"
+    vocab_size: int | None = Field(default=None, description="None: taken from the tokenizer.")
+    block_size: int = Field(default=64, gt=0)
+    n_layer: int = Field(default=2, gt=0)
+    n_head: int = Field(default=4, gt=0)
+    n_embd: int = Field(default=64, gt=0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> GPTConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        return self
+
+
+class CLIPConfig(_Section):
+    """A tiny image-text dual encoder."""
+
+    kind: Literal["clip"] = "clip"
+    image_features: int = Field(default=64, gt=0)
+    vocab_size: int = Field(default=256, gt=0)
+    embed_dim: int = Field(default=32, gt=0)
+    hidden: int = Field(default=64, gt=0)
+
+
+class ImportedModelConfig(_Section):
+    """Any model builder named by import path, ``"package.module:function"``."""
+
+    kind: Literal["import"] = "import"
+    target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+ModelConfig = Annotated[
+    MLPConfig | EncoderConfig | GPTConfig | CLIPConfig | ImportedModelConfig,
+    Field(discriminator="kind"),
+]
+
+# ---------------------------------------------------------------- data
+
+
+class DigitsDataConfig(_Section):
+    """scikit-learn's bundled 8x8 digits (1797 images), split into train and validation."""
+
+    kind: Literal["digits"] = "digits"
+    val_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    captions: bool = Field(default=False, description="Yield (image, caption tokens) pairs.")
+
+
+class TextDataConfig(_Section):
+    """Markdown or text files read into one token stream, cut into blocks."""
+
+    kind: Literal["text"] = "text"
+    paths: list[str] = Field(
+        default_factory=list, description="Files or directories; empty: the shipped corpus."
+    )
+    tokenizer: Literal["char", "byte"] = "char"
+    block_size: int = Field(default=64, gt=0)
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
+
+
+DataConfig = Annotated[DigitsDataConfig | TextDataConfig, Field(discriminator="kind")]
+
+
+class LoaderConfig(_Section):
+    batch_size: int = Field(default=32, gt=0, description="Per process, per micro-batch.")
+    eval_batch_size: int | None = Field(default=None, gt=0)
+    num_workers: int = Field(default=0, ge=0)
+    prefetch_factor: int = Field(default=2, gt=0)
+    shuffle: bool = True
+
+
+# ---------------------------------------------------------------- task
+
+
+class TaskConfig(_Section):
+    kind: Literal["classification", "contrastive", "clip", "causal_lm"] = "classification"
+    loss: str | None = Field(default=None, description="A torchsmith-losses name; None: default.")
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict)
+    top_k: list[int] = Field(default_factory=lambda: [1, 5])
+
+
+# ---------------------------------------------------------------- optimization
+
+
+class OptimConfig(_Section):
+    name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0.0)
+    weight_decay: float = Field(default=0.01, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = Field(default=0.9, ge=0.0)
+    eps: float = Field(default=1e-8, gt=0.0)
+    no_decay_norms_and_biases: bool = True
+
+
+class ScheduleConfig(_Section):
+    name: Literal["constant", "linear", "cosine", "step"] = "cosine"
+    warmup_steps: int = Field(default=0, ge=0)
+    min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
+    step_size: int = Field(default=100, gt=0, description="'step': decay every this many steps.")
+    gamma: float = Field(default=0.1, gt=0.0, description="'step': decay factor.")
+
+
+class TrainingConfig(_Section):
+    max_steps: int = Field(default=200, gt=0, description="Optimizer steps; the LR horizon.")
+    stop_after: int | None = Field(
+        default=None, gt=0, description="Stop early at this step (--max-steps); keeps the LR plan."
+    )
+    grad_accum: int = Field(default=1, gt=0)
+    clip_grad_norm: float | None = Field(default=None, gt=0.0)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    nonfinite: Literal["error", "skip"] = "error"
+    log_every: int = Field(default=10, gt=0)
+
+
+class EvalConfig(_Section):
+    every_steps: int | None = Field(default=None, gt=0)
+    max_batches: int | None = Field(default=None, gt=0)
+    early_stopping_metric: str | None = None
+    patience: int = Field(default=3, gt=0)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    mode: Literal["min", "max"] = "min"
+    sample_tokens: int = Field(default=0, ge=0, description="LM: characters sampled per eval.")
+    sample_prompt: str = "\n"
+    temperature: float = Field(default=0.8, gt=0.0)
+    top_k: int | None = Field(default=20, gt=0)
+
+
+class CheckpointConfig(_Section):
+    every_steps: int | None = Field(default=None, gt=0)
+    keep_last: int = Field(default=2, gt=0)
+    keep_best: int = Field(default=0, ge=0)
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+
+
+class ExperimentConfig(_Section):
+    """One training run: what to train, on what, how, and where to write."""
+
+    name: str = Field(default="experiment", pattern=r"^[\w.-]+$")
+    seed: int = 0
+    out_dir: str = "runs/experiment"
+    model: ModelConfig = Field(default_factory=MLPConfig)
+    data: DataConfig = Field(default_factory=DigitsDataConfig)
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        # Overriding model.hidden alone should refine the default MLP, not lose its tag.
+        if isinstance(data, dict):
+            for section, kind in (("model", "mlp"), ("data", "digits")):
+                value = data.get(section)
+                if isinstance(value, dict) and "kind" not in value:
+                    data = {**data, section: {"kind": kind, **value}}
+        return data
+
+
+# ---------------------------------------------------------------- loading
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The raw mapping in a ``.toml``, ``.yaml`` or ``.yml`` file."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: suffix must be .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``data`` with each ``"a.b=value"`` set; values parse as YAML scalars (``3e-4``, ``[1, 2]``)."""
+    result = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        node = result
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[leaf] = value
+    return result
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def validate_config(data: Mapping[str, Any]) -> ExperimentConfig:
+    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field."""
+    try:
+        return ExperimentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "config"
+        message = error["msg"]
+        allowed = (error.get("ctx") or {}).get("expected")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown field (allowed: {', '.join(_fields_at(error['loc'][:-1]))})"
+        if allowed and str(allowed) not in message:
+            message += f" (allowed: {allowed})"
+        lines.append(f"{where}: {message}; got {error.get('input')!r}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+_TAGGED: dict[str, type[BaseModel]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (
+        MLPConfig,
+        EncoderConfig,
+        GPTConfig,
+        CLIPConfig,
+        ImportedModelConfig,
+        DigitsDataConfig,
+        TextDataConfig,
+    )
+}
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the section at ``loc`` (tags of unions step into their class)."""
+    section: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        if isinstance(part, str) and part in _TAGGED and part not in section.model_fields:
+            section = _TAGGED[part]
+            continue
+        field = section.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            section = annotation
+    return sorted(section.model_fields)

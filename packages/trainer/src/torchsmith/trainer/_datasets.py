@@ -1,0 +1,146 @@
+"""Built-in datasets that need no download: scikit-learn's digits and a text corpus on disk."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from torchsmith.interfaces import DataError
+
+TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".rst")
+DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CAPTION_LENGTH = 24
+
+
+def digits(
+    val_fraction: float = 0.2, seed: int = 0, captions: bool = False
+) -> tuple[Dataset[tuple[torch.Tensor, ...]], Dataset[tuple[torch.Tensor, ...]]]:
+    """(train, val) of 8x8 digit images flattened to 64 floats in [0, 1], and labels.
+
+    With ``captions``, the second tensor is a caption such as "the digit three",
+    as ``CAPTION_LENGTH`` bytes (zero padded), for image-text training.
+    """
+    table = _digits_table()  # (N, 65): 64 pixels in 0..16, then the label
+    images = torch.tensor(table[:, :64], dtype=torch.float32) / 16.0  # (N, 64)
+    labels = torch.tensor(table[:, 64], dtype=torch.int64)  # (N,)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    images, labels = images[order], labels[order]
+    n_val = max(1, int(len(labels) * val_fraction))
+    second = caption_tokens(labels) if captions else labels
+    train = TensorDataset(images[n_val:], second[n_val:])
+    val = TensorDataset(images[:n_val], second[:n_val])
+    return train, val
+
+
+def _digits_table() -> np.ndarray:
+    """scikit-learn's bundled ``digits.csv.gz``, read without importing scikit-learn.
+
+    ``sklearn.datasets`` pulls in scipy.stats and takes seconds to import; the
+    file it reads is all we need (``load_digits`` parses the same file).
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise DataError('the digits data ships with scikit-learn: pip install scikit-learn')
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+    if not path.is_file():
+        raise DataError(f"scikit-learn's digits file is missing at {path}")
+    return np.loadtxt(path, delimiter=",", dtype=np.float64)
+
+
+def caption_tokens(labels: torch.Tensor) -> torch.Tensor:
+    """Byte tokens of "the digit <name>" for each label, zero padded: (N, CAPTION_LENGTH)."""
+    rows = []
+    for label in labels.tolist():
+        text = f"the digit {DIGIT_NAMES[label]}".encode()
+        rows.append(list(text) + [0] * (CAPTION_LENGTH - len(text)))
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """A character- or byte-level tokenizer; a char vocabulary is the corpus's sorted characters."""
+
+    kind: str
+    chars: str = ""
+
+    @classmethod
+    def fit(cls, kind: str, text: str) -> Tokenizer:
+        if kind == "byte":
+            return cls("byte")
+        if kind == "char":
+            return cls("char", "".join(sorted(set(text))))
+        raise DataError(f"tokenizer {kind!r} is not one of 'char', 'byte'")
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 if self.kind == "byte" else len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        if self.kind == "byte":
+            return list(text.encode("utf-8"))
+        index = {c: i for i, c in enumerate(self.chars)}
+        unknown = sorted(set(text) - index.keys())
+        if unknown:
+            raise DataError(f"characters {unknown[:10]} are not in the tokenizer's vocabulary")
+        return [index[c] for c in text]
+
+    def decode(self, tokens: list[int]) -> str:
+        if self.kind == "byte":
+            return bytes(tokens).decode("utf-8", errors="replace")
+        return "".join(self.chars[t] for t in tokens)
+
+
+class TokenBlocks(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """(input, target) pairs of ``block_size`` tokens, target shifted by one, stride half a block."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int) -> None:
+        if len(tokens) < block_size + 1:
+            raise DataError(f"{len(tokens)} tokens are too few for block_size {block_size}")
+        self.tokens, self.block_size = tokens, block_size
+        self.stride = max(1, block_size // 2)
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - self.block_size - 1) // self.stride + 1
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = index * self.stride
+        chunk = self.tokens[start : start + self.block_size + 1]
+        return chunk[:-1], chunk[1:]
+
+
+def shipped_corpus() -> list[Path]:
+    """The markdown files shipped inside this package (a small corpus about training loops)."""
+    root = resources.files("torchsmith.trainer") / "corpus"
+    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(TEXT_SUFFIXES))
+
+
+def read_corpus(paths: list[Path]) -> str:
+    """The text of every file (directories: their text files, sorted), joined by blank lines."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise DataError(f"text data path {path} does not exist")
+    if not files:
+        raise DataError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {paths}")
+    return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+
+
+def text_corpus(
+    paths: list[Path], tokenizer: str, block_size: int, val_fraction: float
+) -> tuple[TokenBlocks, TokenBlocks, Tokenizer]:
+    """(train, val, tokenizer): the corpus's first part trains, its tail validates."""
+    text = read_corpus(paths)
+    tok = Tokenizer.fit(tokenizer, text)
+    tokens = torch.tensor(tok.encode(text), dtype=torch.int64)
+    split = int(len(tokens) * (1.0 - val_fraction))
+    return TokenBlocks(tokens[:split], block_size), TokenBlocks(tokens[split:], block_size), tok

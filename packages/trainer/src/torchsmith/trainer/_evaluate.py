@@ -1,0 +1,142 @@
+"""Evaluation: item-weighted metrics over held-out data, early stopping, and text sampling."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._data import move_to
+from ._datasets import Tokenizer
+from ._metrics import RunningMean, perplexity
+
+TaskFn = Callable[[nn.Module, Any], Any]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    task: TaskFn,
+    data: Iterable[Any],
+    *,
+    max_batches: int | None = None,
+    device: torch.device | None = None,
+    autocast: contextlib.AbstractContextManager[Any] | None = None,
+    seed: int = 0,
+    perplexity_of_loss: bool = False,
+) -> dict[str, float]:
+    """``val_loss`` and ``val_<metric>`` averaged over items, plus ``val_perplexity`` for LMs.
+
+    The model is put in eval mode and restored; any randomness the task uses
+    (contrastive views) comes from a forked, fixed-seed RNG, so evaluating never
+    moves the training RNG and every evaluation sees the same views.
+    """
+    was_training = model.training
+    model.eval()
+    means = RunningMean()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for index, batch in enumerate(data):
+            if max_batches is not None and index >= max_batches:
+                break
+            if device is not None and device.type != "cpu":
+                batch = move_to(batch, device, non_blocking=True)
+            with autocast or contextlib.nullcontext():
+                out = task(model, batch)
+            means.update({"loss": out.loss, **out.metrics}, out.num_items)
+    model.train(was_training)
+    result = {f"val_{k}": v for k, v in means.compute().items()}
+    if perplexity_of_loss and "val_loss" in result:
+        result["val_perplexity"] = perplexity(result["val_loss"])
+    return result
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations."""
+
+    metric: str
+    patience: int = 3
+    min_delta: float = 0.0
+    mode: str = "min"
+    best: float | None = None
+    bad_evals: int = 0
+
+    def update(self, metrics: dict[str, float]) -> bool:
+        """Record one evaluation; True when training should stop."""
+        if self.metric not in metrics:
+            raise KeyError(
+                f"early stopping metric {self.metric!r} is not among {sorted(metrics)}"
+            )
+        value = metrics[self.metric]
+        improved = self.best is None or (
+            value < self.best - self.min_delta
+            if self.mode == "min"
+            else value > self.best + self.min_delta
+        )
+        if improved:
+            self.best, self.bad_evals = value, 0
+        else:
+            self.bad_evals += 1
+        return self.bad_evals >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad_evals": self.bad_evals}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad_evals = state["best"], int(state["bad_evals"])
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    tokens: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    block_size: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Extend ``tokens`` (B, T) by sampling ``max_new_tokens`` from ``model``'s logits."""
+    for _ in range(max_new_tokens):
+        context = tokens[:, -block_size:]
+        logits = model(context)[:, -1, :] / temperature  # (B, vocab)
+        if top_k is not None:
+            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits.float(), dim=-1)
+        nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
+        tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
+    return tokens
+
+
+@dataclass
+class TextSampler:
+    """An evaluation hook: text sampled from a language model, from its own seeded generator."""
+
+    tokenizer: Tokenizer
+    block_size: int
+    num_tokens: int = 200
+    prompt: str = "\n"
+    temperature: float = 0.8
+    top_k: int | None = 20
+    seed: int = 0
+
+    def __call__(self, model: nn.Module, step: int) -> str:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        prompt = self.tokenizer.encode(self.prompt) or [0]
+        start = torch.tensor([prompt], dtype=torch.int64, device=device)
+        generator = torch.Generator(device=device).manual_seed(self.seed + step)
+        out = generate(
+            model, start, self.num_tokens, block_size=self.block_size,
+            temperature=self.temperature, top_k=self.top_k, generator=generator,
+        )  # fmt: skip
+        model.train(was_training)
+        return self.tokenizer.decode(out[0].tolist())

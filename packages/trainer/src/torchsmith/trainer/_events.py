@@ -1,0 +1,131 @@
+"""The event stream: sinks that receive TrainingEvents (a JSONL log, a progress bar, callbacks).
+
+Any object with ``emit(event)`` is a sink (the interfaces' EventSink protocol);
+the API's WebSocket subscribes the same way. The trainer builds an event only
+when a sink exists to receive it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import IO, Any
+
+from torchsmith.interfaces import EventSink, TrainingEvent
+
+_CALLBACKS = {
+    "step": "on_step_end",
+    "eval": "on_eval_end",
+    "checkpoint": "on_checkpoint",
+    "epoch_end": "on_epoch_end",
+    "end": "on_train_end",
+    "error": "on_error",
+}
+
+
+class EventBus:
+    """Fans one event out to every sink; falsy when it has none."""
+
+    def __init__(self, sinks: Iterable[EventSink] = ()) -> None:
+        self.sinks = list(sinks)
+
+    def __bool__(self) -> bool:
+        return bool(self.sinks)
+
+    def emit(self, event: TrainingEvent) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
+
+
+class JsonlSink:
+    """Appends each event as one JSON line, flushed, so a crash loses at most the last line."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+
+    def emit(self, event: TrainingEvent) -> None:
+        self._file.write(event.write() + "\n")
+        self._file.flush()
+        if event.kind in ("end", "error", "checkpoint"):
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class CallbackSink:
+    """Calls ``on_step_end(event)``, ``on_eval_end``, ``on_checkpoint``, ``on_epoch_end``,
+    ``on_train_end`` or ``on_error`` on ``callbacks``, whichever it defines."""
+
+    def __init__(self, callbacks: Any) -> None:
+        self.callbacks = callbacks
+
+    def emit(self, event: TrainingEvent) -> None:
+        handler: Callable[[TrainingEvent], object] | None = getattr(
+            self.callbacks, _CALLBACKS[event.kind], None
+        )
+        if handler is not None:
+            handler(event)
+
+
+class ListSink:
+    """Keeps every event in ``events``: the test double for a sink."""
+
+    def __init__(self) -> None:
+        self.events: list[TrainingEvent] = []
+
+    def emit(self, event: TrainingEvent) -> None:
+        self.events.append(event)
+
+
+class RichProgressSink:
+    """A rich progress bar over optimizer steps with loss, samples/s and tokens/s."""
+
+    def __init__(self, total_steps: int, description: str = "train") -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[stats]}"),
+        )
+        self.task_id = self.progress.add_task(description, total=total_steps, stats="")
+        self._started = False
+
+    def emit(self, event: TrainingEvent) -> None:
+        if not self._started:
+            self.progress.start()
+            self._started = True
+        if event.kind == "step":
+            self.progress.update(self.task_id, completed=event.step, stats=_stats(event.metrics))
+        elif event.kind == "eval":
+            values = {k: v for k, v in event.metrics.items() if k.startswith("val_")}
+            self.progress.console.print(f"step {event.step}: {_stats(values)}")
+            if event.message:
+                self.progress.console.print(event.message)
+        elif event.kind in ("end", "error"):
+            self.close()
+
+    def close(self) -> None:
+        if self._started:
+            self.progress.stop()
+            self._started = False
+
+
+def _stats(metrics: dict[str, float]) -> str:
+    shown = ("loss", "lr", "samples_per_s", "tokens_per_s", "data_wait_fraction")
+    parts = [f"{k}={metrics[k]:.4g}" for k in shown if k in metrics]
+    parts += [f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val_")]
+    return " ".join(parts)

@@ -1,0 +1,69 @@
+"""Losses by name: torchsmith-losses when installed, built-in torch versions otherwise.
+
+The built-ins follow the papers directly: NT-Xent from SimCLR (Chen et al. 2020,
+eq. 1) and the symmetric InfoNCE of CLIP (Radford et al. 2021, fig. 3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from torchsmith.interfaces import MissingSuiteError
+
+LossFn = Callable[..., torch.Tensor]
+
+
+def ntxent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """Normalised-temperature cross entropy over 2B anchors; (z1[i], z2[i]) are positives."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2B, d)
+    sim = z @ z.T / temperature  # (2B, 2B)
+    sim.fill_diagonal_(float("-inf"))  # an anchor is not its own negative
+    b = z1.shape[0]
+    targets = torch.cat([torch.arange(b, 2 * b), torch.arange(b)]).to(z.device)
+    return F.cross_entropy(sim, targets)
+
+
+def clip_loss(
+    image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor | float = 1 / 0.07
+) -> torch.Tensor:
+    """Mean of image->text and text->image cross entropy over the in-batch similarity matrix."""
+    logits = logit_scale * F.normalize(image, dim=1) @ F.normalize(text, dim=1).T  # (B, B)
+    targets = torch.arange(logits.shape[0], device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+BUILTIN: dict[str, LossFn] = {
+    "cross_entropy": F.cross_entropy,
+    "ntxent": ntxent,
+    "clip": clip_loss,
+}
+
+
+def resolve_loss(name: str | LossFn, **kwargs: Any) -> LossFn:
+    """A loss callable: ``name`` itself when callable, else torchsmith-losses' ``get_loss``.
+
+    Without torchsmith-losses, the built-in names still work; any other name
+    fails with the install line.
+    """
+    if callable(name):
+        return name
+    try:
+        from torchsmith.losses import get_loss  # type: ignore[attr-defined]
+    except ImportError:
+        get_loss = None
+    if get_loss is not None:
+        loss: LossFn = get_loss(name, **kwargs)
+        return loss
+    if name not in BUILTIN:
+        raise MissingSuiteError(
+            f"loss {name!r} needs torchsmith-losses (built in here: {', '.join(BUILTIN)}): "
+            'pip install "torchsmith-trainer[losses]"'
+        )
+    builtin = BUILTIN[name]
+    if not kwargs:
+        return builtin
+    return lambda *args: builtin(*args, **kwargs)

@@ -1,0 +1,58 @@
+"""Metric functions and a running, item-weighted mean that syncs only when read."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+
+
+def top_k_accuracy(
+    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
+) -> dict[str, torch.Tensor]:
+    """``accuracy`` (top-1) and ``top{k}_accuracy`` for each k < number of classes."""
+    num_classes = logits.shape[-1]
+    ks = sorted({k for k in ks if k <= num_classes} | {1})
+    top = logits.topk(max(ks), dim=-1).indices  # (B, kmax)
+    hits = top == targets.unsqueeze(-1)  # (B, kmax)
+    result = {}
+    for k in ks:
+        name = "accuracy" if k == 1 else f"top{k}_accuracy"
+        result[name] = hits[:, :k].any(dim=-1).float().mean()
+    return result
+
+
+def matched_accuracy(similarity: torch.Tensor) -> torch.Tensor:
+    """How often row i's most similar column is column i (retrieval of the paired item)."""
+    targets = torch.arange(similarity.shape[0], device=similarity.device)
+    return (similarity.argmax(dim=1) == targets).float().mean()
+
+
+def perplexity(mean_token_loss: float) -> float:
+    """exp of the mean per-token cross entropy (natural log), capped to stay finite."""
+    return math.exp(min(mean_token_loss, 80.0))
+
+
+class RunningMean:
+    """Item-weighted means of named values; tensors stay on device until :meth:`compute`."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor | float] = {}
+        self.items = 0
+
+    def update(self, values: Mapping[str, float | torch.Tensor], num_items: int) -> None:
+        for name, value in values.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float()
+            self.sums[name] = self.sums.get(name, 0.0) + value * num_items
+        self.items += num_items
+
+    def compute(self) -> dict[str, float]:
+        """The means, as floats (one host sync per value), or {} when nothing was added."""
+        if not self.items:
+            return {}
+        return {name: float(total) / self.items for name, total in self.sums.items()}
+
+    def reset(self) -> None:
+        self.sums, self.items = {}, 0

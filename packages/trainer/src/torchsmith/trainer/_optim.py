@@ -1,0 +1,82 @@
+"""Optimizers by name, with norms and biases exempt from weight decay, and LR schedules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ._config import OptimConfig, ScheduleConfig
+
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.Embedding)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """Two groups: matrices decay; biases, norm weights and embeddings do not.
+
+    Decaying a LayerNorm gain pulls it towards zero rather than one, and decaying
+    a bias has no regularising effect; both only hurt (see the AdamW paper's
+    setup, and nanoGPT's ``configure_optimizers``).
+    """
+    no_decay_ids: set[int] = set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if isinstance(module, _NORMS) or name.endswith("bias") or param.ndim < 2:
+                no_decay_ids.add(id(param))
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if id(p) not in no_decay_ids]
+    no_decay = [p for p in params if id(p) in no_decay_ids]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``config.name`` over ``model``'s trainable parameters."""
+    if config.no_decay_norms_and_biases:
+        groups: list[dict[str, object]] = parameter_groups(model, config.weight_decay)
+    else:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    wd = config.weight_decay
+    if config.name == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                                 weight_decay=wd)  # fmt: skip
+    if config.name == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, betas=config.betas, eps=config.eps,
+                                weight_decay=wd)  # fmt: skip
+    if config.name == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=wd)
+    return torch.optim.RMSprop(
+        groups, lr=config.lr, momentum=config.momentum, eps=config.eps, weight_decay=wd
+    )
+
+
+def lr_factor(config: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
+    """The multiplier of the base LR at each step (0-based), for ``LambdaLR``."""
+    warmup, floor = config.warmup_steps, config.min_lr_ratio
+
+    def factor(step: int) -> float:
+        # 1) linear warmup from 1/warmup to 1
+        if step < warmup:
+            return (step + 1) / warmup
+        # 2) after warmup, the named decay over the remaining steps
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        if config.name == "constant":
+            return 1.0
+        if config.name == "linear":
+            return floor + (1.0 - floor) * (1.0 - progress)
+        if config.name == "cosine":
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return float(config.gamma ** ((step - warmup) // config.step_size))
+
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: ScheduleConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR stepped once per optimizer step; its state is only the step count."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, total_steps))

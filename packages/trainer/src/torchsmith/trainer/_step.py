@@ -1,0 +1,138 @@
+"""One optimizer step over an accumulation window of micro-batches.
+
+Accumulation weights micro-batch i by ``n_i / N`` where ``N`` is the number of
+items (examples, or tokens) in the whole window, over every rank: each
+backward gets ``loss_i * n_i`` and the summed gradient is scaled by ``1 / N``
+once, before clipping. N micro-batches therefore give the gradient of one
+batch of N items: averaging per-micro-batch means instead (the bug fixed in
+transformers PR #34191) overweights short micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.interfaces import TaskOutput, TorchsmithError
+
+from ._data import move_to
+from ._distributed import Dist, all_reduce_sum
+
+
+class NonFiniteLossError(TorchsmithError, FloatingPointError):
+    """A loss was NaN or Inf; the message names the step and the batch."""
+
+
+@dataclass
+class StepResult:
+    loss: torch.Tensor | None  # item-weighted sum of losses, detached, when tracking
+    items: int  # items in this process's window
+    last_loss: torch.Tensor  # the last micro-batch's mean loss, detached
+    skipped: bool = False
+
+
+@dataclass
+class Stepper:
+    """Forward, backward, clip and step; knows precision, accumulation and DDP, nothing else."""
+
+    model: nn.Module
+    task: Any
+    optimizer: torch.optim.Optimizer
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    clip_grad_norm: float | None = None
+    nonfinite: str = "error"
+    dist: Dist = field(default_factory=Dist)
+    track: bool = False
+    scaler: torch.amp.GradScaler | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision == "fp16" and self.scaler is None:
+            self.scaler = torch.amp.GradScaler(self.device.type)
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        self._move = self.device.type != "cpu"
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> StepResult:
+        """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as step ``step``."""
+        # One micro-batch on one process: the loss is already the batch mean, as in a
+        # hand-written loop, so skip the weighting arithmetic entirely.
+        weighted = len(micro_batches) > 1 or self.dist.enabled
+        loss_sum: torch.Tensor | None = None
+        items = 0
+        for index, batch in enumerate(micro_batches):
+            out = self._forward(batch)
+            if not torch.isfinite(out.loss):
+                return self._nonfinite(out, step, first_batch + index)
+            loss = out.loss * out.num_items if weighted else out.loss
+            with self._sync_context(last=index == len(micro_batches) - 1):
+                self._backward(loss)
+            items += out.num_items
+            if self.track:
+                part = out.loss.detach() * out.num_items
+                loss_sum = part if loss_sum is None else loss_sum + part
+        if weighted:
+            self._normalise_gradients(items)
+        self._clip_and_step()
+        return StepResult(loss_sum, items, out.loss.detach())
+
+    def _forward(self, batch: Any) -> TaskOutput:
+        if self._move:
+            batch = move_to(batch, self.device, non_blocking=True)
+        with self.autocast():
+            out: TaskOutput = self.task(self.model, batch)
+        return out
+
+    def _sync_context(self, last: bool) -> contextlib.AbstractContextManager[Any]:
+        # DDP all-reduces gradients only on the window's last backward.
+        if self.dist.enabled and not last:
+            return self.model.no_sync()  # type: ignore[operator, no-any-return]
+        return contextlib.nullcontext()
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _normalise_gradients(self, local_items: int) -> None:
+        total = float(local_items)
+        if self.dist.enabled:
+            total = float(all_reduce_sum(torch.tensor(total, device=self.device), self.dist))
+        # DDP averaged the per-rank sums over world_size; undo that and divide by N.
+        scale = self.dist.world_size / total
+        grads = [p.grad for p in self._params if p.grad is not None]
+        torch._foreach_mul_(grads, scale)
+
+    def _clip_and_step(self) -> None:
+        if self.scaler is not None:
+            if self.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if self.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self._params, self.clip_grad_norm)
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _nonfinite(self, out: TaskOutput, step: int, index: int) -> StepResult:
+        value = float(out.loss)
+        if self.nonfinite == "skip":
+            self.optimizer.zero_grad(set_to_none=True)
+            return StepResult(None, 0, out.loss.detach(), skipped=True)
+        raise NonFiniteLossError(
+            f"loss is {value} at step {step + 1}, batch {index} of the epoch "
+            "(set training.nonfinite='skip' to skip such steps)"
+        )

@@ -1,0 +1,228 @@
+"""The coordinator: one readable loop over focused parts.
+
+    data (BatchStream) -> Stepper (forward/backward/step) -> scheduler
+                       -> events (only when a sink listens) -> evaluation -> checkpoints
+
+Everything the loop does per step that is not training (timing aside) is
+behind an ``if`` that is false unless something consumes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from torchsmith.interfaces import EventSink, TrainingEvent
+
+from ._checkpoint import CheckpointManager, load_checkpoint, load_model_state
+from ._data import BatchStream
+from ._distributed import Dist, all_reduce_sum, barrier, gather_objects, unwrap
+from ._evaluate import EarlyStopping, evaluate
+from ._events import EventBus
+from ._rng import rng_state, set_rng_state
+from ._step import Stepper
+
+EvalHook = Callable[[nn.Module, int], str]
+
+
+@dataclass
+class Schedule:
+    """When the loop stops, logs, evaluates and saves (in optimizer steps)."""
+
+    max_steps: int
+    stop_after: int | None = None
+    grad_accum: int = 1
+    log_every: int = 10
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+
+    @property
+    def last_step(self) -> int:
+        return min(self.max_steps, self.stop_after or self.max_steps)
+
+
+@dataclass
+class Trainer:
+    """Runs :meth:`fit`: the loop below, composed of parts each usable alone."""
+
+    stepper: Stepper
+    data: BatchStream
+    schedule: Schedule
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    val_data: Iterable[Any] | None = None
+    checkpoints: CheckpointManager | None = None
+    sinks: Iterable[EventSink] = ()
+    early_stopping: EarlyStopping | None = None
+    eval_hooks: list[EvalHook] = field(default_factory=list)
+    eval_max_batches: int | None = None
+    perplexity: bool = False
+    items_name: str = "samples"
+    samples_per_micro_batch: int = 1
+    meta: dict[str, Any] = field(default_factory=dict)
+    dist: Dist = field(default_factory=Dist)
+    seed: int = 0
+    step: int = 0
+
+    def __post_init__(self) -> None:
+        self.events = EventBus(self.sinks if self.dist.is_main else ())
+        self.stepper.track = bool(self.events) or self.dist.enabled
+        self.metrics: dict[str, float] = {}
+        self._evaluated_at = self._saved_at = -1
+
+    # ------------------------------------------------------------ the loop
+
+    def fit(self) -> dict[str, float]:
+        """Train until ``schedule.last_step`` (or early stopping); the final metrics."""
+        s, stepper, data = self.schedule, self.stepper, self.data
+        stepper.model.train()
+        window_start, loss_sum, items, wait, last_loss = time.perf_counter(), None, 0, 0.0, None
+        try:
+            while self.step < s.last_step:
+                # 1) fetch the accumulation window, timing how long we wait for data
+                t0 = time.perf_counter()
+                first_batch = data.batches_done
+                micro_batches = [next(data) for _ in range(s.grad_accum)]
+                wait += time.perf_counter() - t0
+                # 2) forward, backward, clip, optimizer step
+                result = stepper(micro_batches, self.step, first_batch)
+                if self.scheduler is not None:
+                    self.scheduler.step()
+                self.step += 1
+                last_loss = result.last_loss
+                # 3) what is not training happens only when something consumes it
+                if stepper.track and result.loss is not None:
+                    loss_sum = result.loss if loss_sum is None else loss_sum + result.loss
+                    items += result.items
+                if stepper.track and self.step % s.log_every == 0:
+                    self._log_step(loss_sum, items, wait, time.perf_counter() - window_start)
+                    window_start, loss_sum, items, wait = time.perf_counter(), None, 0, 0.0
+                stop = False
+                if s.eval_every and self.step % s.eval_every == 0:
+                    stop = self._evaluate()
+                if s.checkpoint_every and self.step % s.checkpoint_every == 0:
+                    self.save()
+                if stop:
+                    break
+            self._finish(last_loss)
+        except BaseException as exc:
+            self.events.emit(TrainingEvent(kind="error", step=self.step, message=str(exc)))
+            raise
+        finally:
+            self.events.close()
+        return self.metrics
+
+    def _finish(self, last_loss: torch.Tensor | None) -> None:
+        if last_loss is not None:
+            self.metrics["train_loss"] = float(last_loss)
+        if self.val_data is not None and self._evaluated_at != self.step:
+            self._evaluate()
+        if self.checkpoints is not None and self._saved_at != self.step:
+            self.save()
+        self.metrics["step"] = float(self.step)
+        self.events.emit(TrainingEvent(kind="end", step=self.step, epoch=self.data.epoch,
+                                       metrics=self.metrics))  # fmt: skip
+
+    # ------------------------------------------------------------ parts of a step
+
+    def _log_step(
+        self, loss_sum: torch.Tensor | None, items: int, wait: float, elapsed: float
+    ) -> None:
+        s = self.schedule
+        steps = s.log_every
+        if self.dist.enabled and loss_sum is not None:
+            packed = torch.stack([loss_sum.float(), torch.tensor(float(items)).to(loss_sum)])
+            loss_sum, items = (t for t in all_reduce_sum(packed, self.dist))  # type: ignore[assignment]
+            items = int(items)
+        samples = steps * s.grad_accum * self.samples_per_micro_batch * self.dist.world_size
+        metrics = {
+            "loss": float(loss_sum) / max(items, 1) if loss_sum is not None else float("nan"),
+            "samples_per_s": samples / elapsed,
+            "data_wait_fraction": wait / elapsed,
+            "step_time_s": elapsed / steps,
+        }
+        if self.items_name == "tokens":
+            metrics["tokens_per_s"] = items / elapsed
+        if self.scheduler is not None:
+            metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+        self.metrics["train_loss"] = metrics["loss"]
+        self.events.emit(TrainingEvent(kind="step", step=self.step, epoch=self.data.epoch,
+                                       metrics=metrics))  # fmt: skip
+
+    def _evaluate(self) -> bool:
+        """Evaluate, run hooks, emit; True when early stopping says stop."""
+        self._evaluated_at = self.step
+        if self.val_data is None:
+            return False
+        model = self.stepper.model
+        values = evaluate(
+            model, self.stepper.task, self.val_data, max_batches=self.eval_max_batches,
+            device=self.stepper.device, autocast=self.stepper.autocast(), seed=self.seed,
+            perplexity_of_loss=self.perplexity,
+        )  # fmt: skip
+        self.metrics.update(values)
+        message = "\n".join(hook(unwrap(model), self.step) for hook in self.eval_hooks) or None
+        self.events.emit(TrainingEvent(kind="eval", step=self.step, epoch=self.data.epoch,
+                                       metrics=values, message=message))  # fmt: skip
+        return self.early_stopping is not None and self.early_stopping.update(values)
+
+    # ------------------------------------------------------------ checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything an exact resume needs; tensors, numbers and strings only."""
+        state: dict[str, Any] = {
+            "model": unwrap(self.stepper.model).state_dict(),
+            "optimizer": self.stepper.optimizer.state_dict(),
+            "rng": gather_objects(rng_state(), self.dist),
+            "data": self.data.state_dict(),
+            "loop": {"step": self.step},
+            "meta": {**self.meta, "epoch": self.data.epoch},
+        }
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        if self.stepper.scaler is not None:
+            state["scaler"] = self.stepper.scaler.state_dict()
+        if self.early_stopping is not None:
+            state["early_stopping"] = self.early_stopping.state_dict()
+        return state
+
+    def save(self) -> Path | None:
+        """Write a checkpoint (rank 0 only; every rank waits for it)."""
+        self._saved_at = self.step
+        path = None
+        state = self.state_dict()  # on every rank: gathering RNG states is collective
+        if self.checkpoints is not None and self.dist.is_main:
+            path = self.checkpoints.save(state, step=self.step, metrics=self.metrics)
+            self.events.emit(TrainingEvent(kind="checkpoint", step=self.step,
+                                           epoch=self.data.epoch, message=str(path)))  # fmt: skip
+        barrier(self.dist)
+        return path
+
+    def load_state_dict(self, state: Mapping[str, Any], source: Path) -> None:
+        load_model_state(unwrap(self.stepper.model), state["model"], source)
+        self.stepper.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if self.stepper.scaler is not None and "scaler" in state:
+            self.stepper.scaler.load_state_dict(state["scaler"])
+        if self.early_stopping is not None and "early_stopping" in state:
+            self.early_stopping.load_state_dict(state["early_stopping"])
+        rngs = state["rng"]
+        set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
+        self.data.load_state_dict(state["data"])
+        self.step = int(state["loop"]["step"])
+        self._saved_at = self.step
+
+    def resume(self, path: str | Path = "latest") -> Path:
+        """Continue from a checkpoint: ``"latest"`` under our directory, or a path."""
+        if self.checkpoints is None:
+            source = Path(path)
+        else:
+            source = self.checkpoints.resolve(path)
+        self.load_state_dict(load_checkpoint(source), source)
+        return source

@@ -1,0 +1,49 @@
+"""Shared fixtures: small, fast configs; slow tests run only when asked for."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from torchsmith.trainer import ExperimentConfig, apply_overrides, validate_config
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The workspace declares the "slow" marker; run them with TORCHSMITH_SLOW=1 or -m slow.
+    if os.environ.get("TORCHSMITH_SLOW") == "1" or "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: set TORCHSMITH_SLOW=1 or pass -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_config(out_dir: Path, *overrides: str, **sections: dict[str, Any]) -> ExperimentConfig:
+    """A digits MLP run of a few dozen steps, writing under ``out_dir``."""
+    base: dict[str, Any] = {
+        "seed": 3,
+        "out_dir": str(out_dir),
+        "model": {"kind": "mlp", "hidden": [32], "dropout": 0.1},
+        "loader": {"batch_size": 64},
+        "optim": {"lr": 3e-3},
+        "schedule": {"name": "cosine", "warmup_steps": 3},
+        "training": {"max_steps": 30, "log_every": 5},
+        "eval": {"every_steps": None, "max_batches": 2},
+        "checkpoint": {"keep_last": 3},
+    }
+    for name, values in sections.items():
+        replace = name == "model" and values.get("kind", "mlp") != "mlp"
+        base[name] = values if replace else {**base.get(name, {}), **values}
+    return validate_config(apply_overrides(base, overrides))

@@ -1,0 +1,105 @@
+"""Gradient accumulation equals one large batch, with micro-batches of unequal size."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchsmith.trainer import CausalLMTask, ClassificationTask, Stepper
+
+
+def _model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+
+
+def _data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+
+
+def _grads(model: nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in model.parameters()]
+
+
+class _KeepGrads(torch.optim.SGD):
+    """SGD whose zero_grad keeps the gradients, so the test can read them after a step."""
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        return None
+
+
+def test_unequal_micro_batches_give_the_large_batch_gradient() -> None:
+    x, y = _data(23)
+    reference = _model()
+    F.cross_entropy(reference(x), y).backward()  # one batch of 23: the mean over 23 items
+
+    model = _model()
+    stepper = Stepper(model, ClassificationTask(), _KeepGrads(model.parameters(), lr=0.0))
+    sizes = [(0, 3), (3, 16), (16, 23)]  # 3 + 13 + 7 items
+    stepper([(x[a:b], y[a:b]) for a, b in sizes], step=0)
+    for got, want in zip(_grads(model), _grads(reference), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+    # The HF bug (transformers #34191): a mean of micro-batch means is a different gradient.
+    naive = _model()
+    for a, b in sizes:
+        (F.cross_entropy(naive(x[a:b]), y[a:b]) / len(sizes)).backward()
+    assert not torch.allclose(_grads(naive)[0], _grads(reference)[0], rtol=1e-6)
+
+
+def test_accumulated_adamw_training_matches_large_batches() -> None:
+    x, y = _data(64)
+    big, small = _model(), _model()
+    opt_big = torch.optim.AdamW(big.parameters(), lr=1e-2)
+    opt_small = torch.optim.AdamW(small.parameters(), lr=1e-2)
+    big_step = Stepper(big, ClassificationTask(), opt_big, clip_grad_norm=0.5)
+    small_step = Stepper(small, ClassificationTask(), opt_small, clip_grad_norm=0.5)
+    for step in range(4):
+        batch = slice(step * 16, step * 16 + 16)
+        xb, yb = x[batch], y[batch]
+        big_step([(xb, yb)], step)
+        small_step([(xb[:5], yb[:5]), (xb[5:11], yb[5:11]), (xb[11:], yb[11:])], step)
+    for a, b in zip(big.parameters(), small.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+class _TokenLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(11, 11).double()
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.emb(idx)  # (B, T, vocab)
+
+
+@pytest.mark.parametrize("lengths", [(4, 9), (2, 3, 12)])
+def test_language_model_accumulation_weights_by_tokens(lengths: tuple[int, ...]) -> None:
+    g = torch.Generator().manual_seed(2)
+    seqs = [torch.randint(0, 11, (2, t + 1), generator=g) for t in lengths]
+    reference = _TokenLM()
+    logits = torch.cat([reference(s[:, :-1]).reshape(-1, 11) for s in seqs])
+    targets = torch.cat([s[:, 1:].reshape(-1) for s in seqs])
+    F.cross_entropy(logits, targets).backward()  # the mean over every token of the window
+
+    model = _TokenLM()
+    stepper = Stepper(model, CausalLMTask(), _KeepGrads(model.parameters(), lr=0.0))
+    stepper([(s[:, :-1], s[:, 1:]) for s in seqs], step=0)
+    torch.testing.assert_close(model.emb.weight.grad, reference.emb.weight.grad, rtol=1e-12,
+                               atol=1e-14)  # fmt: skip
+
+
+def test_single_micro_batch_path_is_exactly_the_hand_written_step() -> None:
+    x, y = _data(16)
+    a, b = _model(), copy.deepcopy(_model())
+    opt_a, opt_b = torch.optim.SGD(a.parameters(), lr=0.1), torch.optim.SGD(b.parameters(), lr=0.1)
+    Stepper(a, ClassificationTask(), opt_a)([(x, y)], 0)
+    F.cross_entropy(b(x), y).backward()
+    opt_b.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
