@@ -60,6 +60,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(manager.close)
         store.close()
         bench = getattr(app.state, "bench_store", None)
+        app.state.bench_store = None
         if bench is not None:
             bench.close()
 

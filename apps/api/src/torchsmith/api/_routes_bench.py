@@ -33,6 +33,10 @@ RunRef = Annotated[
         description="A run id, 'latest', 'latest~N', a run uid or git commit prefix.",
     ),
 ]
+BaseRef = Annotated[
+    str | None,
+    Query(pattern=r"^[A-Za-z0-9~._-]{1,64}$", description="Compare against this run."),
+]
 _store_lock = threading.Lock()
 
 
@@ -220,9 +224,11 @@ async def compare_latest(request: Request) -> Comparison:
     return await run_in_threadpool(_compare, request, "latest~1", "latest")
 
 
-def _report(request: Request, base: str, head: str) -> str:
-    bench = suite("bench", "html_report")
-    html: str = bench.html_report(_store(request), base=base, head=head)
+def _report(request: Request, base: str | None, head: str) -> str:
+    bench = suite("bench", "html_report", "compare")
+    store = _store(request)
+    comparison = bench.compare(store, base, head) if base else None
+    html: str = bench.html_report(store, head, comparison=comparison)
     return html
 
 

@@ -8,9 +8,10 @@ run a job.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from torchsmith.interfaces import GeneratedArtifact
+from torchsmith.interfaces import ConfigError, GeneratedArtifact
 
 from ._suites import suite
 from ._worker import JobContext
@@ -44,16 +45,45 @@ def run_generate(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 
 def run_test(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """The ModelTest suite on a generated artifact; the report as the result."""
-    testing = suite("testing", "test_artifact")
+    """pytest over the artifact's ModelTest files, with the torchsmith report; its SuiteReport."""
+    import pytest
+
+    testing = suite("testing", "ModelTest", "read_report")
     artifact = GeneratedArtifact.read(params["artifact"])
-    report = testing.test_artifact(artifact, out_dir=ctx.workdir)
-    return _jsonable(report)
+    directory = Path(artifact.directory)
+    tests = sorted(str(p) for p in directory.rglob("test_*.py"))
+    if not tests:
+        raise ConfigError(
+            f"generated model {artifact.name!r} has no ModelTest file (test_*.py) in {directory}"
+        )
+    report_path = ctx.workdir / "report.json"
+    code = pytest.main(
+        [
+            *tests,
+            "-q",
+            f"--torchsmith-report={report_path}",
+            f"--rootdir={directory}",
+            f"--confcutdir={directory}",
+            "-p",
+            "no:cacheprovider",
+        ]  # fmt: skip
+    )
+    if not report_path.is_file():
+        raise ConfigError(f"pytest exited with code {int(code)} before writing a report")
+    report = testing.read_report(report_path)
+    return {
+        "exit_code": int(code),
+        "counts": report.counts(),
+        "passed": all(m.passed for m in report.models),
+        "report": report.model_dump(mode="json"),
+        "markdown": report.markdown(),
+    }
 
 
 def run_bench(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Measure cases here; the server stores the results as one run (see _routes_bench)."""
-    bench = suite("bench", "measure_cases", "capture_environment")
+    bench = suite("bench", "measure_cases", "capture_environment", "load_entry_points")
+    bench.load_entry_points()  # cases that installed packages register
     environment = bench.capture_environment()
     names = list(params.get("cases") or []) or None
 
