@@ -66,7 +66,7 @@ def run_test(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             f"--confcutdir={directory}",
             "-p",
             "no:cacheprovider",
-        ]  # fmt: skip
+        ]
     )
     if not report_path.is_file():
         raise ConfigError(f"pytest exited with code {int(code)} before writing a report")
