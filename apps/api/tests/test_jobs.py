@@ -38,7 +38,7 @@ def test_a_job_runs_in_its_own_process_and_its_events_are_stored(open_manager) -
     assert status.state == "queued"
     done = manager.wait(status.id)
     assert done.state == "succeeded", done.error
-    assert done.result == {"steps": 4, "params": {"steps": 4}}
+    assert done.result == {"steps": 4}
     assert done.progress == 1.0
     assert done.started_at is not None and done.finished_at >= done.started_at
     events = [

@@ -37,7 +37,7 @@ def test_a_live_subscriber_gets_every_event_then_the_final_status(
     seqs = [m["seq"] for m in messages]
     assert seqs == list(range(len(seqs))), "in order, nothing missing, nothing twice"
     events = [TrainingEvent.read(m["record"]) for m in messages if m["type"] == "event"]
-    assert [e.kind for e in events] == ["step"] * 5 + ["end"]  # emit_steps default: 5 steps
+    assert [e.kind for e in events] == ["step"] * 6 + ["end"]
     final = JobStatus.read(messages[-1]["record"])
     assert final.state == "succeeded"
 

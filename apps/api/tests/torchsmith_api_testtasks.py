@@ -21,7 +21,11 @@ from torchsmith.interfaces import (
 
 
 def emit_steps(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
-    """A loss curve 1/(step+1), ``steps`` events, ``delay`` seconds apart."""
+    """A loss curve 1/(step+1), ``steps`` events, ``delay`` seconds apart.
+
+    ``steps`` and ``delay`` come from params or from ``key=value`` overrides.
+    """
+    params = {**params, **dict(o.split("=", 1) for o in params.get("overrides", []))}
     steps = int(params.get("steps", 5))
     delay = float(params.get("delay", 0.0))
     for step in range(steps):
@@ -29,7 +33,7 @@ def emit_steps(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         ctx.progress((step + 1) / steps)
         time.sleep(delay)
     ctx.emit(TrainingEvent(kind="end", step=steps))
-    return {"steps": steps, "params": params}
+    return {"steps": steps}
 
 
 def hang(params: dict[str, Any], ctx: Any) -> dict[str, Any]:

@@ -1,0 +1,67 @@
+"""The dashboard in a real headless Chromium: it loads, and a training job's curve grows live."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
+)
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _post(url: str, body: dict, key: str) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result: dict = json.load(response)
+        return result
+
+
+def _points(page) -> int:
+    return int(page.evaluate(
+        "() => { const d = document.getElementById('curve').data || [];"
+        " return d.length ? d[0].x.length : 0; }"
+    ))
+
+
+def test_the_page_loads_and_a_jobs_curve_grows_live(live_server: str, api_key: str) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(live_server + "/")
+            assert page.title() == "torchsmith"
+            page.wait_for_function("() => typeof Plotly !== 'undefined'", timeout=20_000)
+            page.wait_for_function(
+                "() => document.getElementById('conn').textContent === 'connected'",
+                timeout=20_000,
+            )
+            job = _post(live_server + "/api/v1/train",
+                        {"recipe": "demo", "overrides": ["steps=60", "delay=0.1"]}, api_key)
+            page.wait_for_selector(f"#jobs tbody tr[data-id='{job['id']}']", timeout=20_000)
+            page.wait_for_function(
+                "() => { const d = document.getElementById('curve').data || [];"
+                " return d.length && d[0].x.length >= 3; }", timeout=30_000,
+            )
+            first = _points(page)
+            time.sleep(1.0)
+            second = _points(page)
+            assert second > first, f"the curve did not grow: {first} -> {second} points"
+            assert page.locator("#curve-job").text_content() == job["id"]
+            assert errors == []
+        finally:
+            browser.close()
