@@ -1,8 +1,7 @@
-"""Shared fixtures: small, fast configs; slow tests run only when asked for."""
+"""Shared fixtures: small, fast configs (slow tests run with --run-slow, see the root conftest)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +9,6 @@ import pytest
 import torch
 
 from torchsmith.trainer import ExperimentConfig, apply_overrides, validate_config
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The workspace declares the "slow" marker; run them with TORCHSMITH_SLOW=1 or -m slow.
-    if os.environ.get("TORCHSMITH_SLOW") == "1" or "slow" in (config.option.markexpr or ""):
-        return
-    skip = pytest.mark.skip(reason="slow: set TORCHSMITH_SLOW=1 or pass -m slow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
 
 
 @pytest.fixture(autouse=True)

@@ -128,7 +128,7 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
 
     def _nonfinite(self, out: TaskOutput, step: int, index: int) -> StepResult:
-        value = float(out.loss)
+        value = float(out.loss.detach())
         if self.nonfinite == "skip":
             self.optimizer.zero_grad(set_to_none=True)
             return StepResult(None, 0, out.loss.detach(), skipped=True)

@@ -1,0 +1,81 @@
+"""The `torchsmith train` command line contract, including a resume after SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from torchsmith.trainer._cli import main
+
+FAST = ["--set", "training.max_steps=30", "--set", "loader.batch_size=64",
+        "--set", "model.hidden=[32]", "--set", "eval.every_steps=null", "--no-progress"]  # fmt: skip
+
+
+def test_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--list"]) == 0
+    assert capsys.readouterr().out.split() == ["char-gpt", "digits-classifier", "simclr-digits"]
+
+
+def test_bad_config_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["digits-classifier", "--out", str(tmp_path), "--set", "optim.name=adamx"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "optim.name" in err and "'adamw', 'adam', 'sgd' or 'rmsprop'" in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_missing_resume_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *FAST]) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err
+
+
+def test_stop_and_resume_give_the_same_bytes(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["digits-classifier", "--out", str(one), "--max-steps", "20", *FAST]) == 0
+    assert main(["digits-classifier", "--out", str(two), "--max-steps", "9", *FAST]) == 0
+    assert main(["digits-classifier", "--out", str(two), "--max-steps", "20", "--resume",
+                 "latest", *FAST]) == 0  # fmt: skip
+    a = (one / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+    b = (two / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+    assert a == b
+    assert (two / "checkpoints" / "step-00000009").is_dir()
+
+
+def test_seed_changes_the_run(tmp_path: Path) -> None:
+    for seed in ("1", "2"):
+        assert main(["digits-classifier", "--out", str(tmp_path / seed), "--max-steps", "2",
+                     "--seed", seed, *FAST]) == 0  # fmt: skip
+    a = (tmp_path / "1" / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+    assert a != (tmp_path / "2" / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+
+
+def _cli(*args: str) -> list[str]:
+    code = "import sys; from torchsmith.trainer._cli import main; sys.exit(main(sys.argv[1:]))"
+    return [sys.executable, "-c", code, *args]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_is_byte_identical(tmp_path: Path) -> None:
+    args = ["digits-classifier", "--set", "training.max_steps=400", "--set", "loader.batch_size=64",
+            "--set", "checkpoint.every_steps=20", "--set", "eval.every_steps=null",
+            "--set", "model.hidden=[256, 256]", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (killed / "checkpoints" / "step-00000060").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    subprocess.run(_cli(*args, "--out", str(killed), "--resume", "latest"), env=env, check=True)
+    clean = tmp_path / "clean"
+    subprocess.run(_cli(*args, "--out", str(clean)), env=env, check=True)
+    a = (clean / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+    assert a == (killed / "checkpoints" / "latest" / "model.safetensors").read_bytes()

@@ -1,0 +1,103 @@
+"""Config: TOML/YAML files, --set overrides, and errors that name the field and allowed values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from torchsmith.interfaces import ConfigError
+from torchsmith.trainer import apply_overrides, list_recipes, load_config, validate_config
+from torchsmith.trainer._config import GPTConfig, TextDataConfig
+
+
+def test_toml_and_yaml_give_the_same_config(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text('seed = 4\n[optim]\nname = "sgd"\nlr = 0.05\n')
+    (tmp_path / "a.yaml").write_text("seed: 4\noptim:\n  name: sgd\n  lr: 0.05\n")
+    toml, _ = load_config(tmp_path / "a.toml")
+    yaml, _ = load_config(tmp_path / "a.yaml")
+    assert toml == yaml
+    assert toml.optim.name == "sgd" and toml.optim.lr == 0.05 and toml.seed == 4
+
+
+def test_overrides_parse_values_and_nest() -> None:
+    data = apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr=3e-4", "model.hidden=[8, 4]",
+                                                      "training.compile=true"])  # fmt: skip
+    config = validate_config(data)
+    assert config.optim.lr == 3e-4
+    assert config.model.hidden == [8, 4]  # type: ignore[union-attr]
+    assert config.training.compile is True
+
+
+def test_an_override_refines_the_default_model_kind() -> None:
+    assert validate_config(apply_overrides({}, ["model.dropout=0.2"])).model.kind == "mlp"
+
+
+def test_switching_kind_by_override() -> None:
+    config = validate_config(apply_overrides({}, ["model.kind=gpt", "data.kind=text"]))
+    assert isinstance(config.model, GPTConfig) and isinstance(config.data, TextDataConfig)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.name=adamx", "optim.name: Input should be 'adamw', 'adam', 'sgd' or 'rmsprop'"),
+        ("optim.lrr=1", "optim.lrr: unknown field (allowed: betas, eps, lr,"),
+        ("training.precision=fp8", "training.precision: Input should be 'fp32', 'bf16' or 'fp16'"),
+        ("loader.batch_size=0", "loader.batch_size: Input should be greater than 0"),
+        ("model.kind=resnet", "expected tags: 'mlp', 'encoder', 'gpt', 'clip', 'import'"),
+        ("schedule.name=poly", "schedule.name: Input should be 'constant', 'linear', 'cosine'"),
+    ],
+)
+def test_errors_name_field_and_allowed_values(override: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config(apply_overrides({}, [override]))
+    assert expected in str(info.value)
+
+
+def test_all_errors_are_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config({"optim": {"lr": -1}, "training": {"max_steps": 0}})
+    assert "optim.lr" in str(info.value) and "training.max_steps" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", ["noequals", "=3", "a..b=1"])
+def test_malformed_overrides(bad: str) -> None:
+    with pytest.raises(ConfigError, match="section.field=value"):
+        apply_overrides({}, [bad])
+
+
+def test_override_into_a_value_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'seed' is a value"):
+        apply_overrides({"seed": 1}, ["seed.x=2"])
+
+
+def test_unknown_recipe_lists_the_recipes() -> None:
+    with pytest.raises(ConfigError, match="recipes: char-gpt, digits-classifier, simclr-digits"):
+        load_config("no-such-recipe")
+
+
+def test_missing_file_and_bad_suffix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(ConfigError, match="suffix must be"):
+        load_config(tmp_path / "c.json")
+    (tmp_path / "broken.toml").write_text("[optim\n")
+    with pytest.raises(ConfigError, match="not valid"):
+        load_config(tmp_path / "broken.toml")
+
+
+def test_shipped_recipes_validate() -> None:
+    assert list_recipes() == ["char-gpt", "digits-classifier", "simclr-digits"]
+    for name in list_recipes():
+        config, base = load_config(name, ["optim.lr=1e-3"])
+        assert config.name == name and config.optim.lr == 1e-3 and base is not None
+
+
+@given(st.integers(min_value=1, max_value=10**6), st.floats(1e-8, 10.0, allow_nan=False))
+def test_override_round_trip(steps: int, lr: float) -> None:
+    config = validate_config(apply_overrides({}, [f"training.max_steps={steps}", f"optim.lr={lr!r}"]))
+    assert config.training.max_steps == steps and config.optim.lr == lr

@@ -1,0 +1,111 @@
+"""Data: the resumable sampler, the batch stream's position, datasets and tokenizers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from torchsmith.interfaces import DataError
+from torchsmith.trainer import BatchStream, ResumableSampler, Tokenizer, build_loader, digits
+from torchsmith.trainer import text_corpus
+
+
+def test_sampler_starts_mid_epoch_on_the_same_order() -> None:
+    full = list(ResumableSampler(100, 8, seed=5))
+    resumed = ResumableSampler(100, 8, seed=5)
+    resumed.set_position(0, start_batch=7)
+    assert list(resumed) == full[7 * 8 :]
+    assert len(full) == 96 and sorted(set(full)) == sorted(full)  # 12 batches, no repeats
+
+
+def test_sampler_epochs_differ_and_are_reproducible() -> None:
+    a, b = ResumableSampler(50, 5, seed=1), ResumableSampler(50, 5, seed=1)
+    a.set_position(3)
+    b.set_position(3)
+    assert list(a) == list(b)
+    b.set_position(4)
+    assert list(a) != list(b)
+
+
+def test_ranks_split_each_global_batch() -> None:
+    single = list(ResumableSampler(64, 8, seed=2))
+    ranks = [list(ResumableSampler(64, 4, seed=2, rank=r, world_size=2)) for r in range(2)]
+    for batch in range(8):
+        union = ranks[0][batch * 4 : batch * 4 + 4] + ranks[1][batch * 4 : batch * 4 + 4]
+        assert union == single[batch * 8 : batch * 8 + 8]
+
+
+def test_too_small_dataset_is_refused() -> None:
+    with pytest.raises(ValueError, match="make no global batch"):
+        ResumableSampler(3, 4)
+
+
+def test_batch_stream_counts_and_resumes() -> None:
+    dataset = TensorDataset(torch.arange(40))
+
+    def stream() -> BatchStream:
+        sampler = ResumableSampler(40, 4, seed=0)
+        return BatchStream(build_loader(dataset, 4, sampler=sampler, seed=0), sampler, seed=0)
+
+    a = stream()
+    seen = [next(a)[0] for _ in range(23)]  # 10 per epoch: into epoch 2
+    assert a.state_dict() == {"epoch": 2, "batches_done": 3}
+    b = stream()
+    b.load_state_dict({"epoch": 1, "batches_done": 6})
+    assert all(torch.equal(next(b)[0], seen[i]) for i in range(16, 23))
+
+
+def test_workers_are_seeded_deterministically() -> None:
+    class Noisy(torch.utils.data.Dataset[float]):
+        def __len__(self) -> int:
+            return 8
+
+        def __getitem__(self, i: int) -> float:
+            return float(np.random.rand())
+
+    def draw() -> list[float]:
+        loader = build_loader(Noisy(), 4, sampler=ResumableSampler(8, 4), num_workers=2, seed=9)
+        return [x for batch in loader for x in batch.tolist()]
+
+    assert draw() == draw()
+
+
+def test_digits_split_and_ranges() -> None:
+    train, val = digits(0.2, seed=0)
+    assert len(train) + len(val) == 1797 and len(val) == 359
+    x, y = train[0]
+    assert x.shape == (64,) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert 0 <= int(y) <= 9
+
+
+def test_digits_captions() -> None:
+    train, _ = digits(captions=True)
+    x, caption = train[0]
+    text = bytes(t for t in caption.tolist() if t).decode()
+    assert text.startswith("the digit ")
+
+
+def test_tokenizers_round_trip() -> None:
+    text = "héllo, world\n# title"
+    for kind in ("char", "byte"):
+        tok = Tokenizer.fit(kind, text)
+        assert tok.decode(tok.encode(text)) == text
+    assert Tokenizer.fit("byte", text).vocab_size == 256
+    assert Tokenizer.fit("char", text).vocab_size == len(set(text))
+    with pytest.raises(DataError, match="not in the tokenizer"):
+        Tokenizer.fit("char", "abc").encode("abz")
+
+
+def test_text_corpus_blocks_shift_by_one(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("abcdefghij" * 20)
+    (tmp_path / "skip.bin").write_bytes(b"\x00")
+    train, val, tok = text_corpus([tmp_path], "char", block_size=8, val_fraction=0.1)
+    x, y = train[1]
+    assert x.shape == (8,) and torch.equal(x[1:], y[:-1])
+    assert tok.decode(x.tolist()) == "efghijab"  # stride is half a block
+    with pytest.raises(DataError, match="does not exist"):
+        text_corpus([tmp_path / "missing"], "char", 8, 0.1)

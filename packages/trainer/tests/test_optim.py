@@ -1,0 +1,64 @@
+"""Optimizers by name with no-decay groups, and LR schedules against their formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from torchsmith.trainer import OptimConfig, ScheduleConfig, build_optimizer, build_scheduler
+from torchsmith.trainer._models import GPT
+
+
+def test_norms_biases_and_embeddings_do_not_decay() -> None:
+    model = GPT(vocab_size=7, block_size=8, n_layer=1, n_head=2, n_embd=8)
+    opt = build_optimizer(model, OptimConfig(name="adamw", weight_decay=0.1))
+    decay, no_decay = opt.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    exempt = {names[id(p)] for p in no_decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert "blocks.0.attn.qkv.weight" in decayed and "lm_head.weight" in decayed
+    assert {"blocks.0.ln_1.weight", "blocks.0.attn.qkv.bias", "wte.weight"} <= exempt
+    assert all(not n.endswith("bias") and "ln" not in n for n in decayed)
+    assert decayed | exempt == set(names.values())
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD),
+     ("rmsprop", torch.optim.RMSprop)],
+)  # fmt: skip
+def test_optimizers_by_name(name: str, cls: type) -> None:
+    opt = build_optimizer(nn.Linear(2, 2), OptimConfig(name=name, lr=0.01))  # type: ignore[arg-type]
+    assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.01
+
+
+def _lrs(schedule: ScheduleConfig, steps: int) -> list[float]:
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_scheduler(opt, schedule, steps)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_warmup_then_cosine() -> None:
+    lrs = _lrs(ScheduleConfig(name="cosine", warmup_steps=4, min_lr_ratio=0.1), 20)
+    assert lrs[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    for step in range(4, 20):  # 0.1 + 0.9 * (1 + cos(pi * t)) / 2 written out
+        t = (step - 4) / 16
+        assert lrs[step] == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * t)))
+
+
+def test_linear_constant_and_step() -> None:
+    assert _lrs(ScheduleConfig(name="linear"), 4) == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    assert _lrs(ScheduleConfig(name="constant", warmup_steps=2), 4) == pytest.approx(
+        [0.5, 1.0, 1.0, 1.0]
+    )
+    step = _lrs(ScheduleConfig(name="step", step_size=2, gamma=0.5), 6)
+    assert step == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25])

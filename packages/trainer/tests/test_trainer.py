@@ -1,0 +1,163 @@
+"""The loop as a whole: events, evaluation, early stopping, non-finite losses, precision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchsmith.interfaces import ConfigError, TrainingEvent
+from torchsmith.trainer import CallbackSink, EarlyStopping, ListSink, NonFiniteLossError
+from torchsmith.trainer import build_trainer, evaluate, train
+from torchsmith.trainer._metrics import RunningMean
+
+from .conftest import small_config
+
+
+def test_events_flow_to_sinks_with_timing(tmp_path: Path) -> None:
+    sink = ListSink()
+    config = small_config(tmp_path, "eval.every_steps=10", "checkpoint.every_steps=15")
+    metrics = build_trainer(config, sinks=[sink]).fit()
+    kinds = [e.kind for e in sink.events]
+    assert kinds.count("step") == 6 and kinds.count("eval") == 3
+    assert kinds.count("checkpoint") == 2 and kinds[-1] == "end"
+    step = next(e for e in sink.events if e.kind == "step")
+    assert step.step == 5
+    assert {"loss", "lr", "samples_per_s", "data_wait_fraction", "step_time_s"} <= step.metrics.keys()
+    assert 0.0 <= step.metrics["data_wait_fraction"] <= 1.0
+    assert metrics["step"] == 30 and "val_accuracy" in metrics
+    losses = [e.metrics["loss"] for e in sink.events if e.kind == "step"]
+    assert losses[-1] < losses[0]
+
+
+def test_no_sink_means_no_tracking(tmp_path: Path) -> None:
+    trainer = build_trainer(small_config(tmp_path))
+    assert trainer.stepper.track is False
+    result = trainer.fit()
+    assert result["step"] == 30 and result["train_loss"] > 0
+
+
+def test_callbacks_and_jsonl(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    class Callbacks:
+        def on_step_end(self, event: TrainingEvent) -> None:
+            calls.append(f"step{event.step}")
+
+        def on_train_end(self, event: TrainingEvent) -> None:
+            calls.append("end")
+
+    train(small_config(tmp_path), sinks=[CallbackSink(Callbacks())], max_steps=10)
+    assert calls == ["step5", "step10", "end"]
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    events = [TrainingEvent.read(line) for line in lines]
+    assert [e.kind for e in events][-2:] == ["checkpoint", "end"]
+    assert json.loads(lines[0])["schema_version"] == "1.0"
+
+
+def test_max_steps_keeps_the_schedule_and_checkpoints(tmp_path: Path) -> None:
+    sink = ListSink()
+    train(small_config(tmp_path), sinks=[sink], max_steps=7, log_jsonl=False)
+    assert (tmp_path / "checkpoints" / "step-00000007" / "model.safetensors").is_file()
+    lr = [e.metrics["lr"] for e in sink.events if e.kind == "step"][0]
+    assert lr < 3e-3  # cosine over 30 planned steps, not over 7
+
+
+def test_early_stopping_stops(tmp_path: Path) -> None:
+    config = small_config(tmp_path, "eval.every_steps=2", "eval.early_stopping_metric=val_loss",
+                          "eval.patience=1", "eval.min_delta=100")  # fmt: skip
+    assert build_trainer(config).fit()["step"] == 4  # never improves by 100: stop at 2nd eval
+
+
+def test_early_stopping_modes() -> None:
+    stop = EarlyStopping("acc", patience=2, min_delta=0.01, mode="max")
+    assert [stop.update({"acc": a}) for a in (0.5, 0.505, 0.6, 0.6, 0.59)] == [
+        False, False, False, False, True,
+    ]  # fmt: skip
+    with pytest.raises(KeyError, match="not among"):
+        stop.update({"loss": 1.0})
+
+
+def test_evaluate_weights_by_items() -> None:
+    model = torch.nn.Linear(2, 3)
+    batches = [(torch.randn(n, 2), torch.randint(0, 3, (n,))) for n in (5, 1)]
+    from torchsmith.trainer import ClassificationTask
+
+    result = evaluate(model, ClassificationTask(top_k=(1,)), batches)
+    x = torch.cat([b[0] for b in batches])
+    y = torch.cat([b[1] for b in batches])
+    expected = torch.nn.functional.cross_entropy(model(x), y)
+    assert result["val_loss"] == pytest.approx(float(expected.detach()), rel=1e-5)
+    assert model.training  # restored
+
+
+def test_running_mean_is_item_weighted() -> None:
+    mean = RunningMean()
+    mean.update({"x": torch.tensor(1.0)}, 3)
+    mean.update({"x": 5.0}, 1)
+    assert mean.compute() == {"x": 2.0}
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_nonfinite_loss(tmp_path: Path, policy: str) -> None:
+    trainer = build_trainer(small_config(tmp_path, f"training.nonfinite={policy}"))
+    trainer.save()  # a last good checkpoint
+    good = (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+    task = trainer.stepper.task
+
+    def poisoned(model: torch.nn.Module, batch: tuple) -> object:
+        out = task(model, batch)
+        if trainer.step == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    trainer.stepper.task = poisoned
+    if policy == "error":
+        with pytest.raises(NonFiniteLossError, match="loss is nan at step 4, batch 3 of the epoch"):
+            trainer.fit()
+        assert (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes() == good
+    else:
+        before = [p.clone() for p in trainer.stepper.model.parameters()]
+        assert trainer.fit()["step"] == 30
+        assert all(torch.isfinite(p).all() for p in trainer.stepper.model.parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.stepper.model.parameters()))
+
+
+def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
+    trainer = build_trainer(small_config(tmp_path, "training.precision=bf16", "training.max_steps=10"))
+    with trainer.stepper.autocast():
+        out = trainer.stepper.model(torch.randn(2, 64))
+    assert out.dtype == torch.bfloat16
+    assert trainer.fit()["train_loss"] < 3.0
+
+
+def test_fp16_needs_cuda(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: fp16 is allowed")
+    with pytest.raises(ConfigError, match="training.precision: 'fp16' needs CUDA"):
+        build_trainer(small_config(tmp_path, "training.precision=fp16"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")
+def test_fp16_with_grad_scaler_on_cuda(tmp_path: Path) -> None:
+    trainer = build_trainer(small_config(tmp_path, "training.precision=fp16", "training.device=cuda"))
+    assert trainer.stepper.scaler is not None
+    assert trainer.fit()["step"] == 30
+
+
+def test_text_sampling_hook(tmp_path: Path) -> None:
+    config = small_config(
+        tmp_path, "eval.every_steps=5", "eval.sample_tokens=20", "eval.max_batches=1",
+        model={"kind": "gpt", "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
+        data={"kind": "text", "block_size": 16}, task={"kind": "causal_lm"},
+        training={"max_steps": 5},
+    )  # fmt: skip
+    sink = ListSink()
+    metrics = build_trainer(config, sinks=[sink]).fit()
+    sample = next(e.message for e in sink.events if e.kind == "eval")
+    assert sample is not None and len(sample) == 21  # prompt "\n" + 20 characters
+    assert metrics["val_perplexity"] == pytest.approx(2.718281828 ** metrics["val_loss"], rel=1e-6)
+    tokens = next(e for e in sink.events if e.kind == "step").metrics["tokens_per_s"]
+    assert tokens > 0
