@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -45,8 +45,10 @@ def lightly_loss() -> ModuleType:
 def pml() -> tuple[ModuleType, ModuleType, ModuleType]:
     """pytorch_metric_learning (losses, miners, reducers)."""
     losses = pytest.importorskip("pytorch_metric_learning.losses")
-    return losses, importlib.import_module("pytorch_metric_learning.miners"), importlib.import_module(
-        "pytorch_metric_learning.reducers"
+    return (
+        losses,
+        importlib.import_module("pytorch_metric_learning.miners"),
+        importlib.import_module("pytorch_metric_learning.reducers"),
     )
 
 

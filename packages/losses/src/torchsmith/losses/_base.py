@@ -40,7 +40,8 @@ def normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     epsilon is at least the dtype's smallest normal number.
     """
     eps = max(1e-12, torch.finfo(x.dtype).tiny)
-    return x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
+    unit: torch.Tensor = x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
+    return unit
 
 
 class LogitScale(nn.Module):

@@ -19,7 +19,7 @@ __all__ = ["CrossEntropyLoss", "FocalLoss"]
 def _class_weights(name: str, weights: Sequence[float] | None) -> torch.Tensor | None:
     if weights is None:
         return None
-    w = torch.as_tensor(list(weights), dtype=torch.float32)
+    w = torch.as_tensor(list(weights), dtype=torch.float64)  # cast to the logits at use
     if w.dim() != 1 or w.numel() == 0 or not torch.isfinite(w).all() or (w < 0).any():
         raise ConfigError(f"{name} must be a non-empty list of finite numbers >= 0, got {weights}")
     return w
@@ -29,7 +29,9 @@ def _check_logits_targets(logits: object, targets: object) -> tuple[torch.Tensor
     """logits (N, C, *) float; targets (N, *) integer class indices."""
     if not isinstance(logits, torch.Tensor) or logits.dim() < 2 or not logits.is_floating_point():
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits)
-        raise DataError(f"logits must be a floating tensor of shape (batch, classes, ...), got {shape}")
+        raise DataError(
+            f"logits must be a floating tensor of shape (batch, classes, ...), got {shape}"
+        )
     if not isinstance(targets, torch.Tensor):
         raise DataError(f"targets must be a torch.Tensor, got {type(targets)}")
     if targets.is_floating_point() or targets.dtype == torch.bool or targets.is_complex():
@@ -47,9 +49,7 @@ def _check_logits_targets(logits: object, targets: object) -> tuple[torch.Tensor
 
 def _check_weights(weight: torch.Tensor | None, classes: int) -> None:
     if weight is not None and weight.numel() != classes:
-        raise DataError(
-            f"weight has {weight.numel()} entries but logits have {classes} classes"
-        )
+        raise DataError(f"weight has {weight.numel()} entries but logits have {classes} classes")
 
 
 @register_loss("cross_entropy")
@@ -137,7 +137,9 @@ class FocalLoss(LossModule):
             return self._sigmoid(logits, targets)
         logits, targets = _check_logits_targets(logits, targets)
         if logits.dim() != 2:
-            raise DataError(f"focal expects logits of shape (batch, classes), got {tuple(logits.shape)}")
+            raise DataError(
+                f"focal expects logits of shape (batch, classes), got {tuple(logits.shape)}"
+            )
         logits = logits.to(compute_dtype(logits))
         kept = targets != self.ignore_index
         safe = torch.where(kept, targets, 0)
@@ -154,7 +156,9 @@ class FocalLoss(LossModule):
             loss = loss * weight.to(logits)[safe]
         count = kept.sum()
         if int(count) == 0:
-            warnings.warn("focal: every target equals ignore_index; loss is 0", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "focal: every target equals ignore_index; loss is 0", RuntimeWarning, stacklevel=2
+            )
         return self._record(torch.where(kept, loss, 0.0).sum() / count.clamp_min(1))
 
     def _sigmoid(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

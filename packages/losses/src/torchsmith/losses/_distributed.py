@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["gather", "rank", "world_size"]
+__all__ = ["all_reduce_sum", "gather", "rank", "world_size"]
 
 
 def world_size() -> int:
@@ -57,3 +57,10 @@ def gather(x: torch.Tensor) -> torch.Tensor:
         return x
     out: torch.Tensor = _AllGather.apply(x)
     return out
+
+
+def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """Sum of ``x`` over ranks, in place and without gradient (counts, not activations)."""
+    if world_size() > 1:
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x

@@ -69,9 +69,7 @@ class FusionLoss(LossModule):
             raise ConfigError("give either fixed weights or uncertainty=True, not both")
         self.weights = {name: float(weights.get(name, 1.0)) for name in self.losses}
         self.uncertainty = uncertainty
-        self.log_vars = (
-            nn.Parameter(torch.zeros(len(self.losses))) if uncertainty else None
-        )
+        self.log_vars = nn.Parameter(torch.zeros(len(self.losses))) if uncertainty else None
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         values = {name: self._call(name, loss, args, kwargs) for name, loss in self.losses.items()}

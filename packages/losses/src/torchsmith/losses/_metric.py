@@ -77,14 +77,17 @@ class SupConLoss(LossModule):
         rows = torch.arange(n, device=x.device)
         is_self = torch.zeros(n, cands.shape[0], dtype=torch.bool, device=x.device)
         is_self[rows, rows + offset] = True
-        logits = ((x @ cands.T) * self.logit_scale(x)).masked_fill(
-            is_self, float("-inf")
-        )
+        logits = ((x @ cands.T) * self.logit_scale(x)).masked_fill(is_self, float("-inf"))
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         positive = (lab[:, None] == cand_labels[None, :]) & ~is_self
         n_pos = positive.sum(1)
         has_pos = n_pos > 0
-        anchors = int(has_pos.sum())  # one host sync: the warning needs it
+        count = has_pos.sum()
+        if self.gather_distributed and dist.world_size() > 1:
+            # Average over the anchors of *every* rank, or the per-rank means would weigh
+            # ranks with fewer positive anchors more; x world as DDP averages gradients.
+            count = dist.all_reduce_sum(count.detach().clone()) / dist.world_size()
+        anchors = float(count)  # one host sync: the warning needs it
         if anchors == 0:
             return self._no_positives(logits, cands.shape[0])
         mean_log_prob = torch.where(positive, log_prob, 0.0).sum(1) / n_pos.clamp_min(1)

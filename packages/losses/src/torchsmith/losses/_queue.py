@@ -28,15 +28,15 @@ class FeatureQueue(nn.Module):
         self.register_buffer("features", torch.empty(0, 0))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
         if dim is not None:
-            self._allocate(dim, torch.device("cpu"))
+            self._allocate(dim, torch.device("cpu"), torch.get_default_dtype())
 
-    def _allocate(self, dim: int, device: torch.device) -> None:
-        self.features = normalize(torch.randn(self.size, dim, device=device))
+    def _allocate(self, dim: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.features = normalize(torch.randn(self.size, dim, device=device, dtype=dtype))
 
     def get(self, like: torch.Tensor) -> torch.Tensor:
         """The queue (size, dim) as a detached tensor in ``like``'s dtype and device."""
         if self.features.numel() == 0:
-            self._allocate(like.shape[1], like.device)
+            self._allocate(like.shape[1], like.device, like.dtype)
         if self.features.shape[1] != like.shape[1]:
             from torchsmith.interfaces import DataError
 

@@ -30,8 +30,7 @@ def _need_two_rows(name: str, z: torch.Tensor) -> None:
 
     if z.shape[0] < 2:
         raise DataError(
-            f"{name} needs a batch of at least 2 to estimate variances, got shape "
-            f"{tuple(z.shape)}"
+            f"{name} needs a batch of at least 2 to estimate variances, got shape {tuple(z.shape)}"
         )
 
 
@@ -72,13 +71,9 @@ class VICRegLoss(LossModule):
         variance = (self._variance(z_a) + self._variance(z_b)) / 2
         covariance = self._covariance(z_a) + self._covariance(z_b)
         loss = (
-            self.lambda_param * invariance
-            + self.mu_param * variance
-            + self.nu_param * covariance
+            self.lambda_param * invariance + self.mu_param * variance + self.nu_param * covariance
         )
-        return self._record(
-            loss, invariance=invariance, variance=variance, covariance=covariance
-        )
+        return self._record(loss, invariance=invariance, variance=variance, covariance=covariance)
 
     def _variance(self, z: torch.Tensor) -> torch.Tensor:
         std = torch.sqrt(z.var(dim=0) + self.eps)

@@ -1,0 +1,244 @@
+"""Half precision, tiny and degenerate batches, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from torchsmith.interfaces import ConfigError, DataError
+from torchsmith.losses import (
+    BarlowTwinsLoss,
+    ClipLoss,
+    CrossEntropyLoss,
+    FocalLoss,
+    NTXentLoss,
+    SigLipLoss,
+    SupConLoss,
+    TripletLoss,
+    VICRegLoss,
+    get_loss,
+    list_losses,
+)
+
+PAIRED = ["clip", "siglip", "ntxent", "moco", "vicreg", "barlow_twins", "cross_modal"]
+LABELLED = ["supcon", "triplet", "cross_entropy", "focal"]
+
+
+def _args(name: str, n: int, d: int, dtype: torch.dtype) -> tuple[list[torch.Tensor], list]:
+    a = torch.randn(n, d).to(dtype)
+    b = (a.float() + 0.1 * torch.randn(n, d)).to(dtype)
+    labels = torch.arange(n) % 3
+    if name in PAIRED:
+        return [a, b], []
+    if name == "fusion":
+        return [a, b], []
+    return [a], [labels]
+
+
+def _build(name: str):
+    if name == "fusion":
+        return get_loss(name, losses={"ntxent": None, "barlow_twins": None})
+    return get_loss(name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", sorted(list_losses()))
+def test_half_precision_gives_finite_values_and_grads(name, dtype):
+    diff, fixed = _args(name, 8, 16, dtype)
+    leaves = [x.clone().requires_grad_() for x in diff]
+    value = _build(name)(*leaves, *fixed)
+    assert value.dim() == 0 and torch.isfinite(value)
+    value.backward()
+    for x in leaves:
+        if x.grad is not None:  # moco's key is detached by design
+            assert x.grad.dtype == dtype
+            assert torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_zero_rows_stay_finite(dtype):
+    """F.normalize's 1e-12 underflows in fp16; ours does not (lightly #1259)."""
+    z = torch.zeros(4, 8, dtype=dtype, requires_grad=True)
+    for loss in (NTXentLoss(), ClipLoss(), SigLipLoss()):
+        value = loss(z, z)
+        value.backward()
+        assert torch.isfinite(value)
+        assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_half_precision_is_close_to_fp32():
+    a, b = torch.randn(16, 32), torch.randn(16, 32)
+    for loss in (NTXentLoss(temperature=0.1), ClipLoss(), SupConLoss()):
+        if isinstance(loss, SupConLoss):
+            full = loss(a, torch.arange(16) % 4)
+            half = loss(a.bfloat16(), torch.arange(16) % 4)
+        else:
+            full, half = loss(a, b), loss(a.bfloat16(), b.bfloat16())
+        assert half.item() == pytest.approx(full.item(), rel=0.05)
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip", "ntxent", "moco", "cross_modal"])
+def test_batch_of_one_is_defined(name):
+    diff, fixed = _args(name, 1, 4, torch.float32)
+    leaves = [x.clone().requires_grad_() for x in diff]
+    value = _build(name)(*leaves, *fixed)
+    value.backward()
+    assert torch.isfinite(value)
+    assert all(torch.isfinite(x.grad).all() for x in leaves if x.grad is not None)
+
+
+def test_ntxent_batch_of_one_has_one_negative():
+    """Two views, each the other's positive and nothing else: log(1) = 0 only if aligned."""
+    z1, z2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    # candidates of z1: z2 only -> softmax over one entry -> 0
+    assert NTXentLoss()(z1, z2).item() == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("name", ["vicreg", "barlow_twins"])
+def test_batch_statistics_losses_reject_a_batch_of_one(name):
+    with pytest.raises(DataError, match="at least 2"):
+        get_loss(name)(torch.randn(1, 4), torch.randn(1, 4))
+
+
+def test_supcon_without_positives_warns_and_stays_nonzero():
+    x = torch.randn(6, 4, requires_grad=True)
+    loss = SupConLoss()
+    with pytest.warns(RuntimeWarning, match="no anchor has a positive"):
+        value = loss(x, torch.arange(6))
+    value.backward()
+    assert torch.isfinite(value) and value.item() != 0.0
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert loss.loss_output().components["anchors_with_positives"] == 0.0
+
+
+def test_supcon_single_sample_warns_and_is_finite():
+    x = torch.randn(1, 4, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="single sample"):
+        value = SupConLoss()(x, torch.tensor([3]))
+    value.backward()
+    assert value.item() == 0.0 and torch.isfinite(x.grad).all()
+
+
+def test_supcon_identical_embeddings_closed_form():
+    """All cosines equal: every log-prob is -log(n - 1)."""
+    x = torch.randn(1, 5).expand(6, 5)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert SupConLoss()(x, labels).item() == pytest.approx(torch.log(torch.tensor(5.0)).item())
+
+
+def test_triplet_identical_embeddings_give_margin_and_finite_grads():
+    x = torch.randn(1, 5).expand(6, 5).clone().requires_grad_()
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    value = TripletLoss(margin=0.3)(x, labels)
+    value.backward()
+    assert value.item() == pytest.approx(0.3, abs=1e-3)
+    assert torch.isfinite(x.grad).all()
+
+
+def test_triplet_without_valid_triplet_warns():
+    with pytest.warns(RuntimeWarning, match="no anchor"):
+        value = TripletLoss()(
+            torch.randn(4, 3, requires_grad=True), torch.zeros(4, dtype=torch.long)
+        )
+    assert value.item() == 0.0 and value.requires_grad
+
+
+@pytest.mark.parametrize("name", ["vicreg", "barlow_twins", "ntxent", "clip", "siglip"])
+def test_identical_embeddings_are_finite(name):
+    z = torch.randn(1, 6).expand(5, 6).clone().requires_grad_()
+    value = get_loss(name)(z, z)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(z.grad).all()
+
+
+def test_cross_entropy_all_ignored_warns_instead_of_nan():
+    logits = torch.randn(3, 4, requires_grad=True)
+    with pytest.warns(RuntimeWarning, match="ignore_index"):
+        value = CrossEntropyLoss()(logits, torch.full((3,), -100))
+    assert value.item() == 0.0
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("name", PAIRED)
+def test_mismatched_batch_sizes_name_arguments_and_shapes(name):
+    with pytest.raises(DataError, match=r"\(4, 8\).*\(5, 8\)"):
+        get_loss(name)(torch.randn(4, 8), torch.randn(5, 8))
+
+
+@pytest.mark.parametrize("name", PAIRED)
+def test_mismatched_feature_dims_raise_value_error(name):
+    with pytest.raises(ValueError, match=r"\(4, 8\).*\(4, 6\)"):
+        get_loss(name)(torch.randn(4, 8), torch.randn(4, 6))
+
+
+@pytest.mark.parametrize("name", ["clip", "ntxent", "vicreg"])
+def test_wrong_rank_names_the_argument(name):
+    first = {"clip": "image_emb", "ntxent": "z1", "vicreg": "z_a"}[name]
+    with pytest.raises(DataError, match=rf"{first}.*\(4,\)"):
+        get_loss(name)(torch.randn(4), torch.randn(4))
+
+
+@pytest.mark.parametrize("name", ["supcon", "triplet"])
+def test_label_dtype_and_shape(name):
+    x = torch.randn(4, 3)
+    with pytest.raises(
+        DataError, match=r"labels must be an integer tensor, got dtype torch\.float32"
+    ):
+        get_loss(name)(x, torch.zeros(4))
+    with pytest.raises(DataError, match=r"labels must have shape \(4,\).*\(5,\)"):
+        get_loss(name)(x, torch.zeros(5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("loss", [CrossEntropyLoss(), FocalLoss()])
+def test_classification_targets_checked(loss):
+    with pytest.raises(DataError, match=r"targets must have shape \(4,\).*\(3,\)"):
+        loss(torch.randn(4, 5), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(DataError, match="logits must be"):
+        loss(torch.randn(4), torch.zeros(4, dtype=torch.long))
+
+
+def test_cross_entropy_rejects_float_targets():
+    with pytest.raises(DataError, match="integer class indices"):
+        CrossEntropyLoss()(torch.randn(4, 5), torch.zeros(4))
+
+
+def test_class_weight_count_must_match_classes():
+    with pytest.raises(DataError, match="weight has 3 entries but logits have 5 classes"):
+        CrossEntropyLoss(weight=[1.0, 2.0, 3.0])(
+            torch.randn(4, 5), torch.zeros(4, dtype=torch.long)
+        )
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip", "ntxent", "supcon", "moco", "cross_modal"])
+@pytest.mark.parametrize("temperature", [0.0, -0.1, float("nan")])
+def test_temperature_must_be_positive(name, temperature):
+    with pytest.raises(ConfigError, match="temperature must be a finite number > 0"):
+        get_loss(name, temperature=temperature)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("clip", {"chunk_size": 0}, "chunk_size"),
+        ("ntxent", {"memory_bank_size": -1}, "memory_bank_size"),
+        ("moco", {"queue_size": 0}, "queue_size"),
+        ("triplet", {"mining": "semi"}, "mining"),
+        ("focal", {"gamma": -1.0}, "gamma"),
+        ("cross_entropy", {"label_smoothing": 1.5}, "label_smoothing"),
+        ("vicreg", {"eps": 0.0}, "eps"),
+        ("fusion", {"losses": {}}, "at least one"),
+        ("fusion", {"losses": {"clip": None}, "weights": {"ntxent": 1.0}}, "ntxent"),
+    ],
+)
+def test_bad_config_raises_config_error(name, kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        get_loss(name, **kwargs)
+
+
+def test_errors_are_value_errors():
+    with pytest.raises(ValueError):
+        VICRegLoss()(torch.randn(4, 3), torch.randn(3, 3))
+    with pytest.raises(ValueError):
+        BarlowTwinsLoss()(torch.randn(4, 3), "not a tensor")  # type: ignore[arg-type]
