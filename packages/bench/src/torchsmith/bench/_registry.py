@@ -169,7 +169,7 @@ def benchmark(
             items=items,
             source=str(origin) if source.startswith("torchsmith_bench_file_") else source,
         )
-        (registry or REGISTRY).add(case)
+        (REGISTRY if registry is None else registry).add(case)
         return fn
 
     return register
@@ -224,7 +224,7 @@ def resolve_cases(
     cases: Iterable[Case | str] | None, registry: Registry | None = None
 ) -> list[Case]:
     """Cases given as objects or registered names; every registered case when ``None``."""
-    reg = registry or REGISTRY
+    reg = REGISTRY if registry is None else registry
     if cases is None:
         return reg.select()
     return [c if isinstance(c, Case) else reg.get(c) for c in cases]

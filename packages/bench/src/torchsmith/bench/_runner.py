@@ -47,7 +47,7 @@ class Job:
 
 def plan(cases: Iterable[Case], registry: Registry | None = None) -> list[Job]:
     """One job per case and parameter combination; baselines are looked up now."""
-    reg = registry or REGISTRY
+    reg = REGISTRY if registry is None else registry
     jobs: list[Job] = []
     for case in cases:
         baseline = reg.get(case.baseline) if case.baseline else None

@@ -1,0 +1,106 @@
+"""``torchsmith bench`` end to end: run, list, compare, report, export, import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from torchsmith.bench import BenchStore
+from torchsmith.bench._cli import main
+
+BENCH_FILE = """
+from torchsmith.bench import benchmark
+
+@benchmark("cli.sum", params={"n": [10, 100]})
+def total(n):
+    data = list(range(n))
+    return lambda: sum(data)
+"""
+pytestmark = pytest.mark.usefixtures("clean_registry")
+
+FAST = ["--max-time", "0.02", "--min-samples", "3", "--max-samples", "4", "--quiet"]
+
+
+@pytest.fixture
+def bench_dir(tmp_path: Path) -> Path:
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "bench_cli.py").write_text(BENCH_FILE)
+    return tmp_path / "benchmarks"
+
+
+def test_run_list_compare_report(
+    tmp_path: Path, bench_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "b.duckdb")
+    assert main(["run", str(bench_dir), "--db", db, *FAST, "--label", "one"]) == 0
+    assert "cli.sum[n=10]" in capsys.readouterr().out
+    assert main(["run", str(bench_dir), "--db", db, *FAST, "--filter", "cli.*"]) == 0
+    assert main(["list", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert "one" in out and len([ln for ln in out.splitlines() if "results" in ln]) == 2
+    assert main(["compare", "1", "2", "--db", db]) == 0
+    assert "| `cli.sum[n=100]` |" in capsys.readouterr().out
+    html, md = tmp_path / "r.html", tmp_path / "s.md"
+    assert main(["report", "--db", db, "--html", str(html), "--markdown", str(md)]) == 0
+    assert "Plotly" in html.read_text() and "Run 2 against run 1" in md.read_text()
+
+
+def test_fail_on_regression_sets_the_exit_code(
+    tmp_path: Path, make_result, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "b.duckdb"
+    with BenchStore(db) as store:
+        store.save_run([make_result("k", 1e-3)])
+        store.save_run([make_result("k", 1.5e-3, seed=1)])
+    assert main(["compare", "1", "2", "--db", str(db)]) == 0
+    assert main(["compare", "1", "2", "--db", str(db), "--fail-on-regression"]) == 1
+    assert "regressed: k" in capsys.readouterr().err
+    md = tmp_path / "s.md"
+    code = main(["report", "--db", str(db), "--markdown", str(md), "--fail-on-regression"])
+    assert code == 1 and "regressed" in md.read_text()
+    assert main(["compare", "2", "2", "--db", str(db), "--fail-on-regression"]) == 0
+
+
+def test_export_then_import(
+    tmp_path: Path, make_result, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    with BenchStore(source) as store:
+        store.save_run([make_result()])
+    out = tmp_path / "runs.parquet"
+    assert main(["export", "latest", "--db", str(source), "--out", str(out)]) == 0
+    assert main(["import", str(out), "--db", str(target)]) == 0
+    assert "imported 1 runs" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--filter", "nothing-matches", "--no-entry-points"], "no benchmark cases"),
+        (["compare", "1", "2"], "does not exist"),
+        (["report"], "give --html"),
+    ],
+)
+def test_errors_exit_2_with_a_message(
+    tmp_path: Path,
+    bench_dir: Path,
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    full = [*argv, "--db", str(tmp_path / "none.duckdb")]
+    if argv[0] == "run":
+        full.insert(1, str(bench_dir))
+    assert main(full) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_corrupt_database_is_reported_not_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "bad.duckdb"
+    db.write_bytes(b"junk" * 100)
+    assert main(["list", "--db", str(db)]) == 2
+    assert "may be corrupt" in capsys.readouterr().err
+    assert db.read_bytes() == b"junk" * 100

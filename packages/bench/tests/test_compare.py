@@ -1,0 +1,58 @@
+"""Comparing stored runs, environments, and a case's history with its steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from torchsmith.bench import BenchStore, ComparisonError, compare, compare_results, history
+from torchsmith.interfaces import Environment
+
+
+def test_verdicts_per_case(make_result) -> None:
+    base = [make_result("same", 1e-3, seed=1), make_result("slower", 1e-3, seed=2),
+            make_result("faster", 1e-3, seed=3), make_result("gone", seed=4)]  # fmt: skip
+    head = [make_result("same", 1e-3, seed=5), make_result("slower", 1.2e-3, seed=6),
+            make_result("faster", 0.8e-3, seed=7), make_result("added", seed=8)]  # fmt: skip
+    result = compare_results(base, head)
+    verdicts = {row.key: row.verdict for row in result.rows}
+    assert verdicts == {"same": "unchanged", "slower": "regressed", "faster": "improved",
+                        "gone": "missing", "added": "new"}  # fmt: skip
+    assert [row.key for row in result.regressions] == ["slower"]
+    slower = next(row for row in result.rows if row.key == "slower")
+    assert slower.ci_low is not None and slower.ci_low < slower.ratio < slower.ci_high
+    assert slower.ratio == pytest.approx(1.2, rel=0.03)
+    assert result.counts == {"unchanged": 1, "regressed": 1, "improved": 1, "missing": 1, "new": 1}
+
+
+def test_parameters_are_part_of_the_case_identity(make_result) -> None:
+    base = [make_result("m", params={"n": 1}), make_result("m", 2e-3, params={"n": 2})]
+    head = [make_result("m", params={"n": 1}, seed=1), make_result("m", 2e-3, params={"n": 2})]
+    assert [row.key for row in compare_results(base, head).rows] == ["m[n=1]", "m[n=2]"]
+
+
+def test_runs_from_other_environments_need_permission(db_path: Path, make_result) -> None:
+    elsewhere = Environment(fingerprint="other-machine")
+    with BenchStore(db_path) as store:
+        a = store.save_run([make_result("x")])
+        b = store.save_run([make_result("x", env=elsewhere)])
+        with pytest.raises(ComparisonError, match=r"different environments.*any_environment"):
+            compare(store, a, b)
+        result = compare(store, a, b, any_environment=True)
+        assert result.base is not None and result.base.run_id == a
+        assert [row.verdict for row in result.rows] == ["unchanged"]
+
+
+def test_history_marks_the_commit_of_a_step(db_path: Path, make_result) -> None:
+    with BenchStore(db_path) as store:
+        for i in range(16):
+            commit = f"c{i:02d}"
+            median = 1e-3 if i < 8 else 1.2e-3
+            env = Environment(fingerprint="fp-test", git_commit=commit)
+            store.save_run([make_result("h", median, seed=i, spread=0.01, env=env)])
+        store.save_run([make_result("h", 5e-3, env=Environment(fingerprint="elsewhere"))])
+        series = history(store, "h", fingerprint="fp-test")
+    assert len(series.points) == 16
+    assert series.steps == [8]
+    assert series.step_commits == ["c08"]

@@ -1,0 +1,62 @@
+"""Export and import of runs as Parquet and JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from torchsmith.bench import BenchStore, StoreError, export_runs, import_runs, read_archive
+from torchsmith.interfaces import SchemaVersionError
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "json"])
+def test_runs_travel_to_another_store_unchanged(tmp_path: Path, make_result, suffix: str) -> None:
+    results = [make_result("a", params={"n": 1}), make_result("b", seed=3)]
+    with BenchStore(tmp_path / "ci.duckdb") as ci:
+        ids = [ci.save_run(results, label="pr"), ci.save_run([make_result("a", seed=9)])]
+        out = export_runs(ci, ids, tmp_path / f"runs.{suffix}")
+        originals = [(ci.run(i), ci.results(i)) for i in ids]
+    with BenchStore(tmp_path / "central.duckdb") as central:
+        added = import_runs(central, out)
+        assert len(added) == 2
+        for (info, stored), new_id in zip(originals, added, strict=True):
+            copy = central.run(new_id)
+            assert (copy.uid, copy.label, copy.environment) == (info.uid, info.label,
+                                                                 info.environment)  # fmt: skip
+            assert copy.created_at == info.created_at
+            assert [r.model_dump() for r in central.results(new_id)] == [
+                r.model_dump() for r in stored
+            ]
+        assert import_runs(central, out) == []  # shipping twice adds nothing
+
+
+def test_parquet_export_is_plain_parquet_with_samples(tmp_path: Path, make_result) -> None:
+    with BenchStore(tmp_path / "s.duckdb") as store:
+        run_id = store.save_run([make_result("a", n=7)])
+        out = export_runs(store, [run_id], tmp_path / "out" / "r.parquet")
+    rows = duckdb.sql(f"SELECT \"case\", len(samples) FROM read_parquet('{out}')").fetchall()
+    assert rows == [("a", 7)]
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_unknown_format_and_bad_files_are_clear_errors(tmp_path: Path, make_result) -> None:
+    with BenchStore(tmp_path / "s.duckdb") as store:
+        run_id = store.save_run([make_result()])
+        with pytest.raises(StoreError, match="unknown export format 'csv'"):
+            export_runs(store, [run_id], tmp_path / "r.csv")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(StoreError, match="not a readable Parquet"):
+        read_archive(tmp_path / "bad.parquet")
+    (tmp_path / "bad.json").write_text('{"runs": [{"uid": 1}]}')
+    with pytest.raises(StoreError, match="not a torchsmith-bench JSON export"):
+        read_archive(tmp_path / "bad.json")
+    with pytest.raises(StoreError, match="does not exist"):
+        read_archive(tmp_path / "none.json")
+
+
+def test_a_newer_major_json_export_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "new.json").write_text('{"schema_version": "2.0", "runs": []}')
+    with pytest.raises(SchemaVersionError, match="newer major"):
+        read_archive(tmp_path / "new.json")

@@ -1,0 +1,69 @@
+"""HTML and markdown reports."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from plotly.offline import get_plotlyjs
+
+from torchsmith.bench import BenchStore, compare, html_report, markdown_summary, write_text
+from torchsmith.interfaces import Environment
+
+
+def _store_two_runs(db_path: Path, make_result) -> BenchStore:
+    store = BenchStore(db_path)
+    base = make_result("model.forward", 1e-3, params={"batch_size": 8})
+    store.save_run([base, make_result("a|b", 2e-3)])
+    head = make_result("model.forward", 1.3e-3, params={"batch_size": 8}, seed=4)
+    head.baseline = "reference[batch_size=8]"
+    head.extra.update(baseline_ratio=1.3, baseline_ratio_ci_low=1.2, baseline_ratio_ci_high=1.4)
+    store.save_run([head, make_result("a|b", 2e-3, seed=5)])
+    return store
+
+
+def test_html_report_is_self_contained_and_complete(db_path: Path, make_result) -> None:
+    with _store_two_runs(db_path, make_result) as store:
+        comparison = compare(store, 1, 2)
+        html = html_report(store, 2, comparison=comparison)
+    # plotly.js inline, nothing fetched from a network
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000
+    assert not re.search(r"<script[^>]+src=", html)
+    assert not re.search(r"<link[^>]+href=.http", html)
+    # the only CDN address is plotly.js's own default for geo maps, which no chart uses
+    assert html.count("cdn.plot.ly") == get_plotlyjs().count("cdn.plot.ly")
+    # comparison, baselines, history and environment sections
+    assert "model.forward[batch_size=8]" in html and 'class="regressed"' in html
+    assert "Side by side with baselines" in html
+    assert html.count("plotly-graph-div") >= 4  # comparison, baseline, two histories
+    assert "fp-test" in html and "abc1234" in html
+    assert "a|b" in html and "<script>alert" not in html
+
+
+def test_html_escapes_what_it_is_given(db_path: Path, make_result) -> None:
+    env = Environment(fingerprint="fp", cpu="<script>alert(1)</script>")
+    with BenchStore(db_path) as store:
+        store.save_run([make_result(env=env)])
+        html = html_report(store, "latest")
+    assert "<script>alert(1)" not in html and "&lt;script&gt;alert(1)" in html
+
+
+def test_markdown_summary_tables(db_path: Path, make_result) -> None:
+    with _store_two_runs(db_path, make_result) as store:
+        comparison = compare(store, 1, 2)
+        text = markdown_summary(store.results(2), comparison)
+    lines = text.splitlines()
+    header = "| case | base | head | ratio | 95% CI | p | verdict |"
+    assert header in lines
+    row = next(line for line in lines if line.startswith("| `model.forward"))
+    assert "regressed" in row and re.search(r"\| 1\.[23]\d\d \| \[1\.\d{3}, 1\.\d{3}\] \|", row)
+    assert any(line.startswith("| `a\\|b`") for line in lines)  # pipes escaped
+    assert "1 regressed" in text and "1 unchanged" in text
+    assert "1.300x `reference[batch_size=8]`" in text
+
+
+def test_write_text_is_atomic_and_readable(tmp_path: Path) -> None:
+    target = write_text(tmp_path / "out" / "r.md", "hello")
+    assert target.read_text() == "hello"
+    assert target.stat().st_mode & 0o044  # not the 0600 of a temp file
+    assert [p.name for p in target.parent.iterdir()] == ["r.md"]

@@ -1,0 +1,108 @@
+"""Running cases: baselines side by side, failures, progress, memory, storing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from torchsmith.bench import (
+    BenchStore,
+    CaseError,
+    MeasureConfig,
+    Registry,
+    benchmark,
+    measure_cases,
+    run,
+)
+
+if TYPE_CHECKING:
+    from conftest import FakeClock
+
+FAST = MeasureConfig(warmup_time=0.0, min_block_time=0.001, min_samples=5, max_samples=8,
+                     max_time=0.05)  # fmt: skip
+
+
+def _spin(seconds: float):
+    def fn() -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    return fn
+
+
+def test_a_case_is_timed_against_its_baseline(registry: Registry, clock: FakeClock) -> None:
+    benchmark("slow_ref", params={"n": [1]}, registry=registry)(lambda n: clock.work(2e-4))
+    benchmark("fast", params={"n": [1]}, baseline="slow_ref", registry=registry)(
+        lambda n: clock.work(1e-4)
+    )
+    results = {r.case: r for r in measure_cases(["fast"], config=FAST, registry=registry)}
+    assert set(results) == {"fast", "slow_ref"}
+    fast = results["fast"]
+    assert fast.baseline == "slow_ref[n=1]"
+    assert fast.extra["baseline_ratio"] == pytest.approx(0.5)
+    assert fast.extra["baseline_ratio_ci_low"] <= fast.extra["baseline_ratio"]
+    assert len(results["slow_ref"].samples) == len(fast.samples)  # paired rounds
+
+
+def test_a_baseline_run_alongside_is_measured_once(registry: Registry) -> None:
+    benchmark("ref", registry=registry)(lambda: _spin(1e-5))
+    benchmark("new", baseline="ref", registry=registry)(lambda: _spin(1e-5))
+    results = measure_cases(["new", "ref"], config=FAST, registry=registry)
+    assert sorted(r.case for r in results) == ["new", "ref"]
+
+
+def test_unknown_baseline_is_an_error_before_any_timing(registry: Registry) -> None:
+    benchmark("orphan", baseline="nobody", registry=registry)(lambda: _spin(1e-5))
+    with pytest.raises(KeyError, match="unknown benchmark 'nobody'"):
+        measure_cases(["orphan"], config=FAST, registry=registry)
+
+
+def test_a_failing_case_names_itself_and_stores_nothing(registry: Registry, db_path: Path) -> None:
+    benchmark("ok", registry=registry)(lambda: _spin(1e-5))
+
+    def broken(size: int):
+        raise RuntimeError("setup exploded")
+
+    benchmark("broken", params={"size": [3]}, registry=registry)(broken)
+    with BenchStore(db_path) as store:
+        with pytest.raises(CaseError, match=r"broken\[size=3\] failed: RuntimeError"):
+            run(["ok", "broken"], store=store, config=FAST, registry=registry)
+        assert store.runs() == []
+
+
+def test_run_stores_and_reports_progress(registry: Registry, db_path: Path) -> None:
+    benchmark("p", params={"batch_size": [2, 4]}, registry=registry)(lambda batch_size: _spin(1e-5))
+    seen: list[tuple[str, int, int, int]] = []
+    with BenchStore(db_path) as store:
+        run_id = run(["p"], store=store, config=FAST, registry=registry,
+                     on_progress=lambda *a: seen.append(a), label="t")  # fmt: skip
+        results = store.results(run_id)
+        assert store.run(run_id).label == "t"
+    assert [r.params for r in results] == [{"batch_size": 2}, {"batch_size": 4}]
+    assert all(r.extra["throughput"] > 0 for r in results)
+    assert ("p[batch_size=2]", 1, 2, 0) in seen and ("p[batch_size=4]", 2, 2, 0) in seen
+    assert any(samples > 0 for *_, samples in seen)
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_child_process_reports_peak_rss(tmp_path: Path) -> None:
+    from torchsmith.bench import REGISTRY, discover
+
+    (tmp_path / "bench_mem.py").write_text(
+        "from torchsmith.bench import benchmark\n"
+        "@benchmark('mem.alloc', params={'mib': [64]})\n"
+        "def alloc(mib):\n"
+        "    def fn():\n"
+        "        block = bytearray(mib * 2**20)\n"
+        "        block[::4096] = b'x' * len(block[::4096])\n"
+        "    return fn\n"
+    )
+    discover([tmp_path])
+    from torchsmith.bench._memory import child_peak_rss
+
+    report = child_peak_rss(REGISTRY.get("mem.alloc"), {"mib": 64})
+    assert report["peak_rss_bytes"] - report["setup_rss_bytes"] >= 60 * 2**20
