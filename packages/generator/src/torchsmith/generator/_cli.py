@@ -1,8 +1,8 @@
 """`torchsmith generate`: the command-line face of generate().
 
-    torchsmith generate PRESET_OR_SPEC --out DIR [--set key=value ...] [--backend cpu|cuda|mps]
-                        [--force] [--no-validate] [--checks parse,lint,...] [--templates DIR]
-    torchsmith generate --list
+torchsmith generate PRESET_OR_SPEC --out DIR [--set key=value ...] [--backend cpu|cuda|mps]
+                    [--force] [--no-validate] [--checks parse,lint,...] [--templates DIR]
+torchsmith generate --list
 """
 
 from __future__ import annotations

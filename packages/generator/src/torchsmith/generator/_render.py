@@ -57,8 +57,29 @@ def pyrepr(value: Any) -> str:
             raise TypeError(f"cannot render non-finite float {value!r} as a literal")
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=True)  # a valid, escaped Python string
+        return _string_literal(value)
     raise TypeError(f"cannot render {type(value).__name__} as a Python literal")
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _string_literal(text: str) -> str:
+    """A double-quoted, pure-ASCII Python literal: nothing in ``text`` can end it early."""
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif 32 <= code < 127:
+            out.append(char)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return '"' + "".join(out) + '"'
 
 
 def pyliteral(value: Any, indent: int = 0) -> str:

@@ -1,0 +1,162 @@
+"""generate(): files, the artifact record, validation failures, overwrite and path safety."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+import torchsmith.generator._validate as validate_module
+from torchsmith.generator import GenerationError, ModelCodeGenerator, generate
+from torchsmith.generator._render import BUILTIN_TEMPLATES
+from torchsmith.interfaces import ConfigError, ModelGenerator
+
+FAST_CHECKS = ["parse", "lint", "import", "forward", "parameters"]
+TINY_GPT2 = ["n_layer=2", "n_embd=32", "n_head=4", "vocab_size=64", "n_positions=32"]
+OUTPUTS = {"model.py", "config.json", "test_model.py", "bench_model.py", "README.md"}
+
+
+def test_generate_writes_every_file_and_records_the_checks(tmp_path: Path) -> None:
+    out = tmp_path / "out" / "gpt2"
+    artifact = generate("gpt2", out, overrides=TINY_GPT2, validate=FAST_CHECKS)
+    assert {path.name for path in out.iterdir()} == OUTPUTS
+    assert artifact.directory == str(out.resolve())
+    assert (artifact.name, artifact.family, artifact.backend) == ("gpt2", "gpt2", "cpu")
+    assert artifact.validated
+    for record in artifact.files:
+        data = (out / record.path).read_bytes()
+        assert (record.bytes, record.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+    for check in FAST_CHECKS:
+        assert artifact.validation[check].startswith("passed"), artifact.validation
+    assert artifact.validation["tests"] == "skipped: not requested"
+    assert artifact.spec["n_layer"] == 2
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["gpt2"]  # no staging left
+
+
+def test_no_validation_skips_every_check(tmp_path: Path) -> None:
+    artifact = generate("t5-small", tmp_path / "t5", validate=False)
+    assert not artifact.validated
+    assert all(result.startswith("skipped") for result in artifact.validation.values())
+
+
+def test_existing_files_need_force(tmp_path: Path) -> None:
+    generate("gpt2", tmp_path, overrides=TINY_GPT2, validate=False)
+    (tmp_path / "model.py").write_text("# edited by hand\n")
+    with pytest.raises(GenerationError, match="--force"):
+        generate("gpt2", tmp_path, overrides=TINY_GPT2, validate=False)
+    assert (tmp_path / "model.py").read_text() == "# edited by hand\n"
+    generate("gpt2", tmp_path, overrides=TINY_GPT2, validate=False, force=True)
+    assert "class GPT2LMHeadModel" in (tmp_path / "model.py").read_text()
+
+
+def _broken_templates(tmp_path: Path, old: str, new: str) -> Path:
+    custom = tmp_path / "templates"
+    (custom / "gpt2").mkdir(parents=True)
+    text = (BUILTIN_TEMPLATES / "gpt2" / "model.py.j2").read_text()
+    assert old in text
+    (custom / "gpt2" / "model.py.j2").write_text(text.replace(old, new, 1))
+    return custom
+
+
+def test_runtime_failure_names_file_line_and_template_and_writes_nothing(tmp_path: Path) -> None:
+    custom = _broken_templates(
+        tmp_path,
+        "        return x + self.mlp(self.ln_2(x))",
+        "        return x + self.mlp(self.ln_2(x)).transpose(0, 1)",
+    )
+    out = tmp_path / "out" / "broken"
+    with pytest.raises(GenerationError) as info:
+        generate("gpt2", out, overrides=TINY_GPT2, template_dirs=[custom], validate=FAST_CHECKS)
+    message = str(info.value)
+    assert "forward check failed" in message
+    assert "model.py line" in message and "template gpt2/model.py.j2" in message
+    assert "transpose(0, 1)" in message  # the offending generated line is quoted
+    assert info.value.artifact is not None
+    assert info.value.artifact.validation["import"].startswith("passed")
+    assert info.value.artifact.validation["forward"].startswith("failed")
+    assert not out.exists()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_syntax_error_is_caught_by_the_parse_check(tmp_path: Path) -> None:
+    custom = _broken_templates(tmp_path, "class Block(nn.Module):", "class Block(nn.Module)")
+    with pytest.raises(GenerationError, match=r"parse check failed: model.py line \d+ \(template"):
+        generate("gpt2", tmp_path / "out", template_dirs=[custom], validate=["parse"])
+
+
+def test_lint_failure_is_reported(tmp_path: Path) -> None:
+    if validate_module.find_ruff() is None:
+        pytest.skip("ruff is not installed")
+    custom = _broken_templates(tmp_path, "import json\n", "import json\nimport os\n")
+    with pytest.raises(GenerationError, match=r"F401.*os"):
+        generate("gpt2", tmp_path / "out", template_dirs=[custom], validate=["lint"])
+
+
+def test_missing_suites_skip_their_checks_with_the_install_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(validate_module, "_exports", lambda module, attribute: False)
+    artifact = generate("gpt2", tmp_path, overrides=TINY_GPT2, validate=["tests", "bench"])
+    assert artifact.validation["tests"].startswith("skipped: torchsmith-testing is not installed")
+    assert "pip install torchsmith-bench" in artifact.validation["bench"]
+
+
+def test_bad_options_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="backend 'tpu'"):
+        generate("gpt2", tmp_path, backend="tpu")
+    with pytest.raises(ConfigError, match="unknown checks"):
+        generate("gpt2", tmp_path / "x", validate=["typecheck"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(GenerationError, match="not a directory"):
+        generate("gpt2", tmp_path / "file", validate=False)
+
+
+def test_generated_model_reads_config_json_at_run_time(
+    tmp_path: Path, import_model: Callable[[Path], ModuleType]
+) -> None:
+    generate("gpt2", tmp_path, overrides=TINY_GPT2, validate=False)
+    module = import_model(tmp_path)
+    assert module.build_model().config.n_layer == 2
+    config = (tmp_path / "config.json").read_text().replace('"n_layer": 2', '"n_layer": 3')
+    (tmp_path / "config.json").write_text(config)
+    assert len(module.build_model().transformer["h"]) == 3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback without CUDA")
+def test_cuda_backend_falls_back_to_cpu_with_a_warning(
+    tmp_path: Path, import_model: Callable[[Path], ModuleType]
+) -> None:
+    generate("gpt2", tmp_path, overrides=TINY_GPT2, backend="cuda", validate=False)
+    module = import_model(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = module.build_model()
+    assert any("cuda is not available" in str(w.message) for w in caught)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_backend_builds_bfloat16_on_the_gpu(
+    tmp_path: Path, import_model: Callable[[Path], ModuleType]
+) -> None:
+    generate("smollm-135m", tmp_path, backend="cuda", validate=FAST_CHECKS)
+    module = import_model(tmp_path)
+    model = module.build_model()
+    parameter = next(model.parameters())
+    assert (parameter.device.type, parameter.dtype) == ("cuda", torch.bfloat16)
+    assert torch.isfinite(model(**module.example_inputs(batch_size=2)).float()).all()
+
+
+def test_protocol_adapter_is_a_model_generator(tmp_path: Path) -> None:
+    generator = ModelCodeGenerator(validate=False)
+    assert isinstance(generator, ModelGenerator)
+    artifact = generator.generate({"family": "vit", "name": "tiny-vit"}, tmp_path / "v")
+    assert artifact.name == "tiny-vit"
+    assert "vit" in generator.families()
+    shutil.rmtree(tmp_path / "v")
