@@ -65,11 +65,11 @@ def check_optimizer_step(test: ModelTest, device: torch.device) -> None:
     optimizer.step()
     after = test.loss_of(forward(test, model, inputs)).detach()
     assert_finite(after, name="loss after the step")
-    if not float(after) < float(before):
+    if not float(after) < float(before.detach()):
         norm = torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None])
         raise AssertionError(
             f"one {type(optimizer).__name__} step did not lower the loss: before "
-            f"{float(before):.6g}, after {float(after):.6g} (gradient norm "
+            f"{float(before.detach()):.6g}, after {float(after):.6g} (gradient norm "
             f"{float(norm.norm()):.3g}); is the output detached, or the learning rate too high?"
         )
 

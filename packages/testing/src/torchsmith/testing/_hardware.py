@@ -61,6 +61,10 @@ def _cpuinfo() -> list[dict[str, str]]:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
+    return _parse_cpuinfo(text)
+
+
+def _parse_cpuinfo(text: str) -> list[dict[str, str]]:
     blocks = []
     for block in text.strip().split("\n\n"):
         fields = {}

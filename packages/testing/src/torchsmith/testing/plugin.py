@@ -6,6 +6,9 @@ test with a reason naming what is missing.
 Fixtures: ``device``, ``rng``, ``tmp_checkpoint_dir``, ``hardware``.
 Option ``--torchsmith-report=PATH`` writes a JSON report (and PATH with .md) of the
 ModelTest/LossTest checks per model and device.
+
+pytest loads this module in every run where the package is installed, so it imports torch
+only inside the hooks and fixtures that need it.
 """
 
 from __future__ import annotations
@@ -14,16 +17,14 @@ import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-import torch
 
-from torchsmith.interfaces import HardwareInfo
+if TYPE_CHECKING:
+    import torch
 
-from ._device import best_device
-from ._hardware import cached_hardware
-from ._report_collector import ReportCollector
-from ._seed import seeded
+    from torchsmith.interfaces import HardwareInfo
 
 MARKERS = (
     "requires_cuda: needs a CUDA device; skipped with a reason otherwise",
@@ -56,6 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     path = config.getoption("--torchsmith-report", None)
     if path:
+        from ._report_collector import ReportCollector
+
         config.pluginmanager.register(ReportCollector(Path(path)), "torchsmith-report")
 
 
@@ -69,7 +72,7 @@ def unmet_requirement(item: pytest.Item) -> str | None:
     """Why ``item`` cannot run here (its first unmet marker), or None."""
     if item.get_closest_marker("slow") and not _run_slow(item.config):
         return f"slow test: pass --run-slow (or set {RUN_SLOW_ENV}=1) to run it"
-    if item.get_closest_marker("requires_cuda") and not torch.cuda.is_available():
+    if item.get_closest_marker("requires_cuda") and not _cuda_available():
         return f"requires CUDA: {_why_no_cuda()}"
     memory = item.get_closest_marker("requires_gpu_memory")
     if memory is not None:
@@ -77,6 +80,8 @@ def unmet_requirement(item: pytest.Item) -> str | None:
         if reason is not None:
             return reason
     if item.get_closest_marker("requires_bf16"):
+        from ._hardware import cached_hardware
+
         hardware = cached_hardware()
         if not hardware.capabilities.get("bf16", False):
             return f"requires bf16: {hardware.reasons.get('bf16', 'unsupported')}"
@@ -87,7 +92,15 @@ def _run_slow(config: pytest.Config) -> bool:
     return bool(config.getoption("--run-slow", False)) or os.environ.get(RUN_SLOW_ENV) == "1"
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _why_no_cuda() -> str:
+    import torch
+
     if torch.version.cuda is None:
         return f"torch {torch.__version__} is a CPU-only build"
     return f"torch {torch.__version__} is built with CUDA {torch.version.cuda} but sees no device"
@@ -100,8 +113,10 @@ def _gpu_memory_reason(marker: pytest.Mark) -> str | None:
             f"requires_gpu_memory needs a positive number of GiB, e.g. "
             f"@pytest.mark.requires_gpu_memory(16); got {marker.args or marker.kwargs}"
         )
-    if not torch.cuda.is_available():
+    if not _cuda_available():
         return f"requires a GPU with {gb:g} GiB of memory: {_why_no_cuda()}"
+    import torch
+
     largest = max(
         (torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())),
         key=lambda p: p.total_memory,
@@ -120,12 +135,18 @@ def _gpu_memory_reason(marker: pytest.Mark) -> str | None:
 @pytest.fixture
 def device() -> torch.device:
     """The device to test on: best_device() (TORCHSMITH_DEVICE, else cuda, mps, cpu)."""
+    from ._device import best_device
+
     return best_device()
 
 
 @pytest.fixture
 def rng(request: pytest.FixtureRequest) -> Iterator[torch.Generator]:
     """Seeds python, numpy and torch for the test (restored after); yields a seeded Generator."""
+    import torch
+
+    from ._seed import seeded
+
     seed = int(request.config.getoption("--torchsmith-seed", 0))
     with seeded(seed):
         yield torch.Generator().manual_seed(seed)
@@ -142,5 +163,7 @@ def tmp_checkpoint_dir(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def hardware() -> HardwareInfo:
     """This machine's HardwareInfo, detected once per session."""
+    from ._hardware import cached_hardware
+
     return cached_hardware()
 
