@@ -232,7 +232,7 @@ def test_openapi_documents_examples_and_the_bearer_scheme(client: TestClient) ->
     schema = client.get("/openapi.json").json()
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
     train = schema["components"]["schemas"]["TrainRequest"]
-    assert train["examples"][0]["recipe"] == "digits-mlp"
+    assert train["examples"][0]["recipe"] == "digits-classifier"
     assert "JobStatus" in schema["components"]["schemas"]
     paths = set(schema["paths"])
     for path in (

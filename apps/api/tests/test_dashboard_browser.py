@@ -14,13 +14,22 @@ pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
     reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)",
 )
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _post(url: str, body: dict, key: str) -> dict:
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -29,10 +38,12 @@ def _post(url: str, body: dict, key: str) -> dict:
 
 
 def _points(page) -> int:
-    return int(page.evaluate(
-        "() => { const d = document.getElementById('curve').data || [];"
-        " return d.length ? d[0].x.length : 0; }"
-    ))
+    return int(
+        page.evaluate(
+            "() => { const d = document.getElementById('curve').data || [];"
+            " return d.length ? d[0].x.length : 0; }"
+        )
+    )
 
 
 def test_the_page_loads_and_a_jobs_curve_grows_live(live_server: str, api_key: str) -> None:
@@ -50,12 +61,16 @@ def test_the_page_loads_and_a_jobs_curve_grows_live(live_server: str, api_key: s
                 "() => document.getElementById('conn').textContent === 'connected'",
                 timeout=20_000,
             )
-            job = _post(live_server + "/api/v1/train",
-                        {"recipe": "demo", "overrides": ["steps=60", "delay=0.1"]}, api_key)
+            job = _post(
+                live_server + "/api/v1/train",
+                {"recipe": "demo", "overrides": ["steps=60", "delay=0.1"]},
+                api_key,
+            )
             page.wait_for_selector(f"#jobs tbody tr[data-id='{job['id']}']", timeout=20_000)
             page.wait_for_function(
                 "() => { const d = document.getElementById('curve').data || [];"
-                " return d.length && d[0].x.length >= 3; }", timeout=30_000,
+                " return d.length && d[0].x.length >= 3; }",
+                timeout=30_000,
             )
             first = _points(page)
             time.sleep(1.0)

@@ -20,23 +20,27 @@ from ._suites import suite
 router = APIRouter(prefix="/generator", tags=["generator"])
 
 
-def _listing(function: str) -> list[Any]:
-    return list(jsonable_encoder(getattr(suite("generator", function), function)()))
+def _listing(function: str) -> Any:
+    return jsonable_encoder(getattr(suite("generator", function), function)())
 
 
 @router.get("/families", dependencies=[Depends(read_access)], summary="Model families")
-async def families() -> list[Any]:
-    return await run_in_threadpool(_listing, "list_families")
+async def families() -> list[str]:
+    return list(await run_in_threadpool(_listing, "list_families"))
 
 
-@router.get("/presets", dependencies=[Depends(read_access)], summary="Named specs")
-async def presets() -> list[Any]:
-    return await run_in_threadpool(_listing, "list_presets")
+@router.get(
+    "/presets",
+    dependencies=[Depends(read_access)],
+    summary="Named specs: preset name -> its family",
+)
+async def presets() -> dict[str, str]:
+    return dict(await run_in_threadpool(_listing, "list_presets"))
 
 
 @router.get("/backends", dependencies=[Depends(read_access)], summary="Code backends")
-async def backends() -> list[Any]:
-    return await run_in_threadpool(_listing, "list_backends")
+async def backends() -> list[str]:
+    return list(await run_in_threadpool(_listing, "list_backends"))
 
 
 @router.post(

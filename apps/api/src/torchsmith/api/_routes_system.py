@@ -22,11 +22,14 @@ _hardware_lock = threading.Lock()
 async def health(request: Request) -> dict[str, Any]:
     from . import __version__
 
+    suites = getattr(request.app.state, "suites", None)
+    if suites is None:  # reading package metadata takes milliseconds: once per app
+        suites = request.app.state.suites = installed()
     return {
         "status": "ok",
         "version": __version__,
         "read_access": request.app.state.settings.read_access,
-        "suites": installed(),
+        "suites": suites,
     }
 
 

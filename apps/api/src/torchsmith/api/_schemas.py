@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,100}$")]
+CasePattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/*\-]{1,200}$")]
 Override = Annotated[
     str,
     StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,100}=[^\x00-\x1f]{0,500}$"),
@@ -65,7 +66,7 @@ class BenchRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"cases": ["matmul"], "label": "nightly"}]},
+        json_schema_extra={"examples": [{"cases": ["matmul*"], "label": "nightly"}]},
     )
 
     cases: list[Name] = Field(

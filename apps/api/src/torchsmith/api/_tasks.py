@@ -82,15 +82,19 @@ def run_test(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 def run_bench(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Measure cases here; the server stores the results as one run (see _routes_bench)."""
-    bench = suite("bench", "measure_cases", "capture_environment", "load_entry_points")
+    bench = suite("bench", "measure_cases", "capture_environment", "load_entry_points", "REGISTRY")
     bench.load_entry_points()  # cases that installed packages register
+    patterns = list(params.get("cases") or [])
+    cases = bench.REGISTRY.select(patterns)
+    if not cases:
+        known = ", ".join(bench.REGISTRY.names()) or "none are registered"
+        raise ConfigError(f"no benchmark case matches {patterns or 'anything'}; cases: {known}")
     environment = bench.capture_environment()
-    names = list(params.get("cases") or []) or None
 
     def on_progress(label: str, done: int, total: int, samples: int) -> None:
         ctx.progress(done / max(total, 1))
 
-    results = bench.measure_cases(names, environment=environment, on_progress=on_progress)
+    results = bench.measure_cases(cases, environment=environment, on_progress=on_progress)
     return {
         "results": [r.model_dump(mode="json") for r in results],
         "environment": environment.model_dump(mode="json"),

@@ -66,7 +66,7 @@ def child_main(
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     with contextlib.suppress(OSError):  # not permitted everywhere; the job still runs
-        os.nice(5)
+        os.nice(10)
     ctx = JobContext(job_id=job_id, workdir=Path(workdir), conn=conn)
     try:
         result = resolve(reference)(params, ctx)

@@ -1,0 +1,125 @@
+"""torchsmith-api over the real suites: hardware, training, generation, model tests, bench."""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torchsmith.api")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from torchsmith.api import KeyStore, Settings, create_app  # noqa: E402
+from torchsmith.interfaces import (  # noqa: E402
+    BenchmarkResult,
+    Environment,
+    HardwareInfo,
+    Statistics,
+    TrainingEvent,
+)
+
+
+@pytest.fixture
+def app_client(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    settings = Settings(data_dir=tmp_path / "data", workers=1)
+    _, key = KeyStore(settings.keys_path).create("integration")
+    with TestClient(create_app(settings)) as client:
+        yield client, {"Authorization": f"Bearer {key}"}
+
+
+def _wait(client: TestClient, job_id: str, timeout: float = 240.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status: dict[str, Any] = client.get(f"/api/v1/jobs/{job_id}").json()
+        if status["state"] not in ("queued", "running"):
+            return status
+        assert time.monotonic() < deadline, f"job {job_id} still {status['state']}"
+        time.sleep(0.2)
+
+
+def test_hardware_is_the_testing_suites_detection(app_client) -> None:
+    client, _ = app_client
+    info = HardwareInfo.read(client.get("/api/v1/hardware").json())
+    from torchsmith.testing import detect_hardware
+
+    local = detect_hardware()
+    assert info.cpu_cores_logical == local.cpu_cores_logical
+    assert info.torch_version == local.torch_version
+
+
+def test_a_recipe_trains_as_a_job_with_its_events_stored(app_client) -> None:
+    client, auth = app_client
+    recipes = client.get("/api/v1/train/recipes").json()
+    assert "digits-classifier" in recipes
+    unknown = client.post("/api/v1/train", json={"recipe": "nope"}, headers=auth)
+    assert unknown.status_code == 422 and "digits-classifier" in unknown.json()["detail"]
+    body = {"recipe": "digits-classifier",
+            "overrides": ["training.max_steps=40", "training.log_every=10",
+                          "eval.every_steps=20", "checkpoint.every_steps=40"]}
+    job = client.post("/api/v1/train", json=body, headers=auth).json()
+    status = _wait(client, job["id"])
+    assert status["state"] == "succeeded", status["error"]
+    events = [TrainingEvent.read(e) for e in client.get(f"/api/v1/train/{job['id']}/metrics").json()]
+    steps = [e for e in events if e.kind == "step"]
+    assert [e.step for e in steps][:4] == [10, 20, 30, 40]
+    assert all("loss" in e.metrics for e in steps)
+    assert any(e.kind == "eval" for e in events)
+    files = {f["path"] for f in client.get(f"/api/v1/jobs/{job['id']}/files").json()}
+    assert any(p.endswith(".safetensors") for p in files), files
+
+
+def test_a_generated_model_downloads_as_a_zip(app_client) -> None:
+    client, auth = app_client
+    assert "gpt2" in client.get("/api/v1/generator/families").json()
+    body = {"preset": "gpt2", "check": False,
+            "overrides": ["n_layer=1", "n_embd=32", "n_head=2", "vocab_size=64", "n_positions=32"]}
+    job = client.post("/api/v1/generator/render", json=body, headers=auth).json()
+    status = _wait(client, job["id"])
+    assert status["state"] == "succeeded", status["error"]
+    artifact = client.get(f"/api/v1/generator/{job['id']}").json()
+    assert artifact["family"] == "gpt2"
+    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/generator/{job['id']}/download").content))
+    names = set(archive.namelist())
+    assert {"model.py", "test_model.py"} <= names
+    listed = {f["path"]: f["sha256"] for f in artifact["files"]}
+    import hashlib
+
+    for path, digest in listed.items():
+        assert hashlib.sha256(archive.read(path)).hexdigest() == digest
+
+
+def _result(case: str, scale: float, env: Environment) -> BenchmarkResult:
+    samples = [scale * (1.0 + 0.01 * (i % 5)) * 1e-3 for i in range(30)]
+    ordered = sorted(samples)
+    stats = Statistics(n=30, median=ordered[15], mean=sum(samples) / 30, stdev=1e-5, iqr=2e-5,
+                       min=ordered[0], max=ordered[-1], ci_low=ordered[12], ci_high=ordered[18])
+    return BenchmarkResult(case=case, params={"n": 8}, samples=samples, statistics=stats,
+                           environment=env)
+
+
+def test_bench_routes_read_the_bench_store(tmp_path: Path) -> None:
+    from torchsmith.bench import BenchStore
+
+    settings = Settings(data_dir=tmp_path / "data")
+    env = Environment(fingerprint="same-machine")
+    with BenchStore(settings.data_dir / "bench.duckdb") as store:
+        store.save_run([_result("matmul", 1.0, env)], environment=env, label="base")
+        store.save_run([_result("matmul", 1.5, env)], environment=env, label="head")
+    with TestClient(create_app(settings)) as client:
+        runs = client.get("/api/v1/bench/runs").json()
+        assert [r["label"] for r in runs] == ["head", "base"]
+        assert client.get("/api/v1/bench/cases").json() == ["matmul"]
+        history = client.get("/api/v1/bench/history", params={"case": "matmul"}).json()
+        assert len(history) == 2 and history[0]["ci_low"] <= history[0]["median"]
+        comparison = client.get("/api/v1/bench/compare/latest").json()
+        (row,) = comparison["rows"]
+        assert row["verdict"] == "regressed" and row["ratio"] == pytest.approx(1.5, rel=0.01)
+        results = client.get(f"/api/v1/bench/runs/{runs[0]['run_id']}/results").json()
+        assert BenchmarkResult.read(results[0]).samples == _result("matmul", 1.5, env).samples
+        html = client.get("/api/v1/bench/report.html", params={"base": "latest~1"})
+        assert html.status_code == 200 and "matmul" in html.text

@@ -1,0 +1,163 @@
+"""Load on the torchsmith app's read endpoints while a training job runs (loopback only).
+
+50 concurrent clients each poll read endpoints every 200 ms (like 50 dashboards
+refreshing five times a second: 250 requests/s offered), for a bounded number of
+requests; the latency of each is recorded. A closed-loop run (no pause between
+requests) then gives the saturation throughput, reported but not asserted.
+The same load runs first with the server idle (the baseline) and then while a job
+trains, side by side in one test, and the ratio of the p99s is reported with both.
+The job is a real trainer recipe when torchsmith-trainer provides one, otherwise a
+CPU-busy job that emits a step event every 20 ms.
+
+Run: uv run pytest tests/performance/test_api_load.py -m perf -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+httpx = pytest.importorskip("httpx")
+
+HERE = Path(__file__).parent
+CLIENTS = 50
+PER_CLIENT = 40  # requests per client per phase: 2000 in all, about 8 s
+INTERVAL_S = 0.2  # each client's polling period
+P99_LIMIT_S = 0.050
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _real_recipe() -> str | None:
+    try:
+        import torchsmith.trainer as trainer
+    except ImportError:
+        return None
+    if not (hasattr(trainer, "train") and hasattr(trainer, "list_recipes")):
+        return None
+    names = [r if isinstance(r, str) else getattr(r, "name", "") for r in trainer.list_recipes()]
+    return names[0] if names else None
+
+
+def _start(data_dir: Path, runner: str) -> tuple[subprocess.Popen[bytes], str, float]:
+    port = _free_port()
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "api_load_server.py"), str(data_dir), str(port), runner],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    while True:
+        try:
+            if httpx.get(base + "/api/v1/health", timeout=1).status_code == 200:
+                return proc, base, time.perf_counter() - started
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.perf_counter() - started > 60:
+            proc.kill()
+            raise RuntimeError("the server did not start")
+        time.sleep(0.01)
+
+
+async def _load(base: str, paths: list[str], interval: float = INTERVAL_S) -> list[float]:
+    """Latencies of CLIENTS clients, each sending PER_CLIENT GETs ``interval`` s apart."""
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=10) as client:
+
+        async def one_client(offset: int) -> None:
+            await asyncio.sleep(interval * offset / CLIENTS)  # spread the clients' phases
+            for n in range(PER_CLIENT):
+                path = paths[(n + offset) % len(paths)]
+                t0 = time.perf_counter()
+                response = await client.get(path)
+                latencies.append(time.perf_counter() - t0)
+                assert response.status_code == 200, (path, response.text[:200])
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))
+
+        await asyncio.gather(*(one_client(i) for i in range(CLIENTS)))
+    return latencies
+
+
+def _summary(latencies: list[float]) -> dict[str, float]:
+    ordered = sorted(latencies)
+    q = statistics.quantiles(ordered, n=100)
+    return {"n": len(ordered), "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3,
+            "max_ms": ordered[-1] * 1e3}
+
+
+@pytest.mark.perf
+def test_read_endpoints_p99_under_50ms_at_50_clients_while_training(tmp_path: Path) -> None:
+    from torchsmith.api import KeyStore
+
+    recipe = _real_recipe()
+    _, key = KeyStore(tmp_path / "keys.duckdb").create("load")
+    proc, base, ready_s = _start(tmp_path, "real" if recipe else "busy")
+    try:
+        auth = {"Authorization": f"Bearer {key}"}
+        # A long run, so the job trains through the whole measurement (then it is cancelled).
+        body = {"recipe": recipe or "busy",
+                "overrides": ["training.max_steps=1000000"] if recipe else []}
+        seed = httpx.post(base + "/api/v1/train", json=body, headers=auth, timeout=30).json()
+        job = seed["id"]
+        deadline = time.monotonic() + 60
+        while httpx.get(f"{base}/api/v1/jobs/{job}").json()["state"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        httpx.post(f"{base}/api/v1/jobs/{job}/cancel", headers=auth)
+        while httpx.get(f"{base}/api/v1/jobs/{job}").json()["state"] == "running":
+            time.sleep(0.05)
+        paths = ["/api/v1/jobs?limit=20", f"/api/v1/jobs/{job}", "/api/v1/health",
+                 f"/api/v1/jobs/{job}/events?after=0&type=status"]
+        idle = _summary(asyncio.run(_load(base, paths)))
+
+        running = httpx.post(base + "/api/v1/train", json=body, headers=auth, timeout=30).json()
+        while httpx.get(f"{base}/api/v1/jobs/{running['id']}").json()["state"] != "running":
+            time.sleep(0.05)
+        time.sleep(1.0)  # the job is past its start-up and emitting
+        paths[1] = f"/api/v1/jobs/{running['id']}"
+        busy = _summary(asyncio.run(_load(base, paths)))
+        t0 = time.perf_counter()
+        saturated = _summary(asyncio.run(_load(base, paths, interval=0.0)))
+        saturated["requests_per_s"] = saturated["n"] / (time.perf_counter() - t0)
+        status = httpx.get(f"{base}/api/v1/jobs/{running['id']}").json()
+        httpx.post(f"{base}/api/v1/jobs/{running['id']}/cancel", headers=auth)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    report = {"job": "trainer:" + recipe if recipe else "cpu-busy", "ready_s": ready_s,
+              "idle": idle, "training": busy, "p99_ratio": busy["p99_ms"] / idle["p99_ms"],
+              "closed_loop_while_training": saturated,
+              "job_state_during_load": status["state"]}
+    print("\napi load:", json.dumps(report, indent=2))
+    (Path(os.environ.get("API_LOAD_REPORT", tmp_path / "api_load.json"))).write_text(
+        json.dumps(report, indent=2)
+    )
+    assert status["state"] == "running", "the job must run during the whole measurement"
+    assert busy["p99_ms"] < P99_LIMIT_S * 1e3, report
+
+
+@pytest.mark.perf
+def test_server_start_to_ready(tmp_path: Path) -> None:
+    """Median of 3 starts of the server process until /api/v1/health answers."""
+    times = []
+    for i in range(3):
+        proc, _, ready_s = _start(tmp_path / str(i), "busy")
+        proc.terminate()
+        proc.wait(30)
+        times.append(ready_s)
+    print(f"\nstart to ready: median {statistics.median(times):.2f} s, samples {times}")
+    assert statistics.median(times) < 3.0
