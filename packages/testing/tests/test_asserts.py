@@ -54,7 +54,9 @@ def test_the_message_says_how_far_and_where() -> None:
 def test_shape_and_nan_mismatches_are_named() -> None:
     with pytest.raises(AssertionError, match=r"shape \(2,\) != expected \(3,\)"):
         assert_close_tensors(torch.zeros(2), torch.zeros(3))
-    with pytest.raises(AssertionError, match=r"NaN in one tensor but not the other, first at \(1,\)"):
+    with pytest.raises(
+        AssertionError, match=r"NaN in one tensor but not the other, first at \(1,\)"
+    ):
         assert_close_tensors(torch.tensor([0.0, math.nan]), torch.zeros(2))
     assert_close_tensors(torch.tensor([math.nan, math.inf]), torch.tensor([math.nan, math.inf]))
 
@@ -70,8 +72,11 @@ def test_assert_finite_counts_nan_and_inf() -> None:
     assert_finite(torch.ones(3))
     assert_finite(torch.tensor([1, 2]))  # integers are always finite
     bad = torch.tensor([[1.0, math.nan], [math.inf, -math.inf]])
-    with pytest.raises(AssertionError, match=r"grad of shape \(2, 2\) is not finite: 1 NaN and 2 "
-                       r"inf of 4 elements, first at \(0, 1\)"):
+    with pytest.raises(
+        AssertionError,
+        match=r"grad of shape \(2, 2\) is not finite: 1 NaN and 2 "
+        r"inf of 4 elements, first at \(0, 1\)",
+    ):
         assert_finite(bad, name="grad")
 
 

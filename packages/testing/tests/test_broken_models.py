@@ -14,7 +14,7 @@ from torchsmith.testing import CHECK_METHODS
 
 pytest_plugins = ["pytester"]
 
-MODELS = '''
+MODELS = """
 import torch
 from torch import nn
 from torchsmith.testing import ModelTest
@@ -63,7 +63,7 @@ class Detached(Tiny):
 class Base(ModelTest):
     def make_inputs(self, batch_size):
         return {"x": torch.randn(batch_size, 6)}
-'''
+"""
 
 # Checks that skip on this CPU-only machine or without a declaration, whatever the model.
 ALWAYS_SKIPPED = {"device_move", "gradient_checkpointing", "compile", "fresh_process"}
@@ -105,7 +105,9 @@ def test_a_correct_model_passes_every_check_it_can_run(pytester: pytest.Pytester
 
 
 def test_an_inplace_input_edit_fails_only_the_inplace_check(pytester: pytest.Pytester) -> None:
-    outcomes = run_case(pytester, "class TestInPlace(Base):\n    make_model = lambda self: InPlace()")
+    outcomes = run_case(
+        pytester, "class TestInPlace(Base):\n    make_model = lambda self: InPlace()"
+    )
     assert failed(outcomes) == {"inplace_inputs"}
     message = outcomes["inplace_inputs:message"]
     assert "forward in eval mode modified its inputs in place" in message

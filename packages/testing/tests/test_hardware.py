@@ -72,7 +72,9 @@ def test_without_cuda_the_cuda_capabilities_name_the_build(
 def test_an_old_gpu_lacks_tf32_with_its_compute_capability() -> None:
     from torchsmith.interfaces import CudaDevice
 
-    turing = CudaDevice(index=0, name="T4", total_memory_bytes=16 * 2**30, compute_capability=(7, 5))
+    turing = CudaDevice(
+        index=0, name="T4", total_memory_bytes=16 * 2**30, compute_capability=(7, 5)
+    )
     reason = hw._tf32([turing])
     assert reason is not None and "T4 has compute capability 7.5" in reason
     ampere = turing.model_copy(update={"compute_capability": (8, 0)})

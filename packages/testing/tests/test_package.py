@@ -11,3 +11,44 @@ def test_built_against_installed_interfaces_major() -> None:
     from torchsmith.interfaces import INTERFACES_VERSION, parse_version
 
     assert suite.INTERFACES_MAJOR == parse_version(INTERFACES_VERSION)[0]
+
+
+def test_public_names_are_exactly_these_and_all_resolve() -> None:
+    assert set(suite.__all__) == {
+        "INTERFACES_MAJOR",
+        "__version__",
+        "CAPABILITIES",
+        "DEVICE_ENV",
+        "best_device",
+        "detect_hardware",
+        "CHECK_METHODS",
+        "LOSS_CHECK_METHODS",
+        "ModelTest",
+        "LossTest",
+        "add_constant",
+        "permute_batch",
+        "scale_input",
+        "main_tensor",
+        "DTYPE_TOLERANCES",
+        "assert_close_tensors",
+        "assert_finite",
+        "count_parameters",
+        "tolerance_for",
+        "seed_everything",
+        "seeded",
+        "CheckResult",
+        "ModelReport",
+        "SuiteReport",
+        "read_report",
+    }
+    for name in suite.__all__:
+        assert getattr(suite, name) is not None
+
+
+def test_importing_the_plugin_does_not_import_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, torchsmith.testing.plugin; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

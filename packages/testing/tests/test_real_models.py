@@ -29,7 +29,10 @@ class TestTinyGPT2(ModelTest):
 
     def make_model(self) -> nn.Module:
         config = transformers.GPT2Config(
-            vocab_size=VOCAB, n_positions=self.n_positions, n_embd=D, n_layer=self.n_layer,
+            vocab_size=VOCAB,
+            n_positions=self.n_positions,
+            n_embd=D,
+            n_layer=self.n_layer,
             n_head=2,
         )
         return transformers.GPT2LMHeadModel(config)
@@ -45,15 +48,20 @@ class TestTinyGPT2(ModelTest):
 class TestTinyBert(ModelTest):
     layers, inner, positions = 2, 37, 32
     expected_num_parameters = (
-        (VOCAB + positions + 2) * D + 2 * D  # word, position, token-type embeddings; LayerNorm
+        (VOCAB + positions + 2) * D
+        + 2 * D  # word, position, token-type embeddings; LayerNorm
         + layers * (4 * (D * D + D) + 2 * D + (D * inner + inner) + (inner * D + D) + 2 * D)
-        + D * D + D  # pooler
+        + D * D
+        + D  # pooler
     )
 
     def make_model(self) -> nn.Module:
         config = transformers.BertConfig(
-            vocab_size=VOCAB, hidden_size=D, num_hidden_layers=self.layers,
-            num_attention_heads=2, intermediate_size=self.inner,
+            vocab_size=VOCAB,
+            hidden_size=D,
+            num_hidden_layers=self.layers,
+            num_attention_heads=2,
+            intermediate_size=self.inner,
             max_position_embeddings=self.positions,
         )
         return transformers.BertModel(config)
@@ -68,7 +76,12 @@ class TestTinyBert(ModelTest):
 class TestTinyT5(ModelTest):
     def make_model(self) -> nn.Module:
         config = transformers.T5Config(
-            vocab_size=VOCAB, d_model=D, d_kv=8, d_ff=37, num_layers=2, num_heads=2,
+            vocab_size=VOCAB,
+            d_model=D,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_heads=2,
             decoder_start_token_id=0,
         )
         return transformers.T5ForConditionalGeneration(config)
@@ -84,8 +97,13 @@ class TestTinyT5(ModelTest):
 class TestTinyViT(ModelTest):
     def make_model(self) -> nn.Module:
         config = transformers.ViTConfig(
-            image_size=16, patch_size=4, num_channels=3, hidden_size=D, num_hidden_layers=2,
-            num_attention_heads=2, intermediate_size=37,
+            image_size=16,
+            patch_size=4,
+            num_channels=3,
+            hidden_size=D,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
         )
         return transformers.ViTModel(config)
 
@@ -99,13 +117,23 @@ class TestTinyViT(ModelTest):
 @pytest.mark.slow
 class TestTinyCLIP(ModelTest):
     def make_model(self) -> nn.Module:
-        text = {"vocab_size": VOCAB, "hidden_size": D, "intermediate_size": 37,
-                "num_hidden_layers": 1, "num_attention_heads": 2, "max_position_embeddings": 16}
-        vision = {"image_size": 16, "patch_size": 8, "hidden_size": D, "intermediate_size": 37,
-                  "num_hidden_layers": 1, "num_attention_heads": 2}
-        config = transformers.CLIPConfig(
-            text_config=text, vision_config=vision, projection_dim=8
-        )
+        text = {
+            "vocab_size": VOCAB,
+            "hidden_size": D,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+        }
+        vision = {
+            "image_size": 16,
+            "patch_size": 8,
+            "hidden_size": D,
+            "intermediate_size": 37,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+        }
+        config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)
         return transformers.CLIPModel(config)
 
     def make_inputs(self, batch_size: int) -> dict[str, torch.Tensor]:

@@ -145,8 +145,14 @@ def check_inplace_inputs(test: ModelTest, device: torch.device) -> None:
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return bool(torch.equal(a, b) or (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
-                and torch.equal(a.nan_to_num(), b.nan_to_num())))
+    return bool(
+        torch.equal(a, b)
+        or (
+            a.is_floating_point()
+            and torch.equal(a.isnan(), b.isnan())
+            and torch.equal(a.nan_to_num(), b.nan_to_num())
+        )
+    )
 
 
 def _describe_change(key: str, now: torch.Tensor, before: torch.Tensor, version: int) -> str:

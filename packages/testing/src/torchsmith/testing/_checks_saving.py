@@ -42,8 +42,10 @@ def check_fresh_process(test: ModelTest, device: torch.device, directory: Path) 
     """6. save here, load in a new Python process: the output there is identical."""
     cls = type(test)
     if "<locals>" in cls.__qualname__:
-        pytest.skip(f"{cls.__qualname__} is defined inside a function; a fresh process cannot "
-                    "import it (define the test class at module level)")
+        pytest.skip(
+            f"{cls.__qualname__} is defined inside a function; a fresh process cannot "
+            "import it (define the test class at module level)"
+        )
     source = inspect.getsourcefile(cls)
     if source is None:
         pytest.skip(f"the source file of {cls.__qualname__} is unknown")
@@ -93,6 +95,4 @@ def _run_child(
         ) from None
     if done.returncode != 0:
         tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-        raise AssertionError(
-            f"loading in a fresh process failed (exit {done.returncode}):\n{tail}"
-        )
+        raise AssertionError(f"loading in a fresh process failed (exit {done.returncode}):\n{tail}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import torch
+from torch import nn
 
 from ._asserts import assert_close_tensors, assert_finite
 from ._hardware import cached_hardware
@@ -29,7 +30,7 @@ def check_gradients(test: ModelTest, device: torch.device) -> None:
     inputs = build_inputs(test, device)
     loss = test.loss_of(forward(test, model, inputs))
     assert_finite(loss, name="loss")
-    loss.backward()
+    loss.backward()  # type: ignore[no-untyped-call]
     grads = gradients(model)
     unused = [name for name, g in grads.items() if g is None]
     zero = [name for name, g in grads.items() if g is not None and not bool(g.any())]
@@ -61,7 +62,7 @@ def check_optimizer_step(test: ModelTest, device: torch.device) -> None:
     optimizer = test.make_optimizer([p for p in model.parameters() if p.requires_grad])
     before = test.loss_of(forward(test, model, inputs))
     assert_finite(before, name="loss before the step")
-    before.backward()
+    before.backward()  # type: ignore[no-untyped-call]
     optimizer.step()
     after = test.loss_of(forward(test, model, inputs)).detach()
     assert_finite(after, name="loss after the step")
@@ -86,7 +87,7 @@ def check_gradient_checkpointing(test: ModelTest, device: torch.device) -> None:
     inputs = build_inputs(test, device)
     for model in (plain, checkpointed):
         with seeded(test.seed + 7):  # the same dropout masks in both runs
-            test.loss_of(forward(test, model, inputs)).backward()
+            test.loss_of(forward(test, model, inputs)).backward()  # type: ignore[no-untyped-call]
     expected, actual = gradients(plain), gradients(checkpointed)
     for name, grad in expected.items():
         other = actual[name]
@@ -132,7 +133,7 @@ def check_compile(test: ModelTest, device: torch.device) -> None:
     eager = main_output(test, model, inputs)
     torch._dynamo.reset()
     try:
-        compiled = torch.compile(model, backend=test.compile_backend)
+        compiled = cast(nn.Module, torch.compile(model, backend=test.compile_backend))
         result = main_output(test, compiled, inputs)
     finally:
         torch._dynamo.reset()

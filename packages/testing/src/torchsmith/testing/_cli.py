@@ -1,8 +1,8 @@
 """``torchsmith doctor``: this machine's hardware, and which torchsmith features work here.
 
-    torchsmith doctor            a table
-    torchsmith doctor --json     the same as JSON: {"hardware", "best_device", "features"}
-    torchsmith doctor --probe    also compile a tiny function to prove torch.compile works
+torchsmith doctor            a table
+torchsmith doctor --json     the same as JSON: {"hardware", "best_device", "features"}
+torchsmith doctor --probe    also compile a tiny function to prove torch.compile works
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def features(hardware: HardwareInfo) -> list[Feature]:
     no_cuda = why.get("tf32", "no CUDA device").split("; ")[-1]
     found = [
         Feature("CUDA tests (requires_cuda, device_move check)", cuda, "" if cuda else no_cuda),
-        Feature("bf16 autocast check (requires_bf16)", caps.get("bf16", False), why.get("bf16", "")),
+        Feature(
+            "bf16 autocast check (requires_bf16)", caps.get("bf16", False), why.get("bf16", "")
+        ),
         Feature("torch.compile check", caps.get("compile", False), why.get("compile", "")),
         Feature("TF32 matmuls", caps.get("tf32", False), why.get("tf32", "")),
         Feature("flash-attention SDPA", caps.get("flash_sdpa", False), why.get("flash_sdpa", "")),
@@ -88,19 +90,29 @@ def render_table(hardware: HardwareInfo, device: str, found: list[Feature]) -> s
     memory = f"{hardware.memory_bytes / _GIB:.1f} GiB" if hardware.memory_bytes else "unknown"
     rows = [
         ("CPU", hardware.cpu_model),
-        ("cores", f"{hardware.cpu_cores_physical or '?'} physical, "
-                  f"{hardware.cpu_cores_logical} logical"),
+        (
+            "cores",
+            f"{hardware.cpu_cores_physical or '?'} physical, {hardware.cpu_cores_logical} logical",
+        ),
         ("memory", memory),
         ("platform", hardware.platform),
         ("python", hardware.python_version),
-        ("torch", f"{hardware.torch_version} (CUDA build: {hardware.torch_cuda_version or 'none'}"
-                  f", debug: {'yes' if hardware.torch_debug_build else 'no'})"),
+        (
+            "torch",
+            f"{hardware.torch_version} (CUDA build: {hardware.torch_cuda_version or 'none'}"
+            f", debug: {'yes' if hardware.torch_debug_build else 'no'})",
+        ),
         ("best device", device),
     ]
     for cuda in hardware.cuda_devices:
         major, minor = cuda.compute_capability
-        rows.append((f"cuda:{cuda.index}", f"{cuda.name}, "
-                     f"{cuda.total_memory_bytes / _GIB:.1f} GiB, compute capability {major}.{minor}"))
+        rows.append(
+            (
+                f"cuda:{cuda.index}",
+                f"{cuda.name}, "
+                f"{cuda.total_memory_bytes / _GIB:.1f} GiB, compute capability {major}.{minor}",
+            )
+        )
     width = max(len(k) for k, _ in rows)
     lines = ["torchsmith doctor", ""] + [f"  {k:<{width}}  {v}" for k, v in rows]
     lines += ["", "capabilities"]

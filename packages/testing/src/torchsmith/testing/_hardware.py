@@ -185,7 +185,7 @@ def _flash_sdpa(cuda: list[CudaDevice]) -> str | None:
 def _mem_efficient_sdpa(cuda: list[CudaDevice]) -> str | None:
     if not cuda:
         return f"the memory-efficient SDPA kernel is CUDA-only; {_no_cuda_reason()}"
-    if not torch.backends.cuda.mem_efficient_sdp_enabled():
+    if not torch.backends.cuda.mem_efficient_sdp_enabled():  # type: ignore[no-untyped-call]
         return "the memory-efficient SDPA backend is disabled in this process"
     return None
 

@@ -91,7 +91,7 @@ class ModelTest:
     # ------------------------------------------------------------ hooks (optional)
 
     def output_of(self, output: Any) -> torch.Tensor:
-        """The main tensor of forward's output: the tensor, ``.logits``, ``.last_hidden_state``..."""
+        """The main tensor of the output: itself, ``.logits``, ``.last_hidden_state``, ..."""
         return main_tensor(output)
 
     def loss_of(self, output: Any) -> torch.Tensor:

@@ -166,4 +166,3 @@ def hardware() -> HardwareInfo:
     from ._hardware import cached_hardware
 
     return cached_hardware()
-
