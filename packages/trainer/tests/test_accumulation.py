@@ -19,7 +19,9 @@ def _model() -> nn.Module:
 
 def _data(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1)
-    return torch.randn(n, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
+    return torch.randn(n, 6, generator=g, dtype=torch.float64), torch.randint(
+        0, 3, (n,), generator=g
+    )
 
 
 def _grads(model: nn.Module) -> list[torch.Tensor]:
@@ -90,8 +92,9 @@ def test_language_model_accumulation_weights_by_tokens(lengths: tuple[int, ...])
     model = _TokenLM()
     stepper = Stepper(model, CausalLMTask(), _KeepGrads(model.parameters(), lr=0.0))
     stepper([(s[:, :-1], s[:, 1:]) for s in seqs], step=0)
-    torch.testing.assert_close(model.emb.weight.grad, reference.emb.weight.grad, rtol=1e-12,
-                               atol=1e-14)  # fmt: skip
+    torch.testing.assert_close(
+        model.emb.weight.grad, reference.emb.weight.grad, rtol=1e-12, atol=1e-14
+    )
 
 
 def test_single_micro_batch_path_is_exactly_the_hand_written_step() -> None:

@@ -13,8 +13,17 @@ import pytest
 
 from torchsmith.trainer._cli import main
 
-FAST = ["--set", "training.max_steps=30", "--set", "loader.batch_size=64",
-        "--set", "model.hidden=[32]", "--set", "eval.every_steps=null", "--no-progress"]  # fmt: skip
+FAST = [
+    "--set",
+    "training.max_steps=30",
+    "--set",
+    "loader.batch_size=64",
+    "--set",
+    "model.hidden=[32]",
+    "--set",
+    "eval.every_steps=null",
+    "--no-progress",
+]
 
 
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,7 +31,9 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.split() == ["char-gpt", "digits-classifier", "simclr-digits"]
 
 
-def test_bad_config_fails_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config_fails_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = main(["digits-classifier", "--out", str(tmp_path), "--set", "optim.name=adamx"])
     assert code == 2
     err = capsys.readouterr().err
@@ -39,8 +50,21 @@ def test_stop_and_resume_give_the_same_bytes(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["digits-classifier", "--out", str(one), "--max-steps", "20", *FAST]) == 0
     assert main(["digits-classifier", "--out", str(two), "--max-steps", "9", *FAST]) == 0
-    assert main(["digits-classifier", "--out", str(two), "--max-steps", "20", "--resume",
-                 "latest", *FAST]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "digits-classifier",
+                "--out",
+                str(two),
+                "--max-steps",
+                "20",
+                "--resume",
+                "latest",
+                *FAST,
+            ]
+        )
+        == 0
+    )
     a = (one / "checkpoints" / "latest" / "model.safetensors").read_bytes()
     b = (two / "checkpoints" / "latest" / "model.safetensors").read_bytes()
     assert a == b
@@ -49,8 +73,21 @@ def test_stop_and_resume_give_the_same_bytes(tmp_path: Path) -> None:
 
 def test_seed_changes_the_run(tmp_path: Path) -> None:
     for seed in ("1", "2"):
-        assert main(["digits-classifier", "--out", str(tmp_path / seed), "--max-steps", "2",
-                     "--seed", seed, *FAST]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "digits-classifier",
+                    "--out",
+                    str(tmp_path / seed),
+                    "--max-steps",
+                    "2",
+                    "--seed",
+                    seed,
+                    *FAST,
+                ]
+            )
+            == 0
+        )
     a = (tmp_path / "1" / "checkpoints" / "latest" / "model.safetensors").read_bytes()
     assert a != (tmp_path / "2" / "checkpoints" / "latest" / "model.safetensors").read_bytes()
 
@@ -62,9 +99,20 @@ def _cli(*args: str) -> list[str]:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_is_byte_identical(tmp_path: Path) -> None:
-    args = ["digits-classifier", "--set", "training.max_steps=400", "--set", "loader.batch_size=64",
-            "--set", "checkpoint.every_steps=20", "--set", "eval.every_steps=null",
-            "--set", "model.hidden=[256, 256]", "--no-progress"]  # fmt: skip
+    args = [
+        "digits-classifier",
+        "--set",
+        "training.max_steps=400",
+        "--set",
+        "loader.batch_size=64",
+        "--set",
+        "checkpoint.every_steps=20",
+        "--set",
+        "eval.every_steps=null",
+        "--set",
+        "model.hidden=[256, 256]",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env)

@@ -23,8 +23,9 @@ def test_toml_and_yaml_give_the_same_config(tmp_path: Path) -> None:
 
 
 def test_overrides_parse_values_and_nest() -> None:
-    data = apply_overrides({"optim": {"lr": 1.0}}, ["optim.lr=3e-4", "model.hidden=[8, 4]",
-                                                      "training.compile=true"])  # fmt: skip
+    data = apply_overrides(
+        {"optim": {"lr": 1.0}}, ["optim.lr=3e-4", "model.hidden=[8, 4]", "training.compile=true"]
+    )
     config = validate_config(data)
     assert config.optim.lr == 3e-4
     assert config.model.hidden == [8, 4]  # type: ignore[union-attr]
@@ -65,7 +66,7 @@ def test_all_errors_are_reported_at_once() -> None:
 
 @pytest.mark.parametrize("bad", ["noequals", "=3", "a..b=1"])
 def test_malformed_overrides(bad: str) -> None:
-    with pytest.raises(ConfigError, match="section.field=value"):
+    with pytest.raises(ConfigError, match=r"section\.field=value"):
         apply_overrides({}, [bad])
 
 
@@ -99,5 +100,7 @@ def test_shipped_recipes_validate() -> None:
 
 @given(st.integers(min_value=1, max_value=10**6), st.floats(1e-8, 10.0, allow_nan=False))
 def test_override_round_trip(steps: int, lr: float) -> None:
-    config = validate_config(apply_overrides({}, [f"training.max_steps={steps}", f"optim.lr={lr!r}"]))
+    config = validate_config(
+        apply_overrides({}, [f"training.max_steps={steps}", f"optim.lr={lr!r}"])
+    )
     assert config.training.max_steps == steps and config.optim.lr == lr

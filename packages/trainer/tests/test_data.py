@@ -10,8 +10,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 from torchsmith.interfaces import DataError
-from torchsmith.trainer import BatchStream, ResumableSampler, Tokenizer, build_loader, digits
-from torchsmith.trainer import text_corpus
+from torchsmith.trainer import (
+    BatchStream,
+    ResumableSampler,
+    Tokenizer,
+    build_loader,
+    digits,
+    text_corpus,
+)
 
 
 def test_sampler_starts_mid_epoch_on_the_same_order() -> None:
@@ -84,7 +90,7 @@ def test_digits_split_and_ranges() -> None:
 
 def test_digits_captions() -> None:
     train, _ = digits(captions=True)
-    x, caption = train[0]
+    _, caption = train[0]
     text = bytes(t for t in caption.tolist() if t).decode()
     assert text.startswith("the digit ")
 
@@ -103,7 +109,7 @@ def test_tokenizers_round_trip() -> None:
 def test_text_corpus_blocks_shift_by_one(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("abcdefghij" * 20)
     (tmp_path / "skip.bin").write_bytes(b"\x00")
-    train, val, tok = text_corpus([tmp_path], "char", block_size=8, val_fraction=0.1)
+    train, _, tok = text_corpus([tmp_path], "char", block_size=8, val_fraction=0.1)
     x, y = train[1]
     assert x.shape == (8,) and torch.equal(x[1:], y[:-1])
     assert tok.decode(x.tolist()) == "efghijab"  # stride is half a block

@@ -2,7 +2,10 @@ import torchsmith.trainer as suite
 
 
 def test_all_is_exactly_the_public_api() -> None:
-    public = {name for name in dir(suite) if not name.startswith("_")} - {"annotations", "require_interfaces"}
+    public = {name for name in dir(suite) if not name.startswith("_")} - {
+        "annotations",
+        "require_interfaces",
+    }
     assert set(suite.__all__) - {"__version__"} == public
     assert len(suite.__all__) == len(set(suite.__all__))
 

@@ -28,9 +28,13 @@ def test_norms_biases_and_embeddings_do_not_decay() -> None:
 
 @pytest.mark.parametrize(
     ("name", "cls"),
-    [("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("sgd", torch.optim.SGD),
-     ("rmsprop", torch.optim.RMSprop)],
-)  # fmt: skip
+    [
+        ("adamw", torch.optim.AdamW),
+        ("adam", torch.optim.Adam),
+        ("sgd", torch.optim.SGD),
+        ("rmsprop", torch.optim.RMSprop),
+    ],
+)
 def test_optimizers_by_name(name: str, cls: type) -> None:
     opt = build_optimizer(nn.Linear(2, 2), OptimConfig(name=name, lr=0.01))  # type: ignore[arg-type]
     assert type(opt) is cls and opt.param_groups[0]["lr"] == 0.01

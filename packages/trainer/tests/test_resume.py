@@ -43,9 +43,11 @@ def test_classification_resume_is_bitwise_identical(tmp_path: Path, stop: int) -
 def test_contrastive_resume_restores_augmentation_rng(tmp_path: Path) -> None:
     def config(out: Path) -> ExperimentConfig:
         return small_config(
-            out, model={"kind": "encoder", "hidden": 32, "projection": 8},
-            task={"kind": "contrastive"}, training={"max_steps": 12},
-        )  # fmt: skip
+            out,
+            model={"kind": "encoder", "hidden": 32, "projection": 8},
+            task={"kind": "contrastive"},
+            training={"max_steps": 12},
+        )
 
     reference = _run(config(tmp_path / "a"))
     _run(config(tmp_path / "b"), stop_after=7)

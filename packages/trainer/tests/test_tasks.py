@@ -10,8 +10,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchsmith.interfaces import MissingSuiteError, Task
-from torchsmith.trainer import CausalLMTask, ClassificationTask, CLIPTask, ContrastiveTask
-from torchsmith.trainer import clip_loss, ntxent, resolve_loss
+from torchsmith.trainer import (
+    CausalLMTask,
+    ClassificationTask,
+    CLIPTask,
+    ContrastiveTask,
+    clip_loss,
+    ntxent,
+    resolve_loss,
+)
 from torchsmith.trainer._models import GPT, DualEncoder, Encoder
 
 
@@ -39,7 +46,9 @@ def test_clip_loss_matches_symmetric_cross_entropy() -> None:
     total = 0.0
     for a, b in ((img, txt), (txt, img)):
         for i in range(4):
-            row = [10.0 * float(F.normalize(a[i], dim=0) @ F.normalize(b[k], dim=0)) for k in range(4)]
+            row = [
+                10.0 * float(F.normalize(a[i], dim=0) @ F.normalize(b[k], dim=0)) for k in range(4)
+            ]
             total += -row[i] + math.log(sum(math.exp(r) for r in row))
     assert float(clip_loss(img, txt, 10.0)) == pytest.approx(total / 8, rel=1e-5)
 
@@ -93,7 +102,9 @@ def test_metrics_only_in_eval_mode() -> None:
     model.eval()
     metrics = task(model, (x, y)).metrics
     logits = model(x)
-    assert float(metrics["accuracy"]) == pytest.approx(float((logits.argmax(1) == y).float().mean()))
+    assert float(metrics["accuracy"]) == pytest.approx(
+        float((logits.argmax(1) == y).float().mean())
+    )
     top3 = sum(int(y[i]) in logits[i].topk(3).indices.tolist() for i in range(10)) / 10
     assert float(metrics["top3_accuracy"]) == pytest.approx(top3)
 
@@ -102,3 +113,15 @@ def test_language_model_counts_tokens() -> None:
     tokens = torch.randint(0, 5, (3, 7))
     out = CausalLMTask()(GPT(5, 8, 1, 1, 8), (tokens[:, :-1], tokens[:, 1:]))
     assert out.num_items == 18
+
+
+def test_builtin_losses_without_the_losses_suite(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchsmith.losses", None)  # import now fails
+    assert resolve_loss("cross_entropy") is F.cross_entropy
+    assert resolve_loss("clip") is clip_loss
+    z = torch.randn(4, 3)
+    assert float(resolve_loss("ntxent", temperature=0.3)(z, z)) == float(ntxent(z, z, 0.3))
+    with pytest.raises(MissingSuiteError, match=r"pip install \"torchsmith-trainer\[losses\]\""):
+        resolve_loss("focal")

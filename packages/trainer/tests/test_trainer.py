@@ -9,8 +9,15 @@ import pytest
 import torch
 
 from torchsmith.interfaces import ConfigError, TrainingEvent
-from torchsmith.trainer import CallbackSink, EarlyStopping, ListSink, NonFiniteLossError
-from torchsmith.trainer import build_trainer, evaluate, train
+from torchsmith.trainer import (
+    CallbackSink,
+    EarlyStopping,
+    ListSink,
+    NonFiniteLossError,
+    build_trainer,
+    evaluate,
+    train,
+)
 from torchsmith.trainer._metrics import RunningMean
 
 from .conftest import small_config
@@ -25,7 +32,13 @@ def test_events_flow_to_sinks_with_timing(tmp_path: Path) -> None:
     assert kinds.count("checkpoint") == 2 and kinds[-1] == "end"
     step = next(e for e in sink.events if e.kind == "step")
     assert step.step == 5
-    assert {"loss", "lr", "samples_per_s", "data_wait_fraction", "step_time_s"} <= step.metrics.keys()
+    assert {
+        "loss",
+        "lr",
+        "samples_per_s",
+        "data_wait_fraction",
+        "step_time_s",
+    } <= step.metrics.keys()
     assert 0.0 <= step.metrics["data_wait_fraction"] <= 1.0
     assert metrics["step"] == 30 and "val_accuracy" in metrics
     losses = [e.metrics["loss"] for e in sink.events if e.kind == "step"]
@@ -61,21 +74,30 @@ def test_max_steps_keeps_the_schedule_and_checkpoints(tmp_path: Path) -> None:
     sink = ListSink()
     train(small_config(tmp_path), sinks=[sink], max_steps=7, log_jsonl=False)
     assert (tmp_path / "checkpoints" / "step-00000007" / "model.safetensors").is_file()
-    lr = [e.metrics["lr"] for e in sink.events if e.kind == "step"][0]
+    lr = next(e.metrics["lr"] for e in sink.events if e.kind == "step")
     assert lr < 3e-3  # cosine over 30 planned steps, not over 7
 
 
 def test_early_stopping_stops(tmp_path: Path) -> None:
-    config = small_config(tmp_path, "eval.every_steps=2", "eval.early_stopping_metric=val_loss",
-                          "eval.patience=1", "eval.min_delta=100")  # fmt: skip
+    config = small_config(
+        tmp_path,
+        "eval.every_steps=2",
+        "eval.early_stopping_metric=val_loss",
+        "eval.patience=1",
+        "eval.min_delta=100",
+    )
     assert build_trainer(config).fit()["step"] == 4  # never improves by 100: stop at 2nd eval
 
 
 def test_early_stopping_modes() -> None:
     stop = EarlyStopping("acc", patience=2, min_delta=0.01, mode="max")
     assert [stop.update({"acc": a}) for a in (0.5, 0.505, 0.6, 0.6, 0.59)] == [
-        False, False, False, False, True,
-    ]  # fmt: skip
+        False,
+        False,
+        False,
+        False,
+        True,
+    ]
     with pytest.raises(KeyError, match="not among"):
         stop.update({"loss": 1.0})
 
@@ -122,11 +144,16 @@ def test_nonfinite_loss(tmp_path: Path, policy: str) -> None:
         before = [p.clone() for p in trainer.stepper.model.parameters()]
         assert trainer.fit()["step"] == 30
         assert all(torch.isfinite(p).all() for p in trainer.stepper.model.parameters())
-        assert any(not torch.equal(a, b) for a, b in zip(before, trainer.stepper.model.parameters()))
+        assert any(
+            not torch.equal(a, b)
+            for a, b in zip(before, trainer.stepper.model.parameters(), strict=True)
+        )
 
 
 def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
-    trainer = build_trainer(small_config(tmp_path, "training.precision=bf16", "training.max_steps=10"))
+    trainer = build_trainer(
+        small_config(tmp_path, "training.precision=bf16", "training.max_steps=10")
+    )
     with trainer.stepper.autocast():
         out = trainer.stepper.model(torch.randn(2, 64))
     assert out.dtype == torch.bfloat16
@@ -136,24 +163,30 @@ def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
 def test_fp16_needs_cuda(tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA present: fp16 is allowed")
-    with pytest.raises(ConfigError, match="training.precision: 'fp16' needs CUDA"):
+    with pytest.raises(ConfigError, match=r"training\.precision: 'fp16' needs CUDA"):
         build_trainer(small_config(tmp_path, "training.precision=fp16"))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")
 def test_fp16_with_grad_scaler_on_cuda(tmp_path: Path) -> None:
-    trainer = build_trainer(small_config(tmp_path, "training.precision=fp16", "training.device=cuda"))
+    trainer = build_trainer(
+        small_config(tmp_path, "training.precision=fp16", "training.device=cuda")
+    )
     assert trainer.stepper.scaler is not None
     assert trainer.fit()["step"] == 30
 
 
 def test_text_sampling_hook(tmp_path: Path) -> None:
     config = small_config(
-        tmp_path, "eval.every_steps=5", "eval.sample_tokens=20", "eval.max_batches=1",
+        tmp_path,
+        "eval.every_steps=5",
+        "eval.sample_tokens=20",
+        "eval.max_batches=1",
         model={"kind": "gpt", "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
-        data={"kind": "text", "block_size": 16}, task={"kind": "causal_lm"},
+        data={"kind": "text", "block_size": 16},
+        task={"kind": "causal_lm"},
         training={"max_steps": 5},
-    )  # fmt: skip
+    )
     sink = ListSink()
     metrics = build_trainer(config, sinks=[sink]).fit()
     sample = next(e.message for e in sink.events if e.kind == "eval")

@@ -11,7 +11,7 @@ from torchsmith.interfaces import ConfigError, EventSink
 
 from ._build import build_trainer
 from ._config import ExperimentConfig, apply_overrides, read_config_file, validate_config
-from ._events import JsonlSink, RichProgressSink
+from ._events import EventBus, JsonlSink, RichProgressSink
 
 RECIPE_SUFFIXES = (".toml", ".yaml", ".yml")
 
@@ -89,12 +89,17 @@ def train(
         updates["training"] = {**cfg.training.model_dump(), "stop_after": max_steps}
     if updates:
         cfg = validate_config({**cfg.model_dump(), **updates})
-    all_sinks = list(sinks)
+    given = list(sinks)
+    all_sinks = list(given)
     if log_jsonl:
         all_sinks.append(JsonlSink(Path(cfg.out_dir) / "metrics.jsonl"))
     if progress:
         all_sinks.append(RichProgressSink(min(cfg.training.max_steps, max_steps or 10**12)))
-    trainer = build_trainer(cfg, sinks=all_sinks, base_dir=base_dir)
-    if resume is not None:
-        trainer.resume(resume)
-    return trainer.fit()
+    owned = EventBus(all_sinks[len(given) :])  # the sinks made here; callers own theirs
+    try:
+        trainer = build_trainer(cfg, sinks=all_sinks, base_dir=base_dir)
+        if resume is not None:
+            trainer.resume(resume)
+        return trainer.fit()
+    finally:
+        owned.close()

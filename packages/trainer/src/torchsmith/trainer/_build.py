@@ -107,7 +107,9 @@ def _import_model(m: ImportedModelConfig) -> nn.Module:
         raise ConfigError(f"model.target: cannot import {m.target!r}: {exc}") from exc
     model = builder(**m.kwargs)
     if not isinstance(model, nn.Module):
-        raise ConfigError(f"model.target: {m.target!r} returned {type(model).__name__}, not a Module")
+        raise ConfigError(
+            f"model.target: {m.target!r} returned {type(model).__name__}, not a Module"
+        )
     return model
 
 
@@ -141,38 +143,63 @@ def build_trainer(
     if tr.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = wrap_ddp(model, info, device)
-    task = build_task(config.task.kind, config.task.loss, config.task.loss_kwargs,
-                      config.task.top_k)  # fmt: skip
+    task = build_task(
+        config.task.kind, config.task.loss, config.task.loss_kwargs, config.task.top_k
+    )
     sampler = ResumableSampler(
-        dataset_length(data.train), loader_cfg.batch_size, seed=config.seed,
-        shuffle=loader_cfg.shuffle, rank=info.rank, world_size=info.world_size,
-    )  # fmt: skip
+        dataset_length(data.train),
+        loader_cfg.batch_size,
+        seed=config.seed,
+        shuffle=loader_cfg.shuffle,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
     loader = build_loader(
-        data.train, loader_cfg.batch_size, sampler=sampler, num_workers=loader_cfg.num_workers,
-        prefetch_factor=loader_cfg.prefetch_factor, seed=config.seed,
+        data.train,
+        loader_cfg.batch_size,
+        sampler=sampler,
+        num_workers=loader_cfg.num_workers,
+        prefetch_factor=loader_cfg.prefetch_factor,
+        seed=config.seed,
         pin_memory=device.type == "cuda",
-    )  # fmt: skip
+    )
     # Validation reads every example in order; its own generator leaves the global RNG alone.
     val_loader: DataLoader[Any] = DataLoader(
-        data.val, batch_size=loader_cfg.eval_batch_size or loader_cfg.batch_size,
+        data.val,
+        batch_size=loader_cfg.eval_batch_size or loader_cfg.batch_size,
         generator=torch.Generator().manual_seed(config.seed),
-    )  # fmt: skip
-    stepper = Stepper(model, task, optimizer, device=device, precision=tr.precision,
-                      clip_grad_norm=tr.clip_grad_norm, nonfinite=tr.nonfinite, dist=info)  # fmt: skip
+    )
+    stepper = Stepper(
+        model,
+        task,
+        optimizer,
+        device=device,
+        precision=tr.precision,
+        clip_grad_norm=tr.clip_grad_norm,
+        nonfinite=tr.nonfinite,
+        dist=info,
+    )
     ev, ck = config.eval, config.checkpoint
     out_dir = Path(config.out_dir)
     return Trainer(
         stepper=stepper,
         data=BatchStream(loader, sampler, seed=config.seed),
-        schedule=Schedule(tr.max_steps, tr.stop_after, tr.grad_accum, tr.log_every,
-                          ev.every_steps, ck.every_steps),  # fmt: skip
+        schedule=Schedule(
+            tr.max_steps, tr.stop_after, tr.grad_accum, tr.log_every, ev.every_steps, ck.every_steps
+        ),
         scheduler=build_scheduler(optimizer, config.schedule, tr.max_steps),
         val_data=val_loader,
-        checkpoints=CheckpointManager(out_dir / "checkpoints", keep_last=ck.keep_last,
-                                      keep_best=ck.keep_best, metric=ck.metric, mode=ck.mode),
+        checkpoints=CheckpointManager(
+            out_dir / "checkpoints",
+            keep_last=ck.keep_last,
+            keep_best=ck.keep_best,
+            metric=ck.metric,
+            mode=ck.mode,
+        ),
         sinks=sinks,
         early_stopping=EarlyStopping(ev.early_stopping_metric, ev.patience, ev.min_delta, ev.mode)
-        if ev.early_stopping_metric else None,
+        if ev.early_stopping_metric
+        else None,
         eval_hooks=_eval_hooks(config, data.tokenizer),
         eval_max_batches=ev.max_batches,
         perplexity=config.task.kind == "causal_lm",
@@ -181,12 +208,21 @@ def build_trainer(
         meta={"config": config.model_dump(mode="json"), "versions": package_versions()},
         dist=info,
         seed=config.seed,
-    )  # fmt: skip
+    )
 
 
 def _eval_hooks(config: ExperimentConfig, tokenizer: Tokenizer | None) -> list[Any]:
     ev, model = config.eval, config.model
     if not ev.sample_tokens or tokenizer is None or not isinstance(model, GPTConfig):
         return []
-    return [TextSampler(tokenizer, model.block_size, ev.sample_tokens, ev.sample_prompt,
-                        ev.temperature, ev.top_k, config.seed)]  # fmt: skip
+    return [
+        TextSampler(
+            tokenizer,
+            model.block_size,
+            ev.sample_tokens,
+            ev.sample_prompt,
+            ev.temperature,
+            ev.top_k,
+            config.seed,
+        )
+    ]

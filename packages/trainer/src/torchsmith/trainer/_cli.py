@@ -18,8 +18,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("config", nargs="?", help="recipe name (see --list) or a .toml/.yaml path")
     p.add_argument("--list", action="store_true", help="list the shipped recipes and exit")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set optim.lr=3e-4 (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set optim.lr=3e-4 (repeatable)",
+    )
     p.add_argument("--out", help="run directory (checkpoints in OUT/checkpoints)")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps, with a checkpoint")
     p.add_argument("--resume", help="'latest' (newest checkpoint in OUT) or a checkpoint path")
@@ -37,8 +43,10 @@ def main(argv: list[str]) -> int:
         return 0
     if not args.config:
         _parser().print_usage(sys.stderr)
-        print("torchsmith train: error: give a recipe name or config path (or --list)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "torchsmith train: error: give a recipe name or config path (or --list)",
+            file=sys.stderr,
+        )
         return 2
     if args.max_steps is not None and args.max_steps <= 0:
         print("torchsmith train: error: --max-steps must be positive", file=sys.stderr)
@@ -46,9 +54,14 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         metrics = train(
-            args.config, overrides=args.overrides, out_dir=args.out, max_steps=args.max_steps,
-            resume=args.resume, seed=args.seed, progress=not args.no_progress,
-        )  # fmt: skip
+            args.config,
+            overrides=args.overrides,
+            out_dir=args.out,
+            max_steps=args.max_steps,
+            resume=args.resume,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
     except TorchsmithError as exc:
         print(f"torchsmith train: error: {exc}", file=sys.stderr)
         return 2

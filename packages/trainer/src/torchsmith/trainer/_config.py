@@ -236,7 +236,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """``data`` with each ``"a.b=value"`` set; values parse as YAML scalars (``3e-4``, ``[1, 2]``)."""
+    """``data`` with each ``"a.b=value"`` set; values parse as YAML (``3e-4``, ``[1, 2]``)."""
     result = _deep_copy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")

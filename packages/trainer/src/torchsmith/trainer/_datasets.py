@@ -46,7 +46,7 @@ def _digits_table() -> np.ndarray:
     """
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
-        raise DataError('the digits data ships with scikit-learn: pip install scikit-learn')
+        raise DataError("the digits data ships with scikit-learn: pip install scikit-learn")
     path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     if not path.is_file():
         raise DataError(f"scikit-learn's digits file is missing at {path}")
@@ -97,7 +97,7 @@ class Tokenizer:
 
 
 class TokenBlocks(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """(input, target) pairs of ``block_size`` tokens, target shifted by one, stride half a block."""
+    """(input, target) pairs of ``block_size`` tokens, target shifted by one, half-block stride."""
 
     def __init__(self, tokens: torch.Tensor, block_size: int) -> None:
         if len(tokens) < block_size + 1:

@@ -69,9 +69,7 @@ class EarlyStopping:
     def update(self, metrics: dict[str, float]) -> bool:
         """Record one evaluation; True when training should stop."""
         if self.metric not in metrics:
-            raise KeyError(
-                f"early stopping metric {self.metric!r} is not among {sorted(metrics)}"
-            )
+            raise KeyError(f"early stopping metric {self.metric!r} is not among {sorted(metrics)}")
         value = metrics[self.metric]
         improved = self.best is None or (
             value < self.best - self.min_delta
@@ -135,8 +133,13 @@ class TextSampler:
         start = torch.tensor([prompt], dtype=torch.int64, device=device)
         generator = torch.Generator(device=device).manual_seed(self.seed + step)
         out = generate(
-            model, start, self.num_tokens, block_size=self.block_size,
-            temperature=self.temperature, top_k=self.top_k, generator=generator,
-        )  # fmt: skip
+            model,
+            start,
+            self.num_tokens,
+            block_size=self.block_size,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            generator=generator,
+        )
         model.train(was_training)
         return self.tokenizer.decode(out[0].tolist())

@@ -91,8 +91,13 @@ class RichProgressSink:
     """A rich progress bar over optimizer steps with loss, samples/s and tokens/s."""
 
     def __init__(self, total_steps: int, description: str = "train") -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-        from rich.progress import TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),

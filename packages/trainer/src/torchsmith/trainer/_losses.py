@@ -52,12 +52,14 @@ def resolve_loss(name: str | LossFn, **kwargs: Any) -> LossFn:
     if callable(name):
         return name
     try:
-        from torchsmith.losses import get_loss  # type: ignore[attr-defined]
+        from torchsmith.losses import get_loss
     except ImportError:
-        get_loss = None
-    if get_loss is not None:
-        loss: LossFn = get_loss(name, **kwargs)
-        return loss
+        return _builtin(name, kwargs)
+    loss: LossFn = get_loss(name, **kwargs)
+    return loss
+
+
+def _builtin(name: str, kwargs: dict[str, Any]) -> LossFn:
     if name not in BUILTIN:
         raise MissingSuiteError(
             f"loss {name!r} needs torchsmith-losses (built in here: {', '.join(BUILTIN)}): "

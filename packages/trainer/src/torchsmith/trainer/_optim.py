@@ -42,11 +42,13 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     wd = config.weight_decay
     if config.name == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps,
-                                 weight_decay=wd)  # fmt: skip
+        return torch.optim.AdamW(
+            groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=wd
+        )
     if config.name == "adam":
-        return torch.optim.Adam(groups, lr=config.lr, betas=config.betas, eps=config.eps,
-                                weight_decay=wd)  # fmt: skip
+        return torch.optim.Adam(
+            groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=wd
+        )
     if config.name == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=wd)
     return torch.optim.RMSprop(

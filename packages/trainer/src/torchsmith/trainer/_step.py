@@ -11,6 +11,7 @@ transformers PR #34191) overweights short micro-batches.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,11 +29,11 @@ class NonFiniteLossError(TorchsmithError, FloatingPointError):
     """A loss was NaN or Inf; the message names the step and the batch."""
 
 
-@dataclass
+@dataclass(slots=True)
 class StepResult:
     loss: torch.Tensor | None  # item-weighted sum of losses, detached, when tracking
     items: int  # items in this process's window
-    last_loss: torch.Tensor  # the last micro-batch's mean loss, detached
+    last_loss: torch.Tensor  # the last micro-batch's mean loss (read once, at the end)
     skipped: bool = False
 
 
@@ -56,8 +57,12 @@ class Stepper:
             self.scaler = torch.amp.GradScaler(self.device.type)
         self._params = [p for p in self.model.parameters() if p.requires_grad]
         self._move = self.device.type != "cpu"
+        self._ddp = self.dist.enabled
+        # Context managers are built once and re-entered each micro-batch.
+        self._autocast = self.autocast()
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context of ``precision`` (a no-op for fp32)."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
@@ -65,45 +70,54 @@ class Stepper:
 
     def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> StepResult:
         """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as step ``step``."""
-        # One micro-batch on one process: the loss is already the batch mean, as in a
-        # hand-written loop, so skip the weighting arithmetic entirely.
-        weighted = len(micro_batches) > 1 or self.dist.enabled
+        if len(micro_batches) == 1 and not self._ddp:
+            return self._single(micro_batches[0], step, first_batch)
         loss_sum: torch.Tensor | None = None
         items = 0
         for index, batch in enumerate(micro_batches):
             out = self._forward(batch)
-            if not torch.isfinite(out.loss):
+            if not math.isfinite(out.loss.item()):
                 return self._nonfinite(out, step, first_batch + index)
-            loss = out.loss * out.num_items if weighted else out.loss
             with self._sync_context(last=index == len(micro_batches) - 1):
-                self._backward(loss)
+                self._backward(out.loss * out.num_items)
             items += out.num_items
             if self.track:
                 part = out.loss.detach() * out.num_items
                 loss_sum = part if loss_sum is None else loss_sum + part
-        if weighted:
-            self._normalise_gradients(items)
+        self._normalise_gradients(items)
         self._clip_and_step()
-        return StepResult(loss_sum, items, out.loss.detach())
+        return StepResult(loss_sum, items, out.loss)
+
+    def _single(self, batch: Any, step: int, first_batch: int) -> StepResult:
+        # One micro-batch on one process: the loss is already the batch mean, as in a
+        # hand-written loop, so the step is exactly that loop's four lines.
+        out = self._forward(batch)
+        # .item() syncs on CUDA; on CPU it costs ~0.4 us where bool(isfinite()) costs ~10.
+        if not math.isfinite(out.loss.item()):
+            return self._nonfinite(out, step, first_batch)
+        self._backward(out.loss)
+        self._clip_and_step()
+        tracked = out.loss.detach() * out.num_items if self.track else None
+        return StepResult(tracked, out.num_items, out.loss)
 
     def _forward(self, batch: Any) -> TaskOutput:
         if self._move:
             batch = move_to(batch, self.device, non_blocking=True)
-        with self.autocast():
+        with self._autocast:
             out: TaskOutput = self.task(self.model, batch)
         return out
 
     def _sync_context(self, last: bool) -> contextlib.AbstractContextManager[Any]:
         # DDP all-reduces gradients only on the window's last backward.
-        if self.dist.enabled and not last:
+        if self._ddp and not last:
             return self.model.no_sync()  # type: ignore[operator, no-any-return]
         return contextlib.nullcontext()
 
     def _backward(self, loss: torch.Tensor) -> None:
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
         else:
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
 
     def _normalise_gradients(self, local_items: int) -> None:
         total = float(local_items)

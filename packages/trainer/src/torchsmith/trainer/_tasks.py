@@ -1,4 +1,4 @@
-"""Tasks: what differs between kinds of training, as small callables ``(model, batch) -> TaskOutput``.
+"""Tasks: what differs between kinds of training, as callables ``(model, batch) -> TaskOutput``.
 
 A task computes metrics only when the model is in eval mode (or when asked
 with ``train_metrics=True``), so training steps pay for the loss alone.
@@ -42,7 +42,7 @@ class ClassificationTask:
         loss = self.loss(logits, y)
         metrics: dict[str, float | torch.Tensor] = {}
         if self.train_metrics or not model.training:
-            metrics = top_k_accuracy(logits.detach(), y, self.top_k)
+            metrics.update(top_k_accuracy(logits.detach(), y, self.top_k))
         return TaskOutput(loss, y.shape[0], metrics)
 
 
@@ -72,8 +72,9 @@ def digit_views(x: torch.Tensor) -> torch.Tensor:
     scale = 1.0 + (torch.rand(b) - 0.5) * 0.2
     shift = (torch.rand(b, 2) - 0.5) * 0.5
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
-                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)  # (B, 2, 3)  # fmt: skip
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )  # (B, 2, 3)
     grid = F.affine_grid(theta.to(x), [b, 1, 8, 8], align_corners=False)
     warped = F.grid_sample(images, grid, align_corners=False).view(b, 64)
     gain = 0.8 + 0.4 * torch.rand(b, 1).to(x)
@@ -113,9 +114,11 @@ class CLIPTask:
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
         images, texts = _pair(batch, "clip")
         image, text, *rest = model(images, texts)
-        loss = self.loss(image, text, rest[0]) if self.loss is clip_loss and rest else (
-            self.loss(image, text)
-        )  # fmt: skip
+        loss = (
+            self.loss(image, text, rest[0])
+            if self.loss is clip_loss and rest
+            else (self.loss(image, text))
+        )
         metrics: dict[str, float | torch.Tensor] = {}
         if self.train_metrics or not model.training:
             sim = F.normalize(image.detach(), dim=1) @ F.normalize(text.detach(), dim=1).T

@@ -80,14 +80,15 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until ``schedule.last_step`` (or early stopping); the final metrics."""
         s, stepper, data = self.schedule, self.stepper, self.data
+        last_step, accum, track = s.last_step, s.grad_accum, stepper.track
         stepper.model.train()
         window_start, loss_sum, items, wait, last_loss = time.perf_counter(), None, 0, 0.0, None
         try:
-            while self.step < s.last_step:
+            while self.step < last_step:
                 # 1) fetch the accumulation window, timing how long we wait for data
                 t0 = time.perf_counter()
                 first_batch = data.batches_done
-                micro_batches = [next(data) for _ in range(s.grad_accum)]
+                micro_batches = [next(data)] if accum == 1 else [next(data) for _ in range(accum)]
                 wait += time.perf_counter() - t0
                 # 2) forward, backward, clip, optimizer step
                 result = stepper(micro_batches, self.step, first_batch)
@@ -96,10 +97,10 @@ class Trainer:
                 self.step += 1
                 last_loss = result.last_loss
                 # 3) what is not training happens only when something consumes it
-                if stepper.track and result.loss is not None:
+                if track and result.loss is not None:
                     loss_sum = result.loss if loss_sum is None else loss_sum + result.loss
                     items += result.items
-                if stepper.track and self.step % s.log_every == 0:
+                if track and self.step % s.log_every == 0:
                     self._log_step(loss_sum, items, wait, time.perf_counter() - window_start)
                     window_start, loss_sum, items, wait = time.perf_counter(), None, 0, 0.0
                 stop = False
@@ -113,20 +114,19 @@ class Trainer:
         except BaseException as exc:
             self.events.emit(TrainingEvent(kind="error", step=self.step, message=str(exc)))
             raise
-        finally:
-            self.events.close()
         return self.metrics
 
     def _finish(self, last_loss: torch.Tensor | None) -> None:
         if last_loss is not None:
-            self.metrics["train_loss"] = float(last_loss)
+            self.metrics["train_loss"] = float(last_loss.detach())
         if self.val_data is not None and self._evaluated_at != self.step:
             self._evaluate()
         if self.checkpoints is not None and self._saved_at != self.step:
             self.save()
         self.metrics["step"] = float(self.step)
-        self.events.emit(TrainingEvent(kind="end", step=self.step, epoch=self.data.epoch,
-                                       metrics=self.metrics))  # fmt: skip
+        self.events.emit(
+            TrainingEvent(kind="end", step=self.step, epoch=self.data.epoch, metrics=self.metrics)
+        )
 
     # ------------------------------------------------------------ parts of a step
 
@@ -151,8 +151,9 @@ class Trainer:
         if self.scheduler is not None:
             metrics["lr"] = float(self.scheduler.get_last_lr()[0])
         self.metrics["train_loss"] = metrics["loss"]
-        self.events.emit(TrainingEvent(kind="step", step=self.step, epoch=self.data.epoch,
-                                       metrics=metrics))  # fmt: skip
+        self.events.emit(
+            TrainingEvent(kind="step", step=self.step, epoch=self.data.epoch, metrics=metrics)
+        )
 
     def _evaluate(self) -> bool:
         """Evaluate, run hooks, emit; True when early stopping says stop."""
@@ -161,14 +162,22 @@ class Trainer:
             return False
         model = self.stepper.model
         values = evaluate(
-            model, self.stepper.task, self.val_data, max_batches=self.eval_max_batches,
-            device=self.stepper.device, autocast=self.stepper.autocast(), seed=self.seed,
+            model,
+            self.stepper.task,
+            self.val_data,
+            max_batches=self.eval_max_batches,
+            device=self.stepper.device,
+            autocast=self.stepper.autocast(),
+            seed=self.seed,
             perplexity_of_loss=self.perplexity,
-        )  # fmt: skip
+        )
         self.metrics.update(values)
         message = "\n".join(hook(unwrap(model), self.step) for hook in self.eval_hooks) or None
-        self.events.emit(TrainingEvent(kind="eval", step=self.step, epoch=self.data.epoch,
-                                       metrics=values, message=message))  # fmt: skip
+        self.events.emit(
+            TrainingEvent(
+                kind="eval", step=self.step, epoch=self.data.epoch, metrics=values, message=message
+            )
+        )
         return self.early_stopping is not None and self.early_stopping.update(values)
 
     # ------------------------------------------------------------ checkpoints
@@ -198,8 +207,11 @@ class Trainer:
         state = self.state_dict()  # on every rank: gathering RNG states is collective
         if self.checkpoints is not None and self.dist.is_main:
             path = self.checkpoints.save(state, step=self.step, metrics=self.metrics)
-            self.events.emit(TrainingEvent(kind="checkpoint", step=self.step,
-                                           epoch=self.data.epoch, message=str(path)))  # fmt: skip
+            self.events.emit(
+                TrainingEvent(
+                    kind="checkpoint", step=self.step, epoch=self.data.epoch, message=str(path)
+                )
+            )
         barrier(self.dist)
         return path
 
@@ -220,9 +232,6 @@ class Trainer:
 
     def resume(self, path: str | Path = "latest") -> Path:
         """Continue from a checkpoint: ``"latest"`` under our directory, or a path."""
-        if self.checkpoints is None:
-            source = Path(path)
-        else:
-            source = self.checkpoints.resolve(path)
+        source = Path(path) if self.checkpoints is None else self.checkpoints.resolve(path)
         self.load_state_dict(load_checkpoint(source), source)
         return source

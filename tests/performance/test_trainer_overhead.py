@@ -1,0 +1,253 @@
+"""Trainer overhead: time per epoch of torchsmith's Trainer vs a hand-written loop.
+
+Both do the same work on the same model and data (forward, backward, step,
+zero_grad; no progress bar, no logging sink, no scheduler), measured side by
+side in one process, interleaved ABBA, one thread. The ratio is printed, not
+asserted tightly: timing on a shared machine is noisy. PyTorch Lightning's
+ratio on the same work is reported when it is installed.
+
+    uv run pytest tests/performance/test_trainer_overhead.py -m perf -s
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from torchsmith.trainer import (
+    BatchStream,
+    CausalLMTask,
+    ClassificationTask,
+    ResumableSampler,
+    Schedule,
+    Stepper,
+    Trainer,
+    build_loader,
+    digits,
+    text_corpus,
+)
+from torchsmith.trainer._datasets import shipped_corpus
+from torchsmith.trainer._models import GPT, mlp
+
+pytestmark = pytest.mark.perf
+
+
+def _hand_epoch(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    loader: DataLoader[Any],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
+    for x, y in loader:
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
+def _trainer(
+    model: nn.Module, opt: torch.optim.Optimizer, dataset: Any, batch: int, task: Any
+) -> Trainer:
+    sampler = ResumableSampler(len(dataset), batch, seed=0)
+    data = BatchStream(build_loader(dataset, batch, sampler=sampler), sampler)
+    return Trainer(
+        stepper=Stepper(model, task, opt),
+        data=data,
+        schedule=Schedule(max_steps=10**9, log_every=10**9),
+    )
+
+
+def _trainer_epoch(trainer: Trainer) -> None:
+    trainer.schedule.stop_after = trainer.step + trainer.data.batches_per_epoch
+    trainer.fit()
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def _interleaved(
+    a: Callable[[], None], b: Callable[[], None], rounds: int
+) -> tuple[list[float], list[float]]:
+    """ABBA-ordered samples of a and b, after one warm-up call each."""
+    a(), b()
+    xs: list[float] = []
+    ys: list[float] = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            xs.append(_timed(a))
+            ys.append(_timed(b))
+        else:
+            ys.append(_timed(b))
+            xs.append(_timed(a))
+    return xs, ys
+
+
+def _report(name: str, hand: list[float], other: list[float], steps: int) -> float:
+    ratio = statistics.median(other) / statistics.median(hand)
+    pairs = sorted(o / h for h in hand for o in other)  # every pairing: the ratio's spread
+    q1, q3 = pairs[len(pairs) // 4], pairs[3 * len(pairs) // 4]
+    overhead_us = (statistics.median(other) - statistics.median(hand)) / steps * 1e6
+    print(
+        f"\n{name}: hand {statistics.median(hand) * 1e3:.2f} ms/epoch, "
+        f"other {statistics.median(other) * 1e3:.2f} ms/epoch, ratio of medians {ratio:.3f}, "
+        f"ratio IQR [{q1:.3f}, {q3:.3f}], {overhead_us:+.1f} us/step over {steps} steps"
+    )
+    return ratio
+
+
+def _digits_parts(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = mlp(64, [128], 10)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+
+def test_digits_mlp_overhead() -> None:
+    torch.set_num_threads(1)
+    train, _ = digits()
+    hand_model, hand_opt = _digits_parts()
+    loader = DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
+    model, opt = _digits_parts()
+    trainer = _trainer(model, opt, train, 32, ClassificationTask())
+    hand, ours = _interleaved(
+        lambda: _hand_epoch(hand_model, hand_opt, loader, F.cross_entropy),
+        lambda: _trainer_epoch(trainer),
+        rounds=30,
+    )
+    ratio = _report("digits MLP, batch 32, 1 thread", hand, ours, len(loader))
+    assert ratio < 1.5  # a loose guard against a gross regression, not the 1.01 target
+
+
+def test_char_gpt_overhead() -> None:
+    torch.set_num_threads(1)
+    train, _, tok = text_corpus(shipped_corpus(), "char", 64, 0.1)
+
+    def parts() -> tuple[nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = GPT(tok.vocab_size, 64, 2, 4, 64)
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    hand_model, hand_opt = parts()
+    loader = DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
+    model, opt = parts()
+    trainer = _trainer(model, opt, train, 32, CausalLMTask())
+    hand, ours = _interleaved(
+        lambda: _hand_epoch(hand_model, hand_opt, loader, lm_loss),
+        lambda: _trainer_epoch(trainer),
+        rounds=8,
+    )
+    ratio = _report("char-GPT (2x64, block 64), batch 32, 1 thread", hand, ours, len(loader))
+    assert ratio < 1.5
+
+
+_MEMORY_PROBE = """
+import json, resource, sys, torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+sys.path.insert(0, {here!r})
+import test_trainer_overhead as b
+from torchsmith.trainer import digits, ClassificationTask
+torch.set_num_threads(1)
+train, _ = digits()
+model, opt = b._digits_parts()
+if sys.argv[1] == "hand":
+    loader = DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
+    for _ in range(3):
+        b._hand_epoch(model, opt, loader, F.cross_entropy)
+else:
+    trainer = b._trainer(model, opt, train, 32, ClassificationTask())
+    for _ in range(3):
+        b._trainer_epoch(trainer)
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+"""
+
+
+def test_digits_peak_memory() -> None:
+    """Peak RSS of a fresh process running 3 epochs each way (imports included in both)."""
+    from pathlib import Path
+
+    probe = _MEMORY_PROBE.format(here=str(Path(__file__).parent))
+    peaks = {}
+    for kind in ("hand", "trainer"):
+        out = subprocess.run(
+            [sys.executable, "-c", probe, kind],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"OMP_NUM_THREADS": "1", "PATH": ""},
+        )
+        peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+    ratio = peaks["trainer"] / peaks["hand"]
+    print(
+        f"\npeak RSS: hand {peaks['hand'] / 1024:.1f} MiB, trainer "
+        f"{peaks['trainer'] / 1024:.1f} MiB, ratio {ratio:.3f}"
+    )
+    assert ratio < 1.25
+
+
+def test_lightning_overhead_when_installed() -> None:
+    L = pytest.importorskip("lightning.pytorch", reason="pytorch-lightning is not installed")
+    torch.set_num_threads(1)
+    train, _ = digits()
+
+    class Module(L.LightningModule):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            super().__init__()
+            self.model, _ = _digits_parts()
+
+        def training_step(self, batch: Any, _: int) -> torch.Tensor:
+            x, y = batch
+            return F.cross_entropy(self.model(x), y)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+    epochs: list[float] = []
+
+    class EpochTimer(L.Callback):  # type: ignore[misc, name-defined]
+        def on_train_epoch_start(self, *_: Any) -> None:
+            self.start = time.process_time()
+
+        def on_train_epoch_end(self, *_: Any) -> None:
+            epochs.append(time.perf_counter() - self.start)
+
+    hand_model, hand_opt = _digits_parts()
+    loader = DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
+    hand = [
+        _timed(lambda: _hand_epoch(hand_model, hand_opt, loader, F.cross_entropy))
+        for _ in range(16)
+    ]
+    trainer = L.Trainer(
+        max_epochs=16,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        callbacks=[EpochTimer()],
+    )
+    trainer.fit(Module(), loader)
+    hand += [
+        _timed(lambda: _hand_epoch(hand_model, hand_opt, loader, F.cross_entropy))
+        for _ in range(16)
+    ]
+    _report(
+        "Lightning, digits MLP (hand epochs before and after)", hand[1:], epochs[1:], len(loader)
+    )
