@@ -236,11 +236,9 @@ def _report(request: Request, base: str | None, head: str) -> str:
     "/report.html",
     response_class=HTMLResponse,
     dependencies=[Depends(read_access)],
-    summary="The bench suite's HTML report of two runs",
+    summary="The bench suite's HTML report of run head, compared with run base if given",
 )
-async def report(
-    request: Request, base: RunRef = "latest~1", head: RunRef = "latest"
-) -> HTMLResponse:
+async def report(request: Request, head: RunRef = "latest", base: BaseRef = None) -> HTMLResponse:
     return HTMLResponse(await run_in_threadpool(_report, request, base, head))
 
 

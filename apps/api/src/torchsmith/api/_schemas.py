@@ -23,7 +23,9 @@ class TrainRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"recipe": "digits-mlp", "overrides": ["max_steps=200"]}]},
+        json_schema_extra={
+            "examples": [{"recipe": "digits-classifier", "overrides": ["training.max_steps=100"]}]
+        },
     )
 
     recipe: Name = Field(description="A recipe name from GET /api/v1/train/recipes.")
@@ -36,7 +38,15 @@ class GenerateRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"preset": "mlp-tiny", "overrides": [], "backend": "cpu"}]},
+        json_schema_extra={
+            "examples": [
+                {
+                    "preset": "gpt2",
+                    "overrides": ["n_layer=1", "n_embd=32", "n_head=2", "vocab_size=128"],
+                    "backend": "cpu",
+                }
+            ]
+        },
     )
 
     preset: Name | None = Field(default=None, description="A preset name (or give spec).")
@@ -69,8 +79,10 @@ class BenchRequest(BaseModel):
         json_schema_extra={"examples": [{"cases": ["matmul*"], "label": "nightly"}]},
     )
 
-    cases: list[Name] = Field(
-        default_factory=list, max_length=100, description="Case names; empty runs every case."
+    cases: list[CasePattern] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Case names or glob patterns; empty runs every registered case.",
     )
     label: Name | None = Field(default=None, description="A name for the run.")
     timeout_s: Timeout = None
