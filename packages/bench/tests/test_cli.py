@@ -19,7 +19,17 @@ def total(n):
 """
 pytestmark = pytest.mark.usefixtures("clean_registry")
 
-FAST = ["--max-time", "0.02", "--min-samples", "3", "--max-samples", "4", "--quiet"]
+FAST = [
+    "--max-time",
+    "0.02",
+    "--min-samples",
+    "3",
+    "--max-samples",
+    "4",
+    "--quiet",
+    "--rounds",
+    "1",
+]
 
 
 @pytest.fixture

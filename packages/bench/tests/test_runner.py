@@ -106,3 +106,42 @@ def test_child_process_reports_peak_rss(tmp_path: Path) -> None:
 
     report = child_peak_rss(REGISTRY.get("mem.alloc"), {"mib": 64})
     assert report["peak_rss_bytes"] - report["setup_rss_bytes"] >= 60 * 2**20
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_rounds_pool_samples_from_worker_processes(tmp_path: Path) -> None:
+    from torchsmith.bench import discover
+
+    (tmp_path / "bench_rounds.py").write_text(
+        "import os\n"
+        "from torchsmith.bench import benchmark\n"
+        "@benchmark('r.ref', params={'n': [50]})\n"
+        "def ref(n):\n    return lambda: sorted(range(n, 0, -1))\n"
+        "@benchmark('r.new', params={'n': [50]}, baseline='r.ref')\n"
+        "def new(n):\n    return lambda: list(range(n))\n"
+        "@benchmark('r.pid')\n"
+        "def pid():\n    return lambda: os.getpid()\n"
+    )
+    discover([tmp_path])
+    seen: list[str] = []
+    results = measure_cases(["r.new", "r.pid"], config=FAST, rounds=2,
+                            on_progress=lambda label, *_: seen.append(label))  # fmt: skip
+    by_case = {r.case: r for r in results}
+    assert set(by_case) == {"r.new", "r.ref", "r.pid"}
+    for result in results:
+        assert 2 * FAST.min_samples <= len(result.samples) <= 2 * FAST.max_samples
+        assert result.statistics.n == len(result.samples)
+    assert by_case["r.new"].extra["baseline_ratio"] < 1.0  # list(range) beats sorting
+    assert any(label.startswith("round 2/2: ") for label in seen)
+
+
+def test_rounds_need_importable_cases(registry: Registry) -> None:
+    from torchsmith.interfaces import ConfigError
+
+    def local():
+        return lambda: None
+
+    local.__module__ = "__main__"
+    benchmark("local", registry=registry)(local)
+    with pytest.raises(ConfigError, match="not importable"):
+        measure_cases(["local"], config=FAST, rounds=2, registry=registry)

@@ -27,17 +27,16 @@ from ._changepoint import change_points  # noqa: E402
 from ._compare import (  # noqa: E402
     CaseComparison,
     Comparison,
-    ComparisonError,
     History,
     compare,
     compare_results,
     history,
 )
 from ._environment import capture_environment  # noqa: E402
+from ._errors import CaseError, ComparisonError, MemoryProbeError, StoreError  # noqa: E402
 from ._exchange import RunArchive, export_runs, import_runs, read_archive  # noqa: E402
 from ._html import html_report, write_text  # noqa: E402
 from ._markdown import markdown_summary  # noqa: E402
-from ._memory import MemoryProbeError  # noqa: E402
 from ._registry import (  # noqa: E402
     REGISTRY,
     Case,
@@ -47,7 +46,7 @@ from ._registry import (  # noqa: E402
     discover,
     load_entry_points,
 )
-from ._runner import CaseError, measure_cases, run  # noqa: E402
+from ._runner import measure_cases, run  # noqa: E402
 from ._stats import (  # noqa: E402
     Decision,
     bootstrap_median_ci,
@@ -56,7 +55,7 @@ from ._stats import (  # noqa: E402
     ratio_of_medians_ci,
     summarize,
 )
-from ._store import BenchStore, HistoryPoint, RunInfo, StoreError  # noqa: E402
+from ._store import BenchStore, HistoryPoint, RunInfo  # noqa: E402
 from ._timer import MeasureConfig, Measurement, measure, measure_interleaved  # noqa: E402
 
 __version__ = _version("torchsmith-bench")

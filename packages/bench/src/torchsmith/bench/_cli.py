@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         help="peak memory: CUDA max allocated (auto), plus CPU peak RSS in a child",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="worker processes per run, samples pooled (default 2; 1: in-process)",
+    )
+    p.add_argument(
         "--no-entry-points", action="store_true", help="skip cases installed suites register"
     )
     p.add_argument("--list", action="store_true", help="list the cases found and stop")
@@ -114,7 +120,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
                            max_samples=args.max_samples)  # fmt: skip
     with BenchStore(args.db) as store:
         run_id = run(cases, store=store, label=args.label, config=config, memory=args.memory,
-                     progress=not args.quiet)  # fmt: skip
+                     rounds=args.rounds, progress=not args.quiet)  # fmt: skip
         print(results_table(store.results(run_id)))
     print(f"\nstored run {run_id} in {args.db}")
     return 0

@@ -7,18 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from torchsmith.interfaces import BenchmarkResult, TorchsmithError
+from torchsmith.interfaces import BenchmarkResult
 
 from ._changepoint import change_points
+from ._errors import ComparisonError
 from ._registry import case_key
-from ._stats import DEFAULT_ALPHA, DEFAULT_THRESHOLD, Verdict, decide
+from ._stats import DEFAULT_ALPHA, DEFAULT_MAX_ROUND_SPREAD, DEFAULT_THRESHOLD, Verdict, decide
 from ._store import BenchStore, HistoryPoint, RunInfo
 
 RowVerdict = Verdict | Literal["new", "missing"]
-
-
-class ComparisonError(TorchsmithError):
-    """Two runs that cannot be compared as asked (e.g. different environments)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +90,10 @@ def _row(
         return replace(row, verdict="new")
     if head is None:
         return replace(row, verdict="missing")
-    d = decide(base.samples, head.samples, threshold=threshold, alpha=alpha)
+    # Rounds of one run that disagree mean a disturbed round: no verdict of change then.
+    spreads = [r.extra.get("round_spread", 0.0) for r in (base, head)]
+    unstable = max(spreads) > DEFAULT_MAX_ROUND_SPREAD
+    d = decide(base.samples, head.samples, threshold=threshold, alpha=alpha, unstable=unstable)
     return replace(
         row, ratio=d.ratio, ci_low=d.ci_low, ci_high=d.ci_high, p_value=d.p_value,
         verdict=d.verdict,

@@ -22,8 +22,9 @@ from pydantic import Field
 
 from torchsmith.interfaces import BenchmarkResult, Environment, Record, Statistics
 
+from ._errors import StoreError
 from ._html import file_mode
-from ._store import BenchStore, StoreError
+from ._store import BenchStore
 
 FORMATS = ("parquet", "json")
 

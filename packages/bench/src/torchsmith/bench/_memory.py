@@ -17,22 +17,17 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from torchsmith.interfaces import TorchsmithError
-
+from ._errors import MemoryProbeError
 from ._registry import REGISTRY, Case, Scalar, load_file
 from ._timer import cuda_in_use
 
 
-class MemoryProbeError(TorchsmithError):
-    """The child process measuring peak RSS failed."""
-
-
 def cuda_peak_bytes(fn: Callable[[], object]) -> int | None:
     """CUDA max allocated bytes during one call, or None when the work does not use CUDA."""
-    import torch
-
     if not cuda_in_use():
         return None
+    import torch
+
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     fn()

@@ -13,11 +13,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
-from torchsmith.interfaces import BenchmarkResult, Environment, TorchsmithError
+from torchsmith.interfaces import BenchmarkResult, ConfigError, Environment, TorchsmithError
 
 from ._environment import capture_environment
+from ._errors import CaseError
 from ._memory import child_peak_rss, cuda_peak_bytes
 from ._registry import REGISTRY, Case, Params, Registry, baseline_params, case_key, resolve_cases
+from ._rounds import measure_rounds
 from ._stats import decide, summarize
 from ._store import BenchStore
 from ._timer import MeasureConfig, Measurement, measure, measure_interleaved
@@ -27,10 +29,6 @@ logger = logging.getLogger(__name__)
 MemoryMode = Literal["auto", "child", "off"]
 # (what is being timed, jobs done, jobs in all, samples so far)
 OnProgress = Callable[[str, int, int, int], None]
-
-
-class CaseError(TorchsmithError):
-    """A benchmark case failed in its setup or while being timed."""
 
 
 @dataclass(frozen=True)
@@ -136,11 +134,25 @@ def measure_cases(
     environment: Environment | None = None,
     registry: Registry | None = None,
     on_progress: OnProgress | None = None,
+    rounds: int = 1,
 ) -> list[BenchmarkResult]:
-    """Time the cases (all registered ones when ``None``); nothing is stored."""
+    """Time the cases (all registered ones when ``None``); nothing is stored.
+
+    ``rounds > 1`` times them in that many fresh worker processes, one after another, and
+    pools the samples (cases must then come from bench files or importable modules).
+    """
     config = config or MeasureConfig()
     environment = environment or capture_environment()
-    jobs = plan(resolve_cases(cases, registry), registry)
+    resolved = resolve_cases(cases, registry)
+    jobs = plan(resolved, registry)
+    if rounds < 1:
+        raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    if rounds > 1:
+        baselines = list({job.baseline.name: job.baseline for job in jobs if job.baseline}.values())
+        return measure_rounds(
+            resolved, baselines, rounds=rounds, config=config, memory=memory,
+            environment=environment, on_progress=on_progress,
+        )  # fmt: skip
     results: dict[str, BenchmarkResult] = {}
     for index, job in enumerate(jobs):
 
@@ -166,27 +178,31 @@ def run(
     label: str | None = None,
     config: MeasureConfig | None = None,
     memory: MemoryMode = "auto",
+    rounds: int = 1,
     registry: Registry | None = None,
     progress: bool = False,
     on_progress: OnProgress | None = None,
 ) -> int:
-    """Time the cases and store them as one run; returns the run id.
+    """Time the cases and store them as one run (one transaction); returns the run id.
 
     ``progress=True`` shows a live display on stderr; ``on_progress`` receives the same
     updates as ``(label, jobs_done, jobs_total, samples)``.
     """
     environment = capture_environment()
-    if not progress:
+    with _progress(progress, on_progress) as update:
         results = measure_cases(
             cases, config=config, memory=memory, environment=environment,
-            registry=registry, on_progress=on_progress,
-        )  # fmt: skip
-        return store.save_run(results, environment=environment, label=label)
-    from ._progress import live_progress
-
-    with live_progress(on_progress) as update:
-        results = measure_cases(
-            cases, config=config, memory=memory, environment=environment,
-            registry=registry, on_progress=update,
+            registry=registry, on_progress=update, rounds=rounds,
         )  # fmt: skip
     return store.save_run(results, environment=environment, label=label)
+
+
+@contextmanager
+def _progress(show: bool, also: OnProgress | None) -> Iterator[OnProgress | None]:
+    if not show:
+        yield also
+        return
+    from ._progress import live_progress
+
+    with live_progress(also) as update:
+        yield update

@@ -22,6 +22,13 @@ DEFAULT_THRESHOLD = 0.05  # an effect smaller than 5% is never called a change
 DEFAULT_ALPHA = 0.01  # Mann-Whitney U two-sided p-value below which a shift is significant
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 2000
+# Runs whose samples spread more than this (robust CV) get no improved/regressed verdict:
+# on this machine a quiet run shows ~2%, a run squeezed by other jobs ~25%.
+DEFAULT_MAX_SPREAD = 0.10
+# Rounds of one run (worker processes) whose medians differ by more than this mean a round
+# was disturbed (another job's burst): its run gets no improved/regressed verdict. See
+# tests/test_decision_study.py for why 6%.
+DEFAULT_MAX_ROUND_SPREAD = 0.06
 
 
 def _as_samples(values: ArrayLike, what: str) -> NDArray[np.float64]:
@@ -108,6 +115,20 @@ def _average_ranks(values: NDArray[np.float64]) -> tuple[NDArray[np.float64], ND
     return ranks, counts
 
 
+def robust_cv(samples: ArrayLike) -> float:
+    """IQR / 1.349 / median: the coefficient of variation, robust to outliers."""
+    x = _as_samples(samples, "robust_cv")
+    median = float(np.median(x))
+    q1, q3 = np.quantile(x, [0.25, 0.75])
+    return float((q3 - q1) / 1.349 / median) if median > 0 else math.inf
+
+
+def round_spread(medians: ArrayLike) -> float:
+    """max/min - 1 of the medians of a run's rounds: 0 when they agree."""
+    m = _as_samples(medians, "round_spread")
+    return float(m.max() / m.min() - 1.0) if m.min() > 0 else math.inf
+
+
 def _normal_sf(z: float) -> float:
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
@@ -142,6 +163,7 @@ class Decision:
     ci_high: float
     p_value: float
     verdict: Verdict
+    spread: float = 0.0  # the larger robust CV of the two sides
 
 
 def decide(
@@ -151,6 +173,9 @@ def decide(
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
     higher_is_better: bool = False,
+    max_spread: float | None = DEFAULT_MAX_SPREAD,
+    unstable: bool = False,
+    resamples: int = DEFAULT_RESAMPLES,
     seed: int | None = 0,
 ) -> Decision:
     """The verdict for ``head`` against ``base``.
@@ -158,21 +183,28 @@ def decide(
     A change is called only when it is both significant (Mann-Whitney p < ``alpha``) and
     beyond the effect ``threshold`` (ratio of medians past 1 +/- threshold). Otherwise it is
     ``unchanged`` when the interval stays inside the threshold band, and ``noisy`` when the
-    interval reaches past it: the data cannot rule a change of that size in or out.
+    interval reaches past it: the data cannot rule a change of that size in or out. A side
+    whose robust CV exceeds ``max_spread`` (a machine busy with other work) makes a change
+    ``noisy`` too, as does ``unstable`` (the rounds of a run disagreed): rerun rather than
+    trust it.
     """
     if threshold < 0 or not 0 < alpha < 1:
         raise DataError(f"threshold must be >= 0 and alpha in (0, 1); got {threshold}, {alpha}")
-    ratio, low, high = ratio_of_medians_ci(base, head, seed=seed)
+    ratio, low, high = ratio_of_medians_ci(base, head, resamples=resamples, seed=seed)
     _, p_value = mann_whitney_u(base, head)
+    spread = max(robust_cv(base), robust_cv(head))
+    steady = not unstable and (max_spread is None or spread <= max_spread)
     upper, lower = 1.0 + threshold, 1.0 / (1.0 + threshold)
     slower = p_value < alpha and ratio > upper
     faster = p_value < alpha and ratio < lower
     verdict: Verdict
-    if slower or faster:
+    if (slower or faster) and steady:
         worse = slower != higher_is_better
         verdict = "regressed" if worse else "improved"
-    elif high > upper or low < lower:
+    elif slower or faster or high > upper or low < lower:
         verdict = "noisy"
     else:
         verdict = "unchanged"
-    return Decision(ratio=ratio, ci_low=low, ci_high=high, p_value=p_value, verdict=verdict)
+    return Decision(
+        ratio=ratio, ci_low=low, ci_high=high, p_value=p_value, verdict=verdict, spread=spread
+    )

@@ -24,15 +24,11 @@ from torchsmith.interfaces import (
     Environment,
     SchemaVersionError,
     Statistics,
-    TorchsmithError,
 )
 
+from ._errors import StoreError
 from ._registry import case_key
 from ._schema import MIGRATIONS, SCHEMA_VERSION, TABLES
-
-
-class StoreError(TorchsmithError):
-    """A bench database that cannot be opened, read or written as asked."""
 
 
 @dataclass(frozen=True)

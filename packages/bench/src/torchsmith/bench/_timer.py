@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,18 +56,26 @@ class Measurement:
 
 
 def cuda_in_use() -> bool:
-    """Whether this process has initialised CUDA (the work being timed uses it)."""
-    import torch
+    """Whether this process has initialised CUDA (the work being timed uses it).
 
+    Work that uses CUDA has imported torch, so torch is not imported here for work that
+    does not (a worker timing plain Python need not pay for it).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
     initialized: bool = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
     return bool(torch.cuda.is_available() and initialized)
 
 
 def cuda_sync() -> Callable[[], None]:
     """``torch.cuda.synchronize`` when the work has touched CUDA, else a no-op."""
+    if not cuda_in_use():
+        return _no_sync
     import torch
 
-    return torch.cuda.synchronize if cuda_in_use() else _no_sync
+    sync: Callable[[], None] = torch.cuda.synchronize
+    return sync
 
 
 def _no_sync() -> None:

@@ -1,0 +1,134 @@
+"""Rounds: the same cases timed in several fresh worker processes, samples pooled.
+
+A process has its own offset (memory layout, allocator and cache state, what else the
+machine is doing that minute): two runs of identical code in two processes differ by more
+than their samples' spread suggests. On this machine that offset was about 1.4% (see
+tests/test_decision_study.py), which makes a 5% threshold trip on identical code about 1%
+of the time. Pooling ``rounds`` processes per run averages the offsets, as pyperf's worker
+processes and asv's rounds do.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from torchsmith.interfaces import BenchmarkResult, ConfigError, Environment
+
+from ._errors import CaseError
+from ._registry import Case, case_key
+from ._stats import decide, round_spread, summarize
+from ._timer import MeasureConfig
+
+OnProgress = Callable[[str, int, int, int], None]
+PROGRESS_PREFIX = "torchsmith-bench-progress "
+
+
+def _request(
+    cases: Sequence[Case], baselines: Sequence[Case], config: MeasureConfig, memory: str,
+    environment: Environment, out: Path,
+) -> dict[str, Any]:  # fmt: skip
+    for case in [*cases, *baselines]:
+        if not case.source or case.source == "__main__":
+            raise ConfigError(
+                f"benchmark {case.name!r} is not importable from a file or module, so it "
+                "cannot run in worker processes; use rounds=1 or define it in a bench_*.py file"
+            )
+    return {
+        "sources": sorted({c.source for c in [*cases, *baselines]}),
+        "names": [c.name for c in cases],
+        "config": asdict(config),
+        "memory": memory,
+        "environment": environment.model_dump(),
+        "out": str(out),
+    }
+
+
+def _run_worker(
+    request: Mapping[str, Any], on_line: Callable[[str], None]
+) -> list[BenchmarkResult]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "torchsmith.bench._worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdin is not None and process.stderr is not None
+    process.stdin.write(json.dumps(request))
+    process.stdin.close()
+    tail: list[str] = []
+    for line in process.stderr:
+        if line.startswith(PROGRESS_PREFIX):
+            on_line(line[len(PROGRESS_PREFIX) :])
+        else:
+            tail = [*tail[-20:], line.rstrip()]
+    if process.wait() != 0:
+        raise CaseError("benchmark worker process failed:\n" + "\n".join(tail))
+    data = json.loads(Path(request["out"]).read_text())
+    return [BenchmarkResult.read(item) for item in data]
+
+
+def measure_rounds(
+    cases: Sequence[Case],
+    baselines: Sequence[Case],
+    *,
+    rounds: int,
+    config: MeasureConfig,
+    memory: str,
+    environment: Environment,
+    on_progress: OnProgress | None = None,
+) -> list[BenchmarkResult]:
+    """Time ``cases`` in ``rounds`` worker processes, one after another; pool per case."""
+    per_round: list[list[BenchmarkResult]] = []
+    with tempfile.TemporaryDirectory(prefix="torchsmith-bench-") as tmp:
+        for index in range(rounds):
+            out = Path(tmp) / f"round{index}.json"
+            request = _request(cases, baselines, config, memory, environment, out)
+
+            def forward(line: str, index: int = index) -> None:
+                if on_progress is not None:
+                    label, done, total, samples = json.loads(line)
+                    on_progress(f"round {index + 1}/{rounds}: {label}", done, total, samples)
+
+            per_round.append(_run_worker(request, forward))
+    return merge_rounds(per_round)
+
+
+def merge_rounds(per_round: Sequence[Sequence[BenchmarkResult]]) -> list[BenchmarkResult]:
+    """One result per case: samples concatenated, statistics and ratios recomputed."""
+    pooled: dict[str, BenchmarkResult] = {}
+    medians: dict[str, list[float]] = {}
+    for results in per_round:
+        for result in results:
+            key = case_key(result.case, dict(result.params))
+            medians.setdefault(key, []).append(result.statistics.median)
+            if key not in pooled:
+                pooled[key] = result.model_copy(deep=True)
+                continue
+            merged = pooled[key]
+            merged.samples += result.samples
+            peaks = [p for p in (merged.peak_memory_bytes, result.peak_memory_bytes) if p]
+            merged.peak_memory_bytes = max(peaks) if peaks else None
+    for key, result in pooled.items():
+        _refresh(result, pooled)
+        result.extra["round_spread"] = round_spread(medians[key])
+    return list(pooled.values())
+
+
+def _refresh(result: BenchmarkResult, pooled: Mapping[str, BenchmarkResult]) -> None:
+    old_median = result.statistics.median
+    result.statistics = summarize(result.samples)
+    if "throughput" in result.extra:  # items per call stay the same; the median moved
+        items = result.extra["throughput"] * old_median
+        result.extra["throughput"] = items / result.statistics.median
+    base = pooled.get(result.baseline or "")
+    if base is not None and "baseline_ratio" in result.extra:
+        d = decide(base.samples, result.samples)
+        result.extra.update(
+            baseline_ratio=d.ratio, baseline_ratio_ci_low=d.ci_low,
+            baseline_ratio_ci_high=d.ci_high, baseline_p_value=d.p_value,
+        )  # fmt: skip

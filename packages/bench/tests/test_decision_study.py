@@ -1,0 +1,95 @@
+"""The decision rule on synthetic runs with this machine's measured noise (fixed seeds).
+
+Noise model, from tests/performance/bench_noise.py (12 processes timing a 256-wide MLP
+forward with the default MeasureConfig, one thread, on this 2-core VM):
+
+* within a run, samples spread by a robust CV of 1.6% (median over runs): lognormal 0.016;
+* 11% of samples sat more than 10% above their run's median: a right tail of outliers,
+  modelled as 10% of samples times (1.1 + Exp(mean 0.2));
+* between processes, run medians differed by 1.5% (sd of log medians of the 10 steady
+  runs): a lognormal offset of 0.015 per process (round);
+* 2 of those 12 runs were disturbed (+7.6% and +37%) by other jobs starting on the shared
+  machine: with probability 1/12 a round gets an extra offset of log(1 + Exp(mean 0.15)).
+
+The default MeasureConfig took 11 to 100 samples per run; 20 per round is the cautious end.
+The rule under test is the one ``compare`` applies: ``decide`` (Mann-Whitney p < 0.01 and
+ratio of medians beyond 5%) on the pooled samples of two rounds (``--rounds 2``, the CLI
+default), and ``noisy`` when a run's two round medians differ by more than 6%.
+
+When the machine was under sustained load (five other test suites on 2 cores, load 6-8),
+runs differed by up to 5x with steady samples: no statistic on separate runs can tell that
+from a code change, which is what interleaved baselines (``@benchmark(baseline=...)``)
+and rerunning noisy verdicts are for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from torchsmith.bench import decide
+from torchsmith.bench._stats import DEFAULT_MAX_ROUND_SPREAD, round_spread
+
+TRIALS = 1000
+SAMPLES_PER_ROUND = 20
+ROUNDS = 2
+SLOWDOWN = 1.10
+
+
+def _round(rng: np.random.Generator, time: float, disturbed_rate: float) -> np.ndarray:
+    offset = rng.normal(0.0, 0.015)
+    if rng.random() < disturbed_rate:
+        offset += np.log1p(rng.exponential(0.15))
+    samples = time * np.exp(offset + rng.normal(0.0, 0.016, SAMPLES_PER_ROUND))
+    outliers = rng.random(SAMPLES_PER_ROUND) < 0.10
+    samples[outliers] *= 1.1 + rng.exponential(0.2, outliers.sum())
+    return samples
+
+
+def _run(rng: np.random.Generator, time: float, rounds: int, disturbed_rate: float):
+    parts = [_round(rng, time, disturbed_rate) for _ in range(rounds)]
+    return np.concatenate(parts), round_spread([np.median(p) for p in parts])
+
+
+def _verdicts(factor: float, *, rounds: int, disturbed_rate: float, seed: int) -> dict[str, int]:
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = {}
+    for trial in range(TRIALS):
+        base, base_spread = _run(rng, 1.0, rounds, disturbed_rate)
+        head, head_spread = _run(rng, factor, rounds, disturbed_rate)
+        unstable = max(base_spread, head_spread) > DEFAULT_MAX_ROUND_SPREAD
+        # The interval only separates noisy from unchanged; 200 resamples keep this fast.
+        verdict = decide(base, head, unstable=unstable, resamples=200, seed=trial).verdict
+        counts[verdict] = counts.get(verdict, 0) + 1
+    return counts
+
+
+def _rate(counts: dict[str, int], *verdicts: str) -> float:
+    return sum(counts.get(v, 0) for v in verdicts) / TRIALS
+
+
+def test_steady_machine_catches_a_10_percent_slowdown_and_rarely_flags_identical_runs() -> None:
+    slowed = _verdicts(SLOWDOWN, rounds=ROUNDS, disturbed_rate=0.0, seed=1)
+    same = _verdicts(1.0, rounds=ROUNDS, disturbed_rate=0.0, seed=2)
+    assert _rate(slowed, "regressed") >= 0.95  # measured 0.976
+    assert _rate(same, "regressed", "improved") <= 0.01  # measured 0.002
+
+
+@pytest.mark.slow
+def test_disturbed_rounds_become_noisy_never_false_alarms_or_silent_misses() -> None:
+    slowed = _verdicts(SLOWDOWN, rounds=ROUNDS, disturbed_rate=1 / 12, seed=3)
+    same = _verdicts(1.0, rounds=ROUNDS, disturbed_rate=1 / 12, seed=4)
+    # About 1% (1.6% with this seed, 0.7-0.9% with others): at the target, not safely
+    # under it. Flagged results on a shared machine deserve one rerun before blame.
+    assert _rate(same, "regressed", "improved") <= 0.02
+    # A quarter of comparisons touch a disturbed round: those say "noisy" (rerun) ...
+    assert _rate(slowed, "regressed") >= 0.70  # measured 0.770
+    # ... and a real slowdown is almost never passed off as unchanged or faster.
+    assert _rate(slowed, "unchanged", "improved") <= 0.01  # measured 0.004
+
+
+@pytest.mark.slow
+def test_one_round_is_not_enough_which_is_why_the_cli_runs_two() -> None:
+    same = _verdicts(1.0, rounds=1, disturbed_rate=0.0, seed=5)
+    # Process offsets alone (1.5% each) push identical single-process runs past 5% too often.
+    assert _rate(same, "regressed", "improved") > 0.01  # measured 0.026
