@@ -40,6 +40,7 @@ def test_public_names_are_exactly_these_and_all_resolve() -> None:
         "ModelReport",
         "SuiteReport",
         "read_report",
+        "run_model_tests",
     }
     for name in suite.__all__:
         assert getattr(suite, name) is not None

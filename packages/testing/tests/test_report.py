@@ -100,3 +100,24 @@ def test_a_newer_major_is_refused(pytester: pytest.Pytester, report: SuiteReport
     path.write_text(json.dumps(data))
     with pytest.raises(SchemaVersionError, match="newer major"):
         read_report(path)
+
+
+@pytest.mark.slow
+def test_run_model_tests_runs_pytest_in_a_child_and_returns_the_report(
+    pytester: pytest.Pytester,
+) -> None:
+    from torchsmith.testing import run_model_tests
+
+    path = pytester.makepyfile(test_suites=SUITES)
+    report = run_model_tests(path, device="cpu", pytest_args=["-k", "TestTiny and forward"])
+    (model,) = report.models
+    assert model.model == "TestTiny" and [c.check for c in model.checks] == ["forward"]
+    assert model.checks[0].outcome == "passed"
+
+
+def test_run_model_tests_refuses_a_missing_path(pytester: pytest.Pytester) -> None:
+    from torchsmith.interfaces import ConfigError
+    from torchsmith.testing import run_model_tests
+
+    with pytest.raises(ConfigError, match="no test file or folder at"):
+        run_model_tests(pytester.path / "nope.py")

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from ._model_test import CHECK_METHODS, ModelTest
     from ._outputs import main_tensor
     from ._report import CheckResult, ModelReport, SuiteReport, read_report
+    from ._runner import run_model_tests
     from ._seed import seed_everything, seeded
 
 _LAZY = {
@@ -58,6 +59,7 @@ _LAZY = {
     "ModelReport": "_report",
     "SuiteReport": "_report",
     "read_report": "_report",
+    "run_model_tests": "_runner",
     "seed_everything": "_seed",
     "seeded": "_seed",
 }
@@ -108,4 +110,5 @@ __all__ = [
     "ModelReport",
     "SuiteReport",
     "read_report",
+    "run_model_tests",
 ]
