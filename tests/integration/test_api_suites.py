@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 pytest.importorskip("torchsmith.api")
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from torchsmith.api import KeyStore, Settings, create_app  # noqa: E402
-from torchsmith.interfaces import (  # noqa: E402
+from torchsmith.api import KeyStore, Settings, create_app
+from torchsmith.interfaces import (
     BenchmarkResult,
     Environment,
     HardwareInfo,
@@ -58,13 +58,21 @@ def test_a_recipe_trains_as_a_job_with_its_events_stored(app_client) -> None:
     assert "digits-classifier" in recipes
     unknown = client.post("/api/v1/train", json={"recipe": "nope"}, headers=auth)
     assert unknown.status_code == 422 and "digits-classifier" in unknown.json()["detail"]
-    body = {"recipe": "digits-classifier",
-            "overrides": ["training.max_steps=40", "training.log_every=10",
-                          "eval.every_steps=20", "checkpoint.every_steps=40"]}
+    body = {
+        "recipe": "digits-classifier",
+        "overrides": [
+            "training.max_steps=40",
+            "training.log_every=10",
+            "eval.every_steps=20",
+            "checkpoint.every_steps=40",
+        ],
+    }
     job = client.post("/api/v1/train", json=body, headers=auth).json()
     status = _wait(client, job["id"])
     assert status["state"] == "succeeded", status["error"]
-    events = [TrainingEvent.read(e) for e in client.get(f"/api/v1/train/{job['id']}/metrics").json()]
+    events = [
+        TrainingEvent.read(e) for e in client.get(f"/api/v1/train/{job['id']}/metrics").json()
+    ]
     steps = [e for e in events if e.kind == "step"]
     assert [e.step for e in steps][:4] == [10, 20, 30, 40]
     assert all("loss" in e.metrics for e in steps)
@@ -76,14 +84,19 @@ def test_a_recipe_trains_as_a_job_with_its_events_stored(app_client) -> None:
 def test_a_generated_model_downloads_as_a_zip(app_client) -> None:
     client, auth = app_client
     assert "gpt2" in client.get("/api/v1/generator/families").json()
-    body = {"preset": "gpt2", "check": False,
-            "overrides": ["n_layer=1", "n_embd=32", "n_head=2", "vocab_size=64", "n_positions=32"]}
+    body = {
+        "preset": "gpt2",
+        "check": False,
+        "overrides": ["n_layer=1", "n_embd=32", "n_head=2", "vocab_size=64", "n_positions=32"],
+    }
     job = client.post("/api/v1/generator/render", json=body, headers=auth).json()
     status = _wait(client, job["id"])
     assert status["state"] == "succeeded", status["error"]
     artifact = client.get(f"/api/v1/generator/{job['id']}").json()
     assert artifact["family"] == "gpt2"
-    archive = zipfile.ZipFile(io.BytesIO(client.get(f"/api/v1/generator/{job['id']}/download").content))
+    archive = zipfile.ZipFile(
+        io.BytesIO(client.get(f"/api/v1/generator/{job['id']}/download").content)
+    )
     names = set(archive.namelist())
     assert {"model.py", "test_model.py"} <= names
     listed = {f["path"]: f["sha256"] for f in artifact["files"]}
@@ -96,10 +109,20 @@ def test_a_generated_model_downloads_as_a_zip(app_client) -> None:
 def _result(case: str, scale: float, env: Environment) -> BenchmarkResult:
     samples = [scale * (1.0 + 0.01 * (i % 5)) * 1e-3 for i in range(30)]
     ordered = sorted(samples)
-    stats = Statistics(n=30, median=ordered[15], mean=sum(samples) / 30, stdev=1e-5, iqr=2e-5,
-                       min=ordered[0], max=ordered[-1], ci_low=ordered[12], ci_high=ordered[18])
-    return BenchmarkResult(case=case, params={"n": 8}, samples=samples, statistics=stats,
-                           environment=env)
+    stats = Statistics(
+        n=30,
+        median=ordered[15],
+        mean=sum(samples) / 30,
+        stdev=1e-5,
+        iqr=2e-5,
+        min=ordered[0],
+        max=ordered[-1],
+        ci_low=ordered[12],
+        ci_high=ordered[18],
+    )
+    return BenchmarkResult(
+        case=case, params={"n": 8}, samples=samples, statistics=stats, environment=env
+    )
 
 
 def test_bench_routes_read_the_bench_store(tmp_path: Path) -> None:

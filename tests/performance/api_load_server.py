@@ -33,12 +33,13 @@ def main() -> None:
     import uvicorn
 
     from torchsmith.api import Settings, create_app
+    from torchsmith.api._cli import ws_protocol
 
     data_dir, port, runner = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     sys.path.insert(0, str(Path(__file__).parent))
     runners = {"train": "api_load_server:busy"} if runner == "busy" else {}
     app = create_app(Settings(data_dir=data_dir, runners=runners, submit_burst=100))
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws=ws_protocol())
 
 
 if __name__ == "__main__":

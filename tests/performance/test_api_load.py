@@ -95,8 +95,12 @@ async def _load(base: str, paths: list[str], interval: float = INTERVAL_S) -> li
 def _summary(latencies: list[float]) -> dict[str, float]:
     ordered = sorted(latencies)
     q = statistics.quantiles(ordered, n=100)
-    return {"n": len(ordered), "p50_ms": q[49] * 1e3, "p99_ms": q[98] * 1e3,
-            "max_ms": ordered[-1] * 1e3}
+    return {
+        "n": len(ordered),
+        "p50_ms": q[49] * 1e3,
+        "p99_ms": q[98] * 1e3,
+        "max_ms": ordered[-1] * 1e3,
+    }
 
 
 @pytest.mark.perf
@@ -109,8 +113,10 @@ def test_read_endpoints_p99_under_50ms_at_50_clients_while_training(tmp_path: Pa
     try:
         auth = {"Authorization": f"Bearer {key}"}
         # A long run, so the job trains through the whole measurement (then it is cancelled).
-        body = {"recipe": recipe or "busy",
-                "overrides": ["training.max_steps=1000000"] if recipe else []}
+        body = {
+            "recipe": recipe or "busy",
+            "overrides": ["training.max_steps=1000000"] if recipe else [],
+        }
         seed = httpx.post(base + "/api/v1/train", json=body, headers=auth, timeout=30).json()
         job = seed["id"]
         deadline = time.monotonic() + 60
@@ -120,8 +126,12 @@ def test_read_endpoints_p99_under_50ms_at_50_clients_while_training(tmp_path: Pa
         httpx.post(f"{base}/api/v1/jobs/{job}/cancel", headers=auth)
         while httpx.get(f"{base}/api/v1/jobs/{job}").json()["state"] == "running":
             time.sleep(0.05)
-        paths = ["/api/v1/jobs?limit=20", f"/api/v1/jobs/{job}", "/api/v1/health",
-                 f"/api/v1/jobs/{job}/events?after=0&type=status"]
+        paths = [
+            "/api/v1/jobs?limit=20",
+            f"/api/v1/jobs/{job}",
+            "/api/v1/health",
+            f"/api/v1/jobs/{job}/events?after=0&type=status",
+        ]
         idle = _summary(asyncio.run(_load(base, paths)))
 
         running = httpx.post(base + "/api/v1/train", json=body, headers=auth, timeout=30).json()
@@ -138,10 +148,15 @@ def test_read_endpoints_p99_under_50ms_at_50_clients_while_training(tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(30)
-    report = {"job": "trainer:" + recipe if recipe else "cpu-busy", "ready_s": ready_s,
-              "idle": idle, "training": busy, "p99_ratio": busy["p99_ms"] / idle["p99_ms"],
-              "closed_loop_while_training": saturated,
-              "job_state_during_load": status["state"]}
+    report = {
+        "job": "trainer:" + recipe if recipe else "cpu-busy",
+        "ready_s": ready_s,
+        "idle": idle,
+        "training": busy,
+        "p99_ratio": busy["p99_ms"] / idle["p99_ms"],
+        "closed_loop_while_training": saturated,
+        "job_state_during_load": status["state"],
+    }
     print("\napi load:", json.dumps(report, indent=2))
     (Path(os.environ.get("API_LOAD_REPORT", tmp_path / "api_load.json"))).write_text(
         json.dumps(report, indent=2)

@@ -124,11 +124,18 @@ def main(argv: list[str]) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
-        ws="websockets",
+        ws=ws_protocol(),
     )
     server = _Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def ws_protocol() -> str:
+    """uvicorn's sans-I/O websockets protocol where this uvicorn has it (the legacy one warns)."""
+    from uvicorn.config import WS_PROTOCOLS
+
+    return "websockets-sansio" if "websockets-sansio" in WS_PROTOCOLS else "auto"
 
 
 def _display_host(host: str) -> str:

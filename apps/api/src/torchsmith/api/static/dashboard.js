@@ -114,7 +114,9 @@ function onMessage(message) {
     const key = record.kind === "eval" ? "eval " + name : name;
     if (!(key in state.traces)) {
       state.traces[key] = Object.keys(state.traces).length;
-      Plotly.addTraces("curve", { x: [], y: [], name: key, mode: "lines+markers" });
+      // Losses and accuracies show at once; throughput, lr and the rest are a legend click away.
+      const visible = /loss|acc/i.test(name) ? true : "legendonly";
+      Plotly.addTraces("curve", { x: [], y: [], name: key, mode: "lines+markers", visible });
     }
     Plotly.extendTraces("curve", { x: [[record.step]], y: [[value]] }, [state.traces[key]]);
   }
