@@ -160,3 +160,14 @@ def test_protocol_adapter_is_a_model_generator(tmp_path: Path) -> None:
     assert artifact.name == "tiny-vit"
     assert "vit" in generator.families()
     shutil.rmtree(tmp_path / "v")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_longest_allowed_name_still_lints_clean(tmp_path: Path, backend: str) -> None:
+    if validate_module.find_ruff() is None:
+        pytest.skip("ruff is not installed")
+    name = "n" + "-x" * 31 + "z"  # 64 characters, the most a name may have
+    overrides = [*TINY_GPT2, f"name={name}"]
+    artifact = generate("gpt2", tmp_path, overrides=overrides, backend=backend, validate=["lint"])
+    assert artifact.name == name
+    assert artifact.validation["lint"].startswith("passed")

@@ -134,6 +134,7 @@ def render(
         "config": spec.config_json(),
         "tiny": spec.tiny(),
         "num_parameters": spec.num_parameters(),
+        "tiny_num_parameters": spec.shrunk().num_parameters(),
     }
     rendered = {}
     for out, template in template_names(spec.family).items():

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from torchsmith.interfaces import ConfigError
 
@@ -45,12 +45,7 @@ class ResolvedSpec:
 def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Overrides = ()) -> ResolvedSpec:
     data, default_name, origin = _read_source(source)
     data = dict(data)
-    name = str(data.pop("name", default_name))
-    if not NAME_PATTERN.match(name):
-        raise ConfigError(
-            f"spec field 'name' = {name!r} ({origin}): allowed are 1-64 characters of "
-            "letters, digits, '.', '_' and '-', starting with a letter or digit"
-        )
+    name = _check_name(str(data.pop("name", default_name)), origin)
     family = _family_of(data, origin)
     cls = FAMILIES[family]
     from_transformers = "model_type" in data
@@ -59,8 +54,20 @@ def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Overrides = 
     if from_transformers:
         data = _known_fields(cls, data)
     for key, value in _parse_overrides(overrides):
-        _set_path(data, key, value, cls)
+        if key == "name":
+            name = _check_name(str(value), "override")
+        else:
+            _set_path(data, key, value, cls)
     return ResolvedSpec(name=name, spec=validate_spec(cls, data, origin))
+
+
+def _check_name(name: str, origin: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ConfigError(
+            f"spec field 'name' = {name!r} ({origin}): allowed are 1-64 characters of "
+            "letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
+    return name
 
 
 def validate_spec(cls: type[FamilySpec], data: Mapping[str, Any], origin: str) -> FamilySpec:
@@ -137,7 +144,7 @@ def _known_fields(cls: type[FamilySpec], data: Mapping[str, Any]) -> dict[str, A
         if field is None and key != "rope_parameters":
             continue
         sub = field.annotation if field is not None else None
-        if isinstance(value, Mapping) and isinstance(sub, type) and hasattr(sub, "model_fields"):
+        if isinstance(value, Mapping) and isinstance(sub, type) and issubclass(sub, BaseModel):
             value = {k: v for k, v in value.items() if k in sub.model_fields}
         kept[key] = value
     return kept
@@ -182,7 +189,7 @@ def _set_path(data: dict[str, Any], key: str, value: Any, cls: type[FamilySpec])
             target[part] = value
             return
         sub = fields[part].annotation
-        if not (isinstance(sub, type) and hasattr(sub, "model_fields")):
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
             raise ConfigError(f"override {key!r}: field {part!r} has no sub-fields")
         nested = target.get(part)
         target[part] = dict(nested) if isinstance(nested, Mapping) else {}

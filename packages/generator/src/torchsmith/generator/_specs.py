@@ -37,6 +37,13 @@ class FamilySpec(BaseModel):
         """The main output's shape for inputs of these shapes (checked by validation)."""
         raise NotImplementedError
 
+    def shrunk(self) -> FamilySpec:
+        """This spec with its tiny overrides applied (nested configs merged)."""
+        data = self.model_dump()
+        for key, value in self.tiny().items():
+            data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        return type(self).model_validate(data)
+
     def config_json(self) -> dict[str, Any]:
         """The generated config.json: the spec plus what transformers needs to read it."""
         return {"model_type": self.model_type, "architectures": [self.hf_class]} | (
