@@ -146,3 +146,23 @@ def test_bench_routes_read_the_bench_store(tmp_path: Path) -> None:
         assert BenchmarkResult.read(results[0]).samples == _result("matmul", 1.5, env).samples
         html = client.get("/api/v1/bench/report.html", params={"base": "latest~1"})
         assert html.status_code == 200 and "matmul" in html.text
+
+
+@pytest.mark.slow
+def test_the_model_test_suite_runs_on_a_generated_model(app_client) -> None:
+    client, auth = app_client
+    body = {"preset": "gpt2", "check": False,
+            "overrides": ["n_layer=1", "n_embd=32", "n_head=2", "vocab_size=64", "n_positions=32"]}
+    generated = client.post("/api/v1/generator/render", json=body, headers=auth).json()
+    assert _wait(client, generated["id"])["state"] == "succeeded"
+    early = client.post("/api/v1/tests", json={"generate_job": "0" * 16}, headers=auth)
+    assert early.status_code == 404
+    job = client.post("/api/v1/tests", json={"generate_job": generated["id"]}, headers=auth).json()
+    status = _wait(client, job["id"], timeout=600)
+    assert status["state"] == "succeeded", status["error"]
+    report = client.get(f"/api/v1/tests/{job['id']}/report").json()["report"]
+    counts = report["counts"]
+    assert counts["passed"] >= 5, counts
+    assert counts["failed"] == 0 and counts["error"] == 0, report["markdown"]
+    checks = {c["check"] for m in report["report"]["models"] for c in m["checks"]}
+    assert {"forward", "gradients", "safetensors"} <= checks
