@@ -36,6 +36,9 @@ ENTRY_POINT_GROUP = "torchsmith.benchmarks"
 class Case:
     """A registered benchmark case; satisfies ``torchsmith.interfaces.BenchmarkCase``.
 
+    The callable ``fn`` returns may have an ``extra()`` method returning ``{name: number}``
+    (e.g. a data-wait fraction); the runner stores those numbers with the result.
+
     ``items`` names the parameter (or gives the number) of items one call processes, so
     throughput can be reported; by default a ``batch_size`` parameter is used when present.
     """

@@ -53,15 +53,24 @@ def plan(cases: Iterable[Case], registry: Registry | None = None) -> list[Job]:
     return jobs
 
 
+def _own_extra(fn: Callable[[], object]) -> dict[str, float]:
+    """Numbers the timed callable reports itself, through an ``extra()`` method (optional)."""
+    method = getattr(fn, "extra", None)
+    if not callable(method):
+        return {}
+    return {str(k): float(v) for k, v in dict(method()).items()}
+
+
 def _result(
     case: Case,
     params: Params,
     measured: Measurement,
     environment: Environment,
     memory: int | None,
+    fn: Callable[[], object],
 ) -> BenchmarkResult:
     stats = summarize(measured.samples)
-    extra: dict[str, float] = {}
+    extra = _own_extra(fn)
     items = case.items_per_call(params)
     if items is not None and stats.median > 0:
         extra["throughput"] = items / stats.median  # items per second
@@ -108,13 +117,13 @@ def _run_job(
         if job.baseline is None:
             measured = measure(fn, config, on_sample)
             peak = _peak_memory(job.case, job.params, fn, memory)
-            return [_result(job.case, job.params, measured, environment, peak)]
+            return [_result(job.case, job.params, measured, environment, peak, fn)]
         base_params = baseline_params(job.baseline, job.params)
         base_fn = job.baseline.setup(**base_params)
         base, head = measure_interleaved(base_fn, fn, config, on_sample)
         peak = _peak_memory(job.case, job.params, fn, memory)
         base_peak = _peak_memory(job.baseline, base_params, base_fn, memory)
-    head_result = _result(job.case, job.params, head, environment, peak)
+    head_result = _result(job.case, job.params, head, environment, peak, fn)
     decision = decide(base.samples, head.samples)
     head_result.baseline = case_key(job.baseline.name, base_params)
     head_result.extra.update(
@@ -123,7 +132,7 @@ def _run_job(
         baseline_ratio_ci_high=decision.ci_high,
         baseline_p_value=decision.p_value,
     )
-    return [head_result, _result(job.baseline, base_params, base, environment, base_peak)]
+    return [head_result, _result(job.baseline, base_params, base, environment, base_peak, base_fn)]
 
 
 def measure_cases(
