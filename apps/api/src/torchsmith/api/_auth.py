@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, WebSocket
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ._keys import ApiKey, KeyStore
@@ -48,15 +49,17 @@ def require_key(
     return check_key(request.app.state.keys, credentials.credentials if credentials else None)
 
 
-def read_access(
-    request: Request,
-    credentials: Credentials,
-) -> ApiKey | None:
-    """Dependency of read routes: open when ``read_access`` is public, keyed otherwise."""
+async def read_access(request: Request, credentials: Credentials) -> ApiKey | None:
+    """Dependency of read routes: open when ``read_access`` is public, keyed otherwise.
+
+    Async, so public reads (the hot path) skip FastAPI's thread pool; a key check may
+    read the key file, so it runs in the pool.
+    """
     settings: Settings = request.app.state.settings
     if settings.read_access == "public":
         return None
-    return check_key(request.app.state.keys, credentials.credentials if credentials else None)
+    presented = credentials.credentials if credentials else None
+    return await run_in_threadpool(check_key, request.app.state.keys, presented)
 
 
 def websocket_key(websocket: WebSocket) -> ApiKey | None:
