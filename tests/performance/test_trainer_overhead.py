@@ -98,12 +98,14 @@ def _interleaved(
 
 def _report(name: str, hand: list[float], other: list[float], steps: int) -> float:
     ratio = statistics.median(other) / statistics.median(hand)
+    ratio_of_mins = min(other) / min(hand)
     pairs = sorted(o / h for h in hand for o in other)  # every pairing: the ratio's spread
     q1, q3 = pairs[len(pairs) // 4], pairs[3 * len(pairs) // 4]
     overhead_us = (statistics.median(other) - statistics.median(hand)) / steps * 1e6
     print(
         f"\n{name}: hand {statistics.median(hand) * 1e3:.2f} ms/epoch, "
-        f"other {statistics.median(other) * 1e3:.2f} ms/epoch, ratio of medians {ratio:.3f}, "
+        f"other {statistics.median(other) * 1e3:.2f} ms/epoch, "
+        f"ratio of medians {ratio:.3f} (of minima {ratio_of_mins:.3f}), "
         f"ratio IQR [{q1:.3f}, {q3:.3f}], {overhead_us:+.1f} us/step over {steps} steps"
     )
     return ratio
@@ -125,7 +127,7 @@ def test_digits_mlp_overhead() -> None:
     hand, ours = _interleaved(
         lambda: _hand_epoch(hand_model, hand_opt, loader, F.cross_entropy),
         lambda: _trainer_epoch(trainer),
-        rounds=30,
+        rounds=60,
     )
     ratio = _report("digits MLP, batch 32, 1 thread", hand, ours, len(loader))
     assert ratio < 1.5  # a loose guard against a gross regression, not the 1.01 target
@@ -225,7 +227,7 @@ def test_lightning_overhead_when_installed() -> None:
             self.start = time.process_time()
 
         def on_train_epoch_end(self, *_: Any) -> None:
-            epochs.append(time.perf_counter() - self.start)
+            epochs.append(time.process_time() - self.start)
 
     hand_model, hand_opt = _digits_parts()
     loader = DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
