@@ -33,6 +33,18 @@ CLIENTS = 50
 PER_CLIENT = 40  # requests per client per phase: 2000 in all, about 8 s
 INTERVAL_S = 0.2  # each client's polling period
 P99_LIMIT_S = 0.050
+# Wall-clock limits mean nothing on a machine that other work saturates: above this
+# 1-minute load per CPU the numbers are printed and the limit is not judged.
+OVERLOADED = 1.5
+
+
+def _judge(report: dict[str, object]) -> None:
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    if load > OVERLOADED:
+        pytest.skip(
+            f"machine overloaded by other work (load {load:.1f} per CPU), limits not "
+            f"judged; measured: {json.dumps(report)}"
+        )
 
 
 def _free_port() -> int:
@@ -172,6 +184,7 @@ def test_read_endpoints_p99_under_50ms_at_50_clients_while_training(tmp_path: Pa
         json.dumps(report, indent=2)
     )
     assert status["state"] == "running", "the job must run during the whole measurement"
+    _judge(report)
     assert busy["p99_ms"] < P99_LIMIT_S * 1e3, report
 
 
@@ -190,4 +203,5 @@ def test_server_start_to_ready(tmp_path: Path) -> None:
         f"{statistics.median(cpu):.2f} s CPU; samples {times}; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
+    _judge({"start_to_ready_s": times, "cpu_s": cpu})
     assert statistics.median(times) < 3.0
