@@ -82,7 +82,8 @@ def check_gradient_checkpointing(test: ModelTest, device: torch.device) -> None:
     if not test.enable_gradient_checkpointing(checkpointed):
         pytest.skip(
             f"{type(checkpointed).__name__} does not support gradient checkpointing (no "
-            "gradient_checkpointing_enable()); override enable_gradient_checkpointing to test it"
+            "activation_checkpointing_enable() or gradient_checkpointing_enable()); override "
+            "enable_gradient_checkpointing to test it"
         )
     inputs = build_inputs(test, device)
     for model in (plain, checkpointed):
