@@ -38,3 +38,10 @@ def test_errors_exit_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["gpt2"]) == 2
     with pytest.raises(SystemExit):
         main(["gpt2", "--out", str(tmp_path), "--backend", "tpu"])
+
+
+def test_entry_point_is_registered() -> None:
+    from importlib.metadata import entry_points
+
+    commands = {ep.name: ep.value for ep in entry_points(group="torchsmith.commands")}
+    assert commands["generate"] == "torchsmith.generator._cli:main"

@@ -150,3 +150,35 @@ def test_override_values_parse_floats(value: float) -> None:
 def test_override_words_stay_strings(text: str) -> None:
     parsed = _parse_value(text)
     assert parsed == text or isinstance(parsed, bool | None)
+
+
+def test_clip_config_json_keeps_nested_fields_and_drops_the_rest(tmp_path: Path) -> None:
+    config = transformers.CLIPConfig(
+        text_config={"hidden_size": 64, "num_attention_heads": 4, "vocab_size": 300},
+        vision_config={"hidden_size": 48, "num_attention_heads": 4, "patch_size": 16},
+        projection_dim=24,
+    )
+    config.save_pretrained(tmp_path)
+    spec = resolve_spec(tmp_path / "config.json").spec
+    assert spec.projection_dim == 24  # type: ignore[attr-defined]
+    assert spec.text_config.vocab_size == 300  # type: ignore[attr-defined]
+    assert spec.vision_config.patch_size == 16  # type: ignore[attr-defined]
+
+
+@given(
+    n_embd=st.integers(min_value=-4, max_value=96),
+    n_head=st.integers(min_value=-2, max_value=12),
+    eps=st.floats(min_value=-1.0, max_value=2.0),
+)
+def test_gpt2_numbers_validate_exactly_when_the_rules_hold(
+    n_embd: int, n_head: int, eps: float
+) -> None:
+    overrides = {"n_embd": n_embd, "n_head": n_head, "layer_norm_epsilon": eps}
+    valid = n_embd >= 1 and n_head >= 1 and n_embd % n_head == 0 and 0 < eps < 1
+    if valid:
+        spec = resolve_spec("gpt2", overrides).spec
+        assert (spec.n_embd, spec.n_head) == (n_embd, n_head)  # type: ignore[attr-defined]
+        assert spec.num_parameters() > 0
+    else:
+        with pytest.raises(ConfigError, match=r"n_embd|n_head|layer_norm_epsilon"):
+            resolve_spec("gpt2", overrides)

@@ -79,10 +79,13 @@ def validate_spec(cls: type[FamilySpec], data: Mapping[str, Any], origin: str) -
 
 
 def _describe(error: Any) -> str:
-    field = ".".join(str(part) for part in error["loc"]) or "spec"
+    field = ".".join(str(part) for part in error["loc"])
+    message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"unknown field {field!r}"
-    return f"field {field!r}: {error['msg']} (got {error.get('input')!r})"
+    if not field:  # a check across fields; its message names them
+        return message
+    return f"field {field!r}: {message} (got {error.get('input')!r})"
 
 
 def _read_source(source: str | Path | Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str]:
