@@ -12,42 +12,41 @@ import torch
 from safetensors.torch import load_file
 
 SCRIPT = "import sys; from torchsmith.trainer._cli import main; sys.exit(main(sys.argv[1:]))\n"
-ARGS = [
-    "digits-classifier",
-    "--max-steps",
-    "12",
-    "--no-progress",
-    "--set",
-    "model.hidden=[32]",
-    "--set",
-    "eval.every_steps=null",
-    "--set",
-    "training.grad_accum=2",
-]
+COMMON = ["digits-classifier", "--no-progress", "--set", "model.hidden=[32]",
+          "--set", "eval.every_steps=null", "--set", "training.grad_accum=2",
+          "--set", "model.dropout=0.1"]  # fmt: skip
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(out / "checkpoints" / "latest" / "model.safetensors"))
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
+def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path: Path) -> None:
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    ddp, single = tmp_path / "ddp", tmp_path / "single"
-    # Per process 16 x 2 micro-batches; one process sees the same 64 examples per step.
-    subprocess.run(
-        [*torchrun, str(script), *ARGS, "--out", str(ddp), "--set", "loader.batch_size=16"],
-        env=env,
-        check=True,
-    )
-    subprocess.run(
-        [sys.executable, str(script), *ARGS, "--out", str(single), "--set", "loader.batch_size=32"],
-        env=env,
-        check=True,
-    )
-    a = load_file(str(ddp / "checkpoints" / "latest" / "model.safetensors"))
-    b = load_file(str(single / "checkpoints" / "latest" / "model.safetensors"))
+
+    def ddp(out: Path, *extra: str) -> None:
+        # Per process 16 x 2 micro-batches: 64 examples per step in all.
+        args = [*COMMON, "--out", str(out), "--set", "loader.batch_size=16", *extra]
+        subprocess.run([*torchrun, str(script), *args], env=env, check=True)
+
+    ddp(tmp_path / "ddp", "--max-steps", "12")
+    single = [*COMMON, "--out", str(tmp_path / "single"), "--set", "loader.batch_size=32"]
+    # Dropout draws differ between one and two processes, so that comparison runs without it.
+    subprocess.run([sys.executable, str(script), *single, "--max-steps", "12",
+                    "--set", "model.dropout=0.0"], env=env, check=True)  # fmt: skip
+    ddp(tmp_path / "ddp_nodrop", "--max-steps", "12", "--set", "model.dropout=0.0")
+    a, b = _weights(tmp_path / "ddp_nodrop"), _weights(tmp_path / "single")
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
-    # Only rank 0 wrote: one metrics log, one set of checkpoints.
-    assert len(list((ddp / "checkpoints").glob("step-*"))) == 1
+    assert len(list((tmp_path / "ddp" / "checkpoints").glob("step-*"))) == 1  # rank 0 only
+
+    # Stop the 2-process run at step 5 and resume it (per-rank RNG, sampler slices): bitwise.
+    ddp(tmp_path / "resumed", "--max-steps", "5")
+    ddp(tmp_path / "resumed", "--max-steps", "12", "--resume", "latest")
+    full, resumed = _weights(tmp_path / "ddp"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
