@@ -7,7 +7,6 @@ Temperature is a composed module (:class:`LogitScale`), not a mixin.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,10 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     for the epsilons of a norm, so fp16/bf16 inputs are upcast (gradients flow back in
     the input dtype).
     """
-    dtype = functools.reduce(torch.promote_types, (t.dtype for t in tensors))
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        if t.dtype is not dtype:
+            dtype = torch.promote_types(dtype, t.dtype)
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
@@ -90,24 +92,33 @@ class LossModule(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.last_loss: torch.Tensor | None = None
+        # Mutated in place by _record: nn.Module.__setattr__ costs ~30 us a call.
         self.components: dict[str, torch.Tensor] = {}
+        self._last: list[torch.Tensor] = []
+
+    @property
+    def last_loss(self) -> torch.Tensor | None:
+        """The last forward's value, detached; None before the first forward."""
+        return self._last[0] if self._last else None
 
     def _record(self, loss: torch.Tensor, **components: torch.Tensor) -> torch.Tensor:
-        self.last_loss = loss.detach()
-        self.components = {name: value.detach() for name, value in components.items()}
+        self._last[:] = [loss.detach()]
+        self.components.clear()
+        for name, value in components.items():
+            self.components[name] = value.detach()
         return loss
 
     def loss_output(self) -> LossOutput:
         """The last forward's value and components as floats (one host sync)."""
         from torchsmith.interfaces import ConfigError, LossOutput
 
-        if self.last_loss is None:
+        last = self.last_loss
+        if last is None:
             raise ConfigError(f"{type(self).__name__}.loss_output() called before any forward")
         names = list(self.components)
         values = torch.stack(
-            [self.last_loss.float().reshape(())]
-            + [self.components[n].float().reshape(()).to(self.last_loss.device) for n in names]
+            [last.float().reshape(())]
+            + [self.components[n].float().reshape(()).to(last.device) for n in names]
         ).tolist()
         return LossOutput(loss=values[0], components=dict(zip(names, values[1:], strict=True)))
 

@@ -20,9 +20,14 @@ __all__ = ["BarlowTwinsLoss", "VICRegLoss"]
 
 
 def _off_diagonal_sq_sum(m: torch.Tensor) -> torch.Tensor:
-    # masked, not sum(m^2) - sum(diag^2): that cancels badly when the diagonal is ~1
-    eye = torch.eye(m.shape[0], dtype=torch.bool, device=m.device)
-    return m.masked_fill(eye, 0.0).pow(2).sum()
+    """Sum of squared off-diagonal entries of a square matrix, without a copy or a mask.
+
+    Dropping the last element of the flattened (d, d) matrix and viewing it as
+    (d - 1, d + 1) puts every diagonal entry in column 0. Not sum(m^2) - sum(diag^2):
+    that cancels badly when the diagonal is ~1.
+    """
+    d = m.shape[0]
+    return m.flatten()[:-1].view(d - 1, d + 1)[:, 1:].pow(2).sum()
 
 
 def _need_two_rows(name: str, z: torch.Tensor) -> None:
@@ -115,13 +120,13 @@ class BarlowTwinsLoss(LossModule):
             z_a, z_b = dist.gather(z_a), dist.gather(z_b)
         _need_two_rows("barlow_twins", z_a)
         n = z_a.shape[0]
-        c = (self._standardize(z_a).T @ self._standardize(z_b)) / n  # (d, d)
-        invariance = (1.0 - c.diagonal()).pow(2).sum()
+        # (d, d); in-place divide: mm's backward needs only its inputs
+        c = torch.mm(self._standardize(z_a).T, self._standardize(z_b)).div_(n)
+        invariance = (c.diagonal() - 1.0).pow(2).sum()
         redundancy = _off_diagonal_sq_sum(c)
         loss = invariance + self.lambda_param * redundancy
         return self._record(loss, invariance=invariance, redundancy=redundancy)
 
     def _standardize(self, z: torch.Tensor) -> torch.Tensor:
-        mean = z.mean(dim=0)
-        var = z.var(dim=0, unbiased=False)
-        return (z - mean) / torch.sqrt(var + self.eps)
+        # (z - mean) / sqrt(biased var + eps) per feature: batch norm's fused kernel
+        return F.batch_norm(z, None, None, training=True, eps=self.eps)
