@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 from collections.abc import Callable
 
@@ -251,3 +252,29 @@ def test_health_lists_the_suites(client: TestClient) -> None:
     body = client.get("/api/v1/health").json()
     assert body["status"] == "ok"
     assert set(body["suites"]) == {"trainer", "losses", "generator", "bench", "testing"}
+
+
+def test_a_restarted_app_shows_every_job_and_its_events(
+    make_settings: Callable[..., Settings], auth: dict[str, str]
+) -> None:
+    settings = make_settings(
+        runners={
+            "train": "torchsmith_api_testtasks:hang",
+            "test": "torchsmith_api_testtasks:emit_steps",
+        }
+    )
+    with TestClient(create_app(settings)) as first:
+        done = first.post("/api/v1/train", json=TRAIN, headers=auth).json()
+        first.post(f"/api/v1/jobs/{done['id']}/cancel", headers=auth)
+        wait_done(first, done["id"])
+        hung = first.post("/api/v1/train", json=TRAIN, headers=auth).json()
+        events_url = f"/api/v1/jobs/{hung['id']}/events"
+        while not first.get(events_url, params={"type": "event"}).json():
+            time.sleep(0.02)  # running, and its first event is stored
+    with TestClient(create_app(settings)) as second:
+        jobs = {j["id"]: j for j in second.get("/api/v1/jobs").json()}
+        assert jobs[done["id"]]["state"] == "cancelled"
+        assert jobs[hung["id"]]["state"] == "failed"
+        assert jobs[hung["id"]]["error"].startswith("interrupted: the server stopped")
+        events = second.get(f"/api/v1/jobs/{hung['id']}/events", params={"type": "event"}).json()
+        assert events and events[0]["record"]["metrics"] == {"loss": 1.0}

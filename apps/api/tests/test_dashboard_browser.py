@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -73,9 +72,11 @@ def test_the_page_loads_and_a_jobs_curve_grows_live(live_server: str, api_key: s
                 timeout=30_000,
             )
             first = _points(page)
-            time.sleep(1.0)
-            second = _points(page)
-            assert second > first, f"the curve did not grow: {first} -> {second} points"
+            page.wait_for_function(
+                f"() => document.getElementById('curve').data[0].x.length > {first}",
+                timeout=30_000,
+            )
+            assert _points(page) > first
             assert page.locator("#curve-job").text_content() == job["id"]
             assert errors == []
         finally:
