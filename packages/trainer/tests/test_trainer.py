@@ -30,6 +30,9 @@ def test_events_flow_to_sinks_with_timing(tmp_path: Path) -> None:
     kinds = [e.kind for e in sink.events]
     assert kinds.count("step") == 6 and kinds.count("eval") == 3
     assert kinds.count("checkpoint") == 2 and kinds[-1] == "end"
+    # 22 batches per epoch: epoch 0 ends when step 23 fetches its batch.
+    (epoch_end,) = [e for e in sink.events if e.kind == "epoch_end"]
+    assert epoch_end.epoch == 0 and epoch_end.step == 22
     step = next(e for e in sink.events if e.kind == "step")
     assert step.step == 5
     assert {
@@ -194,3 +197,21 @@ def test_text_sampling_hook(tmp_path: Path) -> None:
     assert metrics["val_perplexity"] == pytest.approx(2.718281828 ** metrics["val_loss"], rel=1e-6)
     tokens = next(e for e in sink.events if e.kind == "step").metrics["tokens_per_s"]
     assert tokens > 0
+
+
+def test_a_raising_sink_cancels_the_run(tmp_path: Path) -> None:
+    class Cancel(Exception):
+        pass
+
+    seen: list[TrainingEvent] = []
+
+    class Canceller:
+        def emit(self, event: TrainingEvent) -> None:
+            seen.append(event)
+            if event.kind == "step" and event.step == 10:
+                raise Cancel("stop requested")
+
+    with pytest.raises(Cancel):
+        train(small_config(tmp_path), sinks=[Canceller()], run_id="job-7", log_jsonl=False)
+    assert seen[-1].kind == "error" and seen[-1].message == "Cancel: stop requested"
+    assert {e.run_id for e in seen} == {"job-7"} and seen[-1].step == 10

@@ -70,6 +70,7 @@ def train(
     seed: int | None = None,
     progress: bool = False,
     log_jsonl: bool = True,
+    run_id: str | None = None,
 ) -> dict[str, float]:
     """Train one run and return its final metrics; every TrainingEvent goes to ``sinks``.
 
@@ -77,7 +78,9 @@ def train(
     or an ExperimentConfig. ``max_steps`` stops at that optimizer step (the LR
     schedule keeps its planned length) and always writes a checkpoint there;
     ``resume`` is ``"latest"`` or a checkpoint path. The config is validated
-    before any work: a ConfigError names the field and the allowed values.
+    before any work: a ConfigError names the field and the allowed values. Events carry
+    ``run_id``. A sink that raises stops the run (an ``error`` event follows, then the
+    exception propagates), which is how a caller cancels.
     """
     cfg, base_dir = load_config(config, overrides)
     updates: dict[str, Any] = {}
@@ -98,6 +101,7 @@ def train(
     owned = EventBus(all_sinks[len(given) :])  # the sinks made here; callers own theirs
     try:
         trainer = build_trainer(cfg, sinks=all_sinks, base_dir=base_dir)
+        trainer.run_id = run_id
         if resume is not None:
             trainer.resume(resume)
         return trainer.fit()

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ from ._rng import rng_state, set_rng_state
 from ._step import Stepper
 
 EvalHook = Callable[[nn.Module, int], str]
+EventKind = Literal["step", "eval", "checkpoint", "epoch_end", "end", "error"]
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Trainer:
     meta: dict[str, Any] = field(default_factory=dict)
     dist: Dist = field(default_factory=Dist)
     seed: int = 0
+    run_id: str | None = None
     step: int = 0
 
     def __post_init__(self) -> None:
@@ -83,6 +85,7 @@ class Trainer:
         last_step, accum, track = s.last_step, s.grad_accum, stepper.track
         stepper.model.train()
         window_start, loss_sum, items, wait, last_loss = time.perf_counter(), None, 0, 0.0, None
+        epoch = data.epoch
         try:
             while self.step < last_step:
                 # 1) fetch the accumulation window, timing how long we wait for data
@@ -90,6 +93,9 @@ class Trainer:
                 first_batch = data.batches_done
                 micro_batches = [next(data)] if accum == 1 else [next(data) for _ in range(accum)]
                 wait += time.perf_counter() - t0
+                if data.epoch != epoch:
+                    self._emit("epoch_end", epoch=epoch)
+                    epoch = data.epoch
                 # 2) forward, backward, clip, optimizer step
                 result = stepper(micro_batches, self.step, first_batch)
                 if self.scheduler is not None:
@@ -112,7 +118,7 @@ class Trainer:
                     break
             self._finish(last_loss)
         except BaseException as exc:
-            self.events.emit(TrainingEvent(kind="error", step=self.step, message=str(exc)))
+            self._emit("error", message=f"{type(exc).__name__}: {exc}")
             raise
         return self.metrics
 
@@ -124,11 +130,17 @@ class Trainer:
         if self.checkpoints is not None and self._saved_at != self.step:
             self.save()
         self.metrics["step"] = float(self.step)
-        self.events.emit(
-            TrainingEvent(kind="end", step=self.step, epoch=self.data.epoch, metrics=self.metrics)
-        )
+        self._emit("end", metrics=self.metrics)
 
     # ------------------------------------------------------------ parts of a step
+
+    def _emit(self, kind: EventKind, epoch: int | None = None, **fields: Any) -> None:
+        if self.events:  # no sink, no event object
+            epoch = self.data.epoch if epoch is None else epoch
+            event = TrainingEvent(
+                kind=kind, step=self.step, epoch=epoch, run_id=self.run_id, **fields
+            )
+            self.events.emit(event)
 
     def _log_step(
         self, loss_sum: torch.Tensor | None, items: int, wait: float, elapsed: float
@@ -151,9 +163,7 @@ class Trainer:
         if self.scheduler is not None:
             metrics["lr"] = float(self.scheduler.get_last_lr()[0])
         self.metrics["train_loss"] = metrics["loss"]
-        self.events.emit(
-            TrainingEvent(kind="step", step=self.step, epoch=self.data.epoch, metrics=metrics)
-        )
+        self._emit("step", metrics=metrics)
 
     def _evaluate(self) -> bool:
         """Evaluate, run hooks, emit; True when early stopping says stop."""
@@ -173,11 +183,7 @@ class Trainer:
         )
         self.metrics.update(values)
         message = "\n".join(hook(unwrap(model), self.step) for hook in self.eval_hooks) or None
-        self.events.emit(
-            TrainingEvent(
-                kind="eval", step=self.step, epoch=self.data.epoch, metrics=values, message=message
-            )
-        )
+        self._emit("eval", metrics=values, message=message)
         return self.early_stopping is not None and self.early_stopping.update(values)
 
     # ------------------------------------------------------------ checkpoints
@@ -207,11 +213,7 @@ class Trainer:
         state = self.state_dict()  # on every rank: gathering RNG states is collective
         if self.checkpoints is not None and self.dist.is_main:
             path = self.checkpoints.save(state, step=self.step, metrics=self.metrics)
-            self.events.emit(
-                TrainingEvent(
-                    kind="checkpoint", step=self.step, epoch=self.data.epoch, message=str(path)
-                )
-            )
+            self._emit("checkpoint", message=str(path))
         barrier(self.dist)
         return path
 
