@@ -74,8 +74,10 @@ def test_runtime_failure_names_file_line_and_template_and_writes_nothing(tmp_pat
     with pytest.raises(GenerationError) as info:
         generate("gpt2", out, overrides=TINY_GPT2, template_dirs=[custom], validate=FAST_CHECKS)
     message = str(info.value)
+    template_lines = (custom / "gpt2" / "model.py.j2").read_text().splitlines()
+    broken = 1 + next(i for i, line in enumerate(template_lines) if "transpose(0, 1)" in line)
     assert "forward check failed" in message
-    assert "model.py line" in message and "template gpt2/model.py.j2" in message
+    assert f"(template gpt2/model.py.j2 line {broken})" in message
     assert "transpose(0, 1)" in message  # the offending generated line is quoted
     assert info.value.artifact is not None
     assert info.value.artifact.validation["import"].startswith("passed")
@@ -94,7 +96,9 @@ def test_lint_failure_is_reported(tmp_path: Path) -> None:
     if validate_module.find_ruff() is None:
         pytest.skip("ruff is not installed")
     custom = _broken_templates(tmp_path, "import json\n", "import json\nimport os\n")
-    with pytest.raises(GenerationError, match=r"F401.*os"):
+    with pytest.raises(
+        GenerationError, match=r"model.py:\d+:\d+ \[template gpt2/model.py.j2 line \d+\]: F401.*os"
+    ):
         generate("gpt2", tmp_path / "out", template_dirs=[custom], validate=["lint"])
 
 
@@ -171,3 +175,21 @@ def test_longest_allowed_name_still_lints_clean(tmp_path: Path, backend: str) ->
     artifact = generate("gpt2", tmp_path, overrides=overrides, backend=backend, validate=["lint"])
     assert artifact.name == name
     assert artifact.validation["lint"].startswith("passed")
+
+
+def test_a_line_from_a_shared_macro_is_traced_to_the_macro_file(tmp_path: Path) -> None:
+    custom = tmp_path / "templates"
+    custom.mkdir()
+    blocks = (BUILTIN_TEMPLATES / "_blocks.py.j2").read_text()
+    old = "    return x.view(B, T, -1, head_dim).transpose(1, 2)"
+    assert old in blocks
+    (custom / "_blocks.py.j2").write_text(blocks.replace(old, old.replace("-1", "-7"), 1))
+    broken = 1 + blocks.splitlines().index(old)
+    with pytest.raises(GenerationError, match=rf"template _blocks.py.j2 line {broken}\)"):
+        generate(
+            "gpt2",
+            tmp_path / "out",
+            overrides=TINY_GPT2,
+            template_dirs=[custom],
+            validate=FAST_CHECKS,
+        )

@@ -20,7 +20,7 @@ from torchsmith.interfaces import ConfigError, GeneratedArtifact, GeneratedFile
 
 from ._errors import GenerationError
 from ._presets import FAMILIES, PRESETS
-from ._render import BACKENDS, OUTPUTS, render, template_names
+from ._render import BACKENDS, OUTPUTS, render, template_names, template_source
 from ._spec_loading import Overrides, resolve_spec
 from ._validate import CHECKS, CheckFailed, Validator
 
@@ -87,7 +87,7 @@ def generate(
         )
         if validate:
             checks = CHECKS if validate is True else tuple(validate)
-            _validate(artifact, staging, resolved.spec, templates, checks)
+            _validate(artifact, staging, resolved.spec, templates, checks, template_dirs)
         else:
             artifact.validation = {check: "skipped: validation turned off" for check in CHECKS}
         _publish(staging, out, list(rendered))
@@ -102,8 +102,9 @@ def _validate(
     spec: Any,
     templates: dict[str, str],
     checks: Collection[str],
+    template_dirs: Sequence[str | os.PathLike[str]],
 ) -> None:
-    validator = Validator(staging, spec, templates, checks)
+    validator = Validator(staging, spec, templates, checks, template_source(template_dirs))
     try:
         validator.run()
     except CheckFailed as exc:

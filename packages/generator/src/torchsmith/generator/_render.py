@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,18 @@ def environment(template_dirs: Sequence[str | Path] = ()) -> jinja2.Environment:
     env.filters["pyliteral"] = pyliteral
     env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=False)
     return env
+
+
+def template_source(template_dirs: Sequence[str | os.PathLike[str]] = ()) -> Callable[[str], str]:
+    """template name -> its source, searched like rendering searches (custom dirs first)."""
+    env = environment([Path(d) for d in template_dirs])
+    loader = env.loader
+    assert loader is not None
+
+    def source(name: str) -> str:
+        return loader.get_source(env, name)[0]
+
+    return source
 
 
 def template_names(family: str) -> dict[str, str]:

@@ -58,6 +58,7 @@ class Validator:
         spec: FamilySpec,
         templates: dict[str, str],
         checks: Collection[str] = CHECKS,
+        sources: Callable[[str], str] | None = None,
     ) -> None:
         unknown = sorted(set(checks) - set(CHECKS))
         if unknown:
@@ -66,6 +67,7 @@ class Validator:
         self.directory = directory
         self.spec = spec
         self.templates = templates  # output file -> template it was rendered from
+        self.sources = sources  # template name -> its source, to find a line's origin
         self.results: dict[str, str] = {}
         self._module: ModuleType | None = None
 
@@ -204,13 +206,31 @@ class Validator:
             raise CheckFailed(check, self.annotate(tail))
 
     def where(self, filename: str, line: int) -> str:
-        template = self.templates.get(filename, "?")
-        text = ""
+        text = self._line(filename, line)
+        quoted = f" `{text}`" if text else ""
+        return f"{filename} line {line} ({self.template_of(filename, line)}){quoted}"
+
+    def template_of(self, filename: str, line: int) -> str:
+        """The template a generated line came from, with its line when the text is unique."""
+        template = self.templates.get(filename)
+        if template is None:
+            return "template ?"
+        text = self._line(filename, line)
+        if self.sources is not None and text:
+            source = self.sources(template)
+            for name in [template, *re.findall(r'{%-?\s*import\s+"([^"]+)"', source)]:
+                lines = self.sources(name).splitlines()
+                found = [number for number, line_ in enumerate(lines, 1) if line_.strip() == text]
+                if len(found) == 1:
+                    return f"template {name} line {found[0]}"
+        return f"template {template}"
+
+    def _line(self, filename: str, line: int) -> str:
         path = self.directory / filename
-        if path.is_file() and line > 0:
-            lines = path.read_text(encoding="utf-8").splitlines()
-            text = f" `{lines[line - 1].strip()}`" if line <= len(lines) else ""
-        return f"{filename} line {line} (template {template}){text}"
+        if not path.is_file() or line < 1:
+            return ""
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return lines[line - 1].strip() if line <= len(lines) else ""
 
     def locate(self, exc: BaseException) -> str:
         """The exception, with the deepest generated file and line it passed through."""
@@ -229,10 +249,10 @@ class Validator:
         """Add the template name after each generated file named in tool output."""
 
         def name_template(match: re.Match[str]) -> str:
-            filename = match.group(1)
-            return f"{match.group(0)} [template {self.templates.get(filename, '?')}]"
+            filename, line = match.group(1), int(match.group(2) or match.group(3))
+            return f"{match.group(0)} [{self.template_of(filename, line)}]"
 
-        pattern = re.escape(str(self.directory)) + r"/(\w+\.py)(?::\d+:\d+|\", line \d+)"
+        pattern = re.escape(str(self.directory)) + r"/(\w+\.py)(?::(\d+):\d+|\", line (\d+))"
         return re.sub(pattern, name_template, output)
 
 
