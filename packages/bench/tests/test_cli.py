@@ -70,6 +70,7 @@ def test_fail_on_regression_sets_the_exit_code(
     code = main(["report", "--db", str(db), "--markdown", str(md), "--fail-on-regression"])
     assert code == 1 and "regressed" in md.read_text()
     assert main(["compare", "2", "2", "--db", str(db), "--fail-on-regression"]) == 0
+    assert main(["compare", "history", "latest", "--db", str(db), "--fail-on-regression"]) == 1
 
 
 def test_export_then_import(

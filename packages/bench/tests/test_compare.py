@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from torchsmith.bench import BenchStore, ComparisonError, compare, compare_results, history
+from torchsmith.bench import (
+    BenchStore,
+    ComparisonError,
+    compare,
+    compare_history,
+    compare_results,
+    history,
+)
 from torchsmith.interfaces import Environment
 
 
@@ -56,3 +63,20 @@ def test_history_marks_the_commit_of_a_step(db_path: Path, make_result) -> None:
     assert len(series.points) == 16
     assert series.steps == [8]
     assert series.step_commits == ["c08"]
+
+
+def test_a_run_against_its_pooled_history(db_path: Path, make_result) -> None:
+    with BenchStore(db_path) as store:
+        first = store.save_run([make_result("h", 5e-3, seed=99)])  # outside the window
+        for seed in range(4):
+            store.save_run([make_result("h", 1e-3, seed=seed)])
+        store.save_run([make_result("h", 1e-3, env=Environment(fingerprint="elsewhere"))])
+        slower = store.save_run([make_result("h", 1.2e-3, seed=10)])
+        result = compare_history(store, slower, window=4)
+        assert result.base_name == "the last 4 runs (pooled)"
+        (row,) = result.rows
+        assert row.verdict == "regressed"
+        assert row.base_median == pytest.approx(1e-3, rel=0.02)  # 4 runs pooled, not the 5e-3
+        assert row.ratio == pytest.approx(1.2, rel=0.03)
+        with pytest.raises(ComparisonError, match="no earlier run"):
+            compare_history(store, first)

@@ -29,6 +29,7 @@ from ._compare import (  # noqa: E402
     Comparison,
     History,
     compare,
+    compare_history,
     compare_results,
     history,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "change_points",
     "compare",
     "compare_results",
+    "compare_history",
     "Comparison",
     "CaseComparison",
     "history",

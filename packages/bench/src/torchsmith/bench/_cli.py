@@ -13,7 +13,7 @@ from pathlib import Path
 
 from torchsmith.interfaces import ConfigError, TorchsmithError
 
-from ._compare import Comparison, compare
+from ._compare import Comparison, compare, compare_history
 from ._exchange import export_runs, import_runs
 from ._html import html_report, write_text
 from ._markdown import comparison_table, markdown_summary, results_table
@@ -73,7 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress display")
 
     p = sub.add_parser("compare", parents=[db, decide], help="compare two stored runs")
-    p.add_argument("base", help="run id, latest~N, uid or git commit")
+    p.add_argument(
+        "base",
+        help="run id, latest~N, uid, git commit, or history[:N] (the last "
+        "N runs of the head's environment pooled, default 5)",
+    )
     p.add_argument("head", help="run id, latest, uid or git commit")
     p.add_argument("--markdown", type=Path, help="also write the markdown summary here")
 
@@ -81,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default="latest", help="the run to report (default latest)")
     p.add_argument("--base", default="auto",
                    help="run to compare with: an id, 'auto' (previous run of the same "
-                        "environment) or 'none'")  # fmt: skip
+                        "environment), 'history[:N]' or 'none'")  # fmt: skip
     p.add_argument("--html", type=Path, help="self-contained HTML report file")
     p.add_argument("--markdown", type=Path, help="markdown summary file")
 
@@ -136,13 +140,23 @@ def _exit_for(comparison: Comparison, fail: bool) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     with BenchStore(args.db, read_only=True) as store:
-        comparison = compare(store, args.base, args.head, threshold=args.threshold,
-                             alpha=args.alpha, any_environment=args.any_environment)  # fmt: skip
+        comparison = _compare(store, args.base, args.head, args)
         results = store.results(comparison.head.run_id) if comparison.head else []
     print(comparison_table(comparison))
     if args.markdown:
         write_text(args.markdown, markdown_summary(results, comparison))
     return _exit_for(comparison, args.fail_on_regression)
+
+
+def _compare(
+    store: BenchStore, base: str | int, head: str | int, args: argparse.Namespace
+) -> Comparison:
+    if isinstance(base, str) and base.startswith("history"):
+        window = int(base.partition(":")[2] or 5)
+        return compare_history(store, head, window=window, threshold=args.threshold,
+                               alpha=args.alpha)  # fmt: skip
+    return compare(store, base, head, threshold=args.threshold, alpha=args.alpha,
+                   any_environment=args.any_environment)  # fmt: skip
 
 
 def _auto_base(store: BenchStore, run_id: int) -> int | None:
@@ -157,15 +171,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError("report: give --html FILE and/or --markdown FILE")
     with BenchStore(args.db, read_only=True) as store:
         run_id = store.resolve_run(args.run)
-        base: int | None = None
+        base: int | str | None = None
         if args.base == "auto":
             base = _auto_base(store, run_id)
         elif args.base != "none":
-            base = store.resolve_run(args.base)
-        comparison = None
-        if base is not None:
-            comparison = compare(store, base, run_id, threshold=args.threshold, alpha=args.alpha,
-                                 any_environment=args.any_environment)  # fmt: skip
+            base = args.base
+        comparison = None if base is None else _compare(store, base, run_id, args)
         if args.html:
             write_text(args.html, html_report(store, run_id, comparison=comparison))
             print(f"wrote {args.html}")

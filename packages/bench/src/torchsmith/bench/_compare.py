@@ -12,7 +12,14 @@ from torchsmith.interfaces import BenchmarkResult
 from ._changepoint import change_points
 from ._errors import ComparisonError
 from ._registry import case_key
-from ._stats import DEFAULT_ALPHA, DEFAULT_MAX_ROUND_SPREAD, DEFAULT_THRESHOLD, Verdict, decide
+from ._stats import (
+    DEFAULT_ALPHA,
+    DEFAULT_MAX_ROUND_SPREAD,
+    DEFAULT_THRESHOLD,
+    Verdict,
+    decide,
+    summarize,
+)
 from ._store import BenchStore, HistoryPoint, RunInfo
 
 RowVerdict = Verdict | Literal["new", "missing"]
@@ -43,6 +50,11 @@ class Comparison:
     base: RunInfo | None = None
     head: RunInfo | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    base_label: str = ""  # what base is, in words (a run, or the pooled history)
+
+    @property
+    def base_name(self) -> str:
+        return self.base_label or (f"run {self.base.run_id}" if self.base else "base")
 
     @property
     def regressions(self) -> list[CaseComparison]:
@@ -129,6 +141,55 @@ def compare(
     return Comparison(
         rows=result.rows, threshold=threshold, alpha=alpha, base=base_info, head=head_info,
         counts=result.counts,
+    )  # fmt: skip
+
+
+def compare_history(
+    store: BenchStore,
+    head: int | str,
+    *,
+    window: int = 5,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+) -> Comparison:
+    """Compare run ``head`` with the pooled samples of up to ``window`` earlier runs of the
+    same environment (per case, the most recent runs that have it).
+
+    Pooling runs puts their run-to-run spread into the base, so the test is the more
+    cautious for it, as with rounds.
+    """
+    head_info = store.run(store.resolve_run(head))
+    earlier = [
+        r for r in store.runs(fingerprint=head_info.fingerprint)
+        if (r.created_at, r.run_id) < (head_info.created_at, head_info.run_id)
+    ]  # fmt: skip
+    if not earlier:
+        raise ComparisonError(
+            f"run {head_info.run_id} has no earlier run in environment "
+            f"{head_info.fingerprint} to compare with"
+        )
+    pooled: dict[str, BenchmarkResult] = {}
+    used: dict[str, int] = {}
+    for info in earlier:  # newest first
+        for past in store.results(info.run_id):
+            key = case_key(past.case, dict(past.params))
+            if used.get(key, 0) >= window:
+                continue
+            used[key] = used.get(key, 0) + 1
+            if key in pooled:
+                pooled[key].samples += past.samples
+            else:
+                pooled[key] = past.model_copy(deep=True)
+                pooled[key].extra.pop("round_spread", None)
+    for base in pooled.values():
+        base.statistics = summarize(base.samples)
+    result = compare_results(
+        list(pooled.values()), store.results(head_info.run_id), threshold=threshold, alpha=alpha
+    )
+    runs = max(used.values(), default=0)
+    return Comparison(
+        rows=result.rows, threshold=threshold, alpha=alpha, head=head_info,
+        counts=result.counts, base_label=f"the last {runs} runs (pooled)",
     )  # fmt: skip
 
 

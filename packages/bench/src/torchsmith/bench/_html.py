@@ -60,7 +60,7 @@ def _environments(
 ) -> list[tuple[str, dict[str, object]]]:
     envs: list[tuple[str, Environment]] = []
     if comparison is not None and comparison.base is not None:
-        envs.append((f"base (run {comparison.base.run_id})", comparison.base.environment))
+        envs.append((f"base ({comparison.base_name})", comparison.base.environment))
     if results:
         envs.append(("this run", results[0].environment))
     return [(name, env.model_dump()) for name, env in envs]

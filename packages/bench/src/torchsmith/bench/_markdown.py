@@ -88,11 +88,11 @@ def markdown_summary(
     """The summary: the comparison table when there is one, then this run's results."""
     parts = [f"## {title or 'torchsmith-bench'}"]
     if comparison is not None:
-        base = comparison.base.run_id if comparison.base else "base"
-        head = comparison.head.run_id if comparison.head else "head"
+        base = comparison.base_name
+        head = f"run {comparison.head.run_id}" if comparison.head else "head"
         counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(comparison.counts.items()))
         parts += [
-            f"Run {head} against run {base}: {counts or 'no cases'}. A change is called when "
+            f"{head.capitalize()} against {base}: {counts or 'no cases'}. A change is called when "
             f"Mann-Whitney p < {comparison.alpha} and the ratio of medians is beyond "
             f"±{comparison.threshold:.0%}; ratio > 1 is slower.",
             comparison_table(comparison),
