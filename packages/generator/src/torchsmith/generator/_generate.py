@@ -108,7 +108,7 @@ def _validate(
     try:
         validator.run()
     except CheckFailed as exc:
-        artifact.validation = {**validator.results, exc.check: f"failed: {exc}"}
+        artifact.validation = {**validator.results, exc.check: f"failed: {exc.detail}"}
         message = str(exc).replace(str(staging), str(Path(artifact.directory)))
         raise GenerationError(
             f"generated {artifact.name} did not validate, nothing was written: {message}",

@@ -47,6 +47,7 @@ class CheckFailed(Exception):
     def __init__(self, check: str, message: str) -> None:
         super().__init__(f"{check} check failed: {message}")
         self.check = check
+        self.detail = message
 
 
 class Validator:
