@@ -67,3 +67,30 @@ def test_write_text_is_atomic_and_readable(tmp_path: Path) -> None:
     assert target.read_text() == "hello"
     assert target.stat().st_mode & 0o044  # not the 0600 of a temp file
     assert [p.name for p in target.parent.iterdir()] == ["r.md"]
+
+
+def test_markdown_warns_when_the_machine_was_busy(make_result) -> None:
+    import os
+
+    calm, busy = make_result("a"), make_result("b")
+    calm.extra["load_average_1m"] = 0.1
+    busy.extra["load_average_1m"] = 4.0 * (os.cpu_count() or 1)
+    assert "load average" not in markdown_summary([calm])
+    assert "load average reached" in markdown_summary([calm, busy])
+
+
+def test_live_progress_shows_case_and_samples() -> None:
+    import io
+
+    from rich.console import Console
+
+    from torchsmith.bench._progress import live_progress
+
+    out = io.StringIO()
+    seen = []
+    console = Console(file=out, force_terminal=False, width=120)
+    with live_progress(lambda *a: seen.append(a), console=console) as update:
+        update("matmul[n=64]", 0, 2, 17)
+        update("matmul[n=64]", 1, 2, 0)
+    assert seen == [("matmul[n=64]", 0, 2, 17), ("matmul[n=64]", 1, 2, 0)]
+    assert "matmul[n=64]" in out.getvalue() and "1/2" in out.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 from torchsmith.interfaces import BenchmarkResult
@@ -82,6 +83,17 @@ def results_table(results: Sequence[BenchmarkResult]) -> str:
     return "\n".join(lines)
 
 
+def _busy_note(results: Sequence[BenchmarkResult]) -> str:
+    loads = [r.extra["load_average_1m"] for r in results if "load_average_1m" in r.extra]
+    cores = os.cpu_count() or 1
+    if not loads or max(loads) <= cores:
+        return ""
+    return (
+        f"> ⚠️ The load average reached {max(loads):.1f} on {cores} cores while measuring: "
+        "other work competed for the CPU, so treat these timings with suspicion."
+    )
+
+
 def markdown_summary(
     results: Sequence[BenchmarkResult], comparison: Comparison | None = None, title: str = ""
 ) -> str:
@@ -97,6 +109,9 @@ def markdown_summary(
             f"±{comparison.threshold:.0%}; ratio > 1 is slower.",
             comparison_table(comparison),
         ]
+    busy = _busy_note(results)
+    if busy:
+        parts.append(busy)
     if results:
         env = results[0].environment
         parts += [

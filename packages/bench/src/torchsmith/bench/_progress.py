@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 OnProgress = Callable[[str, int, int, int], None]
@@ -28,7 +29,9 @@ def live_progress(
 
         def update(label: str, done: int, total: int, samples: int) -> None:
             text = f"{samples} samples" if samples else ""
-            bar.update(task, description=label, completed=done, total=total, samples=text)
+            # Case keys hold brackets (name[n=64]) that rich would read as markup.
+            bar.update(task, description=escape(label), completed=done, total=total,
+                       samples=text)  # fmt: skip
             if also is not None:
                 also(label, done, total, samples)
 

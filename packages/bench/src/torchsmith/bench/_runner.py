@@ -8,6 +8,7 @@ those paired samples. The whole run is measured first and written in one transac
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,6 +54,13 @@ def plan(cases: Iterable[Case], registry: Registry | None = None) -> list[Job]:
     return jobs
 
 
+def _load_average() -> float | None:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
 def _own_extra(fn: Callable[[], object]) -> dict[str, float]:
     """Numbers the timed callable reports itself, through an ``extra()`` method (optional)."""
     method = getattr(fn, "extra", None)
@@ -71,6 +79,9 @@ def _result(
 ) -> BenchmarkResult:
     stats = summarize(measured.samples)
     extra = _own_extra(fn)
+    load = _load_average()
+    if load is not None:  # how busy the machine was: above the core count, distrust timings
+        extra["load_average_1m"] = load
     items = case.items_per_call(params)
     if items is not None and stats.median > 0:
         extra["throughput"] = items / stats.median  # items per second
