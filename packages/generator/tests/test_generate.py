@@ -193,3 +193,15 @@ def test_a_line_from_a_shared_macro_is_traced_to_the_macro_file(tmp_path: Path) 
             template_dirs=[custom],
             validate=FAST_CHECKS,
         )
+
+
+def test_a_symlink_in_the_output_cannot_redirect_a_write(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.py"
+    outside.write_text("precious\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").symlink_to(outside)  # the last file written
+    with pytest.raises(GenerationError, match="outside"):
+        generate("gpt2", out, overrides=TINY_GPT2, validate=False, force=True)
+    assert outside.read_text() == "precious\n"
+    assert sorted(path.name for path in out.iterdir()) == ["README.md"]  # nothing else moved

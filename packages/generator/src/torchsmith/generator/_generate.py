@@ -144,10 +144,11 @@ def _describe(path: Path) -> GeneratedFile:
 def _publish(staging: Path, out: Path, filenames: list[str]) -> None:
     """Move each staged file into ``out`` (one atomic rename each), checking it stays inside."""
     out.mkdir(parents=True, exist_ok=True)
-    for filename in filenames:
-        target = (out / filename).resolve()
+    targets = {filename: (out / filename).resolve() for filename in filenames}
+    for filename, target in targets.items():  # all checked before any is moved
         if target.parent != out:
             raise GenerationError(f"refusing to write {filename!r} outside {str(out)!r}")
+    for filename, target in targets.items():
         os.replace(staging / filename, target)
     _fsync_directory(out)
 
