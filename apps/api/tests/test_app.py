@@ -123,7 +123,7 @@ def test_file_routes_serve_job_files_and_refuse_traversal(
     assert wait_done(client, job["id"])["state"] == "succeeded"
     (settings.data_dir / "secret.txt").write_text("top secret")
     files = client.get(f"/api/v1/jobs/{job['id']}/files").json()
-    assert {f["path"] for f in files} == {"model.py", "nested/config.json"}
+    assert {f["path"] for f in files} == {"model.py", "nested/config.json", "job.log"}
     one = client.get(f"/api/v1/jobs/{job['id']}/files/nested/config.json")
     assert one.status_code == 200 and one.json() == {"width": 8}
     for evil in (

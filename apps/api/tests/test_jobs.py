@@ -70,6 +70,8 @@ def test_an_exception_in_the_job_is_its_error_message(open_manager) -> None:
     done = manager.wait(manager.submit("train", {}).id)
     assert done.state == "failed"
     assert done.error == "ConfigError: optimizer.lr must be > 0, got -1"
+    log = (manager.settings.jobs_dir / done.id / "job.log").read_text()
+    assert "checking the optimizer" in log, "the job's output goes to its log file"
 
 
 def test_cancel_terminates_a_running_job_and_a_queued_one_never_starts(open_manager) -> None:

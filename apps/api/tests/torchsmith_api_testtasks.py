@@ -48,6 +48,7 @@ def crash(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
 
 
 def bad_config(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    print("checking the optimizer", flush=True)
     raise ConfigError("optimizer.lr must be > 0, got -1")
 
 

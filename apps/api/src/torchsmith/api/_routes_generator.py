@@ -92,8 +92,8 @@ async def artifact(request: Request, job_id: JobId) -> Response:
     responses={200: {"content": {"application/zip": {}}}},
 )
 async def download(request: Request, job_id: JobId) -> Response:
-    finished_artifact(request, job_id)
-    data = await run_in_threadpool(zip_dir, job_dir(request, job_id))
+    files = [f.path for f in finished_artifact(request, job_id).files]
+    data = await run_in_threadpool(zip_dir, job_dir(request, job_id), files)
     return Response(
         data,
         media_type="application/zip",

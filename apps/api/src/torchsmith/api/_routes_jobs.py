@@ -109,11 +109,13 @@ def _listing(root: Path) -> list[JobFile]:
     ]
 
 
-def zip_dir(root: Path) -> bytes:
+def zip_dir(root: Path, only: list[str] | None = None) -> bytes:
+    """The files under ``root`` (or just ``only``, relative paths checked to stay inside)."""
+    paths = [item.path for item in _listing(root)] if only is None else only
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for item in _listing(root):
-            archive.write(root / item.path, arcname=item.path)
+        for relative in paths:
+            archive.write(safe_file(root, relative), arcname=relative)
     return buffer.getvalue()
 
 

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import logging
 import os
+import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +54,16 @@ def resolve(reference: str) -> Runner:
     return func
 
 
+def _log_to(path: Path) -> None:
+    """Send this process's stdout and stderr (Python's and native code's) to the job's log."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for stream, target in ((sys.stdout, 1), (sys.stderr, 2)):
+        with contextlib.suppress(Exception):
+            stream.flush()
+        os.dup2(fd, target)
+    os.close(fd)
+
+
 def child_main(
     job_id: str,
     reference: str,
@@ -67,6 +78,7 @@ def child_main(
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     with contextlib.suppress(OSError):  # not permitted everywhere; the job still runs
         os.nice(10)
+    _log_to(Path(workdir) / "job.log")
     ctx = JobContext(job_id=job_id, workdir=Path(workdir), conn=conn)
     try:
         result = resolve(reference)(params, ctx)
