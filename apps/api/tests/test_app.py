@@ -278,3 +278,20 @@ def test_a_restarted_app_shows_every_job_and_its_events(
         assert jobs[hung["id"]]["error"].startswith("interrupted: the server stopped")
         events = second.get(f"/api/v1/jobs/{hung['id']}/events", params={"type": "event"}).json()
         assert events and events[0]["record"]["metrics"] == {"loss": 1.0}
+
+
+def test_the_dashboard_page_and_its_vendored_plotly(
+    client: TestClient, make_settings: Callable[..., Settings]
+) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert 'src="/static/vendor/plotly.min.js"' in page.text
+    assert 'data-api="/api/v1"' in page.text
+    assert '<label id="key-box" hidden>' in page.text, "no key box when reads are public"
+    plotly = client.get("/static/vendor/plotly.min.js")
+    assert plotly.status_code == 200 and "javascript" in plotly.headers["content-type"]
+    assert len(plotly.content) > 1_000_000
+    assert client.get("/static/dashboard.js").status_code == 200
+    assert client.get("/static/../_keys.py").status_code == 404
+    with TestClient(create_app(make_settings(read_access="key"))) as private:
+        assert '<label id="key-box" >' in private.get("/").text
