@@ -125,9 +125,11 @@ def test_running_mean_is_item_weighted() -> None:
     assert mean.compute() == {"x": 2.0}
 
 
+@pytest.mark.parametrize("accum", [1, 2])
 @pytest.mark.parametrize("policy", ["error", "skip"])
-def test_nonfinite_loss(tmp_path: Path, policy: str) -> None:
-    trainer = build_trainer(small_config(tmp_path, f"training.nonfinite={policy}"))
+def test_nonfinite_loss(tmp_path: Path, policy: str, accum: int) -> None:
+    overrides = (f"training.nonfinite={policy}", f"training.grad_accum={accum}")
+    trainer = build_trainer(small_config(tmp_path, *overrides))
     trainer.save()  # a last good checkpoint
     good = (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes()
     task = trainer.stepper.task
@@ -140,12 +142,14 @@ def test_nonfinite_loss(tmp_path: Path, policy: str) -> None:
 
     trainer.stepper.task = poisoned
     if policy == "error":
-        with pytest.raises(NonFiniteLossError, match="loss is nan at step 4, batch 3 of the epoch"):
+        batch = 3 * accum  # the first micro-batch of step 4
+        with pytest.raises(NonFiniteLossError, match=f"loss is nan at step 4, batch {batch} of"):
             trainer.fit()
         assert (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes() == good
     else:
         before = [p.clone() for p in trainer.stepper.model.parameters()]
-        assert trainer.fit()["step"] == 30
+        metrics = trainer.fit()
+        assert metrics["step"] == 30 and metrics["skipped_steps"] == 1
         assert all(torch.isfinite(p).all() for p in trainer.stepper.model.parameters())
         assert any(
             not torch.equal(a, b)
@@ -215,3 +219,12 @@ def test_a_raising_sink_cancels_the_run(tmp_path: Path) -> None:
         train(small_config(tmp_path), sinks=[Canceller()], run_id="job-7", log_jsonl=False)
     assert seen[-1].kind == "error" and seen[-1].message == "Cancel: stop requested"
     assert {e.run_id for e in seen} == {"job-7"} and seen[-1].step == 10
+
+
+def test_evaluation_every_epoch(tmp_path: Path) -> None:
+    sink = ListSink()
+    config = small_config(tmp_path, "eval.every_epochs=1", "training.max_steps=50")
+    build_trainer(config, sinks=[sink]).fit()
+    # 22 batches per epoch: epochs end at steps 22 and 44; a final evaluation at 50.
+    assert [e.step for e in sink.events if e.kind == "eval"] == [22, 44, 50]
+    assert [e.epoch for e in sink.events if e.kind == "epoch_end"] == [0, 1]

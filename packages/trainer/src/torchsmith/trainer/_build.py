@@ -185,7 +185,13 @@ def build_trainer(
         stepper=stepper,
         data=BatchStream(loader, sampler, seed=config.seed),
         schedule=Schedule(
-            tr.max_steps, tr.stop_after, tr.grad_accum, tr.log_every, ev.every_steps, ck.every_steps
+            tr.max_steps,
+            tr.stop_after,
+            tr.grad_accum,
+            tr.log_every,
+            ev.every_steps,
+            ck.every_steps,
+            ev.every_epochs,
         ),
         scheduler=build_scheduler(optimizer, config.schedule, tr.max_steps),
         val_data=val_loader,

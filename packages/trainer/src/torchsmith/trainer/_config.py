@@ -166,6 +166,7 @@ class TrainingConfig(_Section):
 
 class EvalConfig(_Section):
     every_steps: int | None = Field(default=None, gt=0)
+    every_epochs: int | None = Field(default=None, gt=0)
     max_batches: int | None = Field(default=None, gt=0)
     early_stopping_metric: str | None = None
     patience: int = Field(default=3, gt=0)

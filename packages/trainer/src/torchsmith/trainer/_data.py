@@ -123,6 +123,11 @@ class BatchStream:
     def batches_per_epoch(self) -> int:
         return self.sampler.batches_per_epoch
 
+    @property
+    def epochs_completed(self) -> int:
+        """Whole epochs handed out, counting one whose last batch was just taken."""
+        return self.epoch + (self.batches_done >= self.batches_per_epoch)
+
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "batches_done": self.batches_done}
 

@@ -73,18 +73,22 @@ class Stepper:
         if len(micro_batches) == 1 and not self._ddp:
             return self._single(micro_batches[0], step, first_batch)
         loss_sum: torch.Tensor | None = None
-        items = 0
+        items, bad = 0, None
         for index, batch in enumerate(micro_batches):
             out = self._forward(batch)
-            if not math.isfinite(out.loss.item()):
-                return self._nonfinite(out, step, first_batch + index)
+            if bad is None and not math.isfinite(out.loss.item()):
+                bad = (float(out.loss.detach()), first_batch + index)
+                if not self._ddp:
+                    return self._nonfinite(bad, step)
+                # Under DDP every rank must reach the all-reduce below; decide together there.
             with self._sync_context(last=index == len(micro_batches) - 1):
                 self._backward(out.loss * out.num_items)
             items += out.num_items
             if self.track:
                 part = out.loss.detach() * out.num_items
                 loss_sum = part if loss_sum is None else loss_sum + part
-        self._normalise_gradients(items)
+        if self._normalise_gradients(items, bad is not None):
+            return self._nonfinite(bad or (float("nan"), -1), step)
         self._clip_and_step()
         return StepResult(loss_sum, items, out.loss)
 
@@ -94,7 +98,7 @@ class Stepper:
         out = self._forward(batch)
         # .item() syncs on CUDA; on CPU it costs ~0.4 us where bool(isfinite()) costs ~10.
         if not math.isfinite(out.loss.item()):
-            return self._nonfinite(out, step, first_batch)
+            return self._nonfinite((float(out.loss.detach()), first_batch), step)
         self._backward(out.loss)
         self._clip_and_step()
         tracked = out.loss.detach() * out.num_items if self.track else None
@@ -119,14 +123,19 @@ class Stepper:
         else:
             loss.backward()  # type: ignore[no-untyped-call]
 
-    def _normalise_gradients(self, local_items: int) -> None:
-        total = float(local_items)
-        if self.dist.enabled:
-            total = float(all_reduce_sum(torch.tensor(total, device=self.device), self.dist))
+    def _normalise_gradients(self, local_items: int, local_bad: bool) -> bool:
+        """Scale the summed gradients by world_size / N; True if any rank saw a bad loss."""
+        total, bad = float(local_items), float(local_bad)
+        if self._ddp:  # one collective carries both the item count and the bad-loss flag
+            packed = all_reduce_sum(torch.tensor([total, bad], device=self.device), self.dist)
+            total, bad = float(packed[0]), float(packed[1])
+        if bad:
+            return True
         # DDP averaged the per-rank sums over world_size; undo that and divide by N.
         scale = self.dist.world_size / total
         grads = [p.grad for p in self._params if p.grad is not None]
         torch._foreach_mul_(grads, scale)
+        return False
 
     def _clip_and_step(self) -> None:
         if self.scaler is not None:
@@ -141,12 +150,13 @@ class Stepper:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _nonfinite(self, out: TaskOutput, step: int, index: int) -> StepResult:
-        value = float(out.loss.detach())
+    def _nonfinite(self, bad: tuple[float, int], step: int) -> StepResult:
+        value, index = bad
         if self.nonfinite == "skip":
             self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(None, 0, out.loss.detach(), skipped=True)
+            return StepResult(None, 0, torch.tensor(float("nan")), skipped=True)
+        where = f"batch {index} of the epoch" if index >= 0 else "another rank's batch"
         raise NonFiniteLossError(
-            f"loss is {value} at step {step + 1}, batch {index} of the epoch "
+            f"loss is {value} at step {step + 1}, {where} "
             "(set training.nonfinite='skip' to skip such steps)"
         )

@@ -42,6 +42,7 @@ class Schedule:
     log_every: int = 10
     eval_every: int | None = None
     checkpoint_every: int | None = None
+    eval_every_epochs: int | None = None
 
     @property
     def last_step(self) -> int:
@@ -76,6 +77,7 @@ class Trainer:
         self.stepper.track = bool(self.events) or self.dist.enabled
         self.metrics: dict[str, float] = {}
         self._evaluated_at = self._saved_at = -1
+        self.skipped_steps = 0
 
     # ------------------------------------------------------------ the loop
 
@@ -85,7 +87,7 @@ class Trainer:
         last_step, accum, track = s.last_step, s.grad_accum, stepper.track
         stepper.model.train()
         window_start, loss_sum, items, wait, last_loss = time.perf_counter(), None, 0, 0.0, None
-        epoch = data.epoch
+        epochs_done = data.epochs_completed
         try:
             while self.step < last_step:
                 # 1) fetch the accumulation window, timing how long we wait for data
@@ -93,15 +95,15 @@ class Trainer:
                 first_batch = data.batches_done
                 micro_batches = [next(data)] if accum == 1 else [next(data) for _ in range(accum)]
                 wait += time.perf_counter() - t0
-                if data.epoch != epoch:
-                    self._emit("epoch_end", epoch=epoch)
-                    epoch = data.epoch
                 # 2) forward, backward, clip, optimizer step
                 result = stepper(micro_batches, self.step, first_batch)
                 if self.scheduler is not None:
                     self.scheduler.step()
                 self.step += 1
-                last_loss = result.last_loss
+                if result.skipped:
+                    self.skipped_steps += 1
+                else:
+                    last_loss = result.last_loss
                 # 3) what is not training happens only when something consumes it
                 if track and result.loss is not None:
                     loss_sum = result.loss if loss_sum is None else loss_sum + result.loss
@@ -110,8 +112,17 @@ class Trainer:
                     self._log_step(loss_sum, items, wait, time.perf_counter() - window_start)
                     window_start, loss_sum, items, wait = time.perf_counter(), None, 0, 0.0
                 stop = False
-                if s.eval_every and self.step % s.eval_every == 0:
-                    stop = self._evaluate()
+                if data.epochs_completed != epochs_done:
+                    epochs_done = data.epochs_completed
+                    self._emit("epoch_end", epoch=epochs_done - 1)
+                    if s.eval_every_epochs and epochs_done % s.eval_every_epochs == 0:
+                        stop = self._evaluate()
+                if (
+                    s.eval_every
+                    and self.step % s.eval_every == 0
+                    and self._evaluated_at != self.step
+                ):
+                    stop = self._evaluate() or stop
                 if s.checkpoint_every and self.step % s.checkpoint_every == 0:
                     self.save()
                 if stop:
@@ -130,6 +141,8 @@ class Trainer:
         if self.checkpoints is not None and self._saved_at != self.step:
             self.save()
         self.metrics["step"] = float(self.step)
+        if self.skipped_steps:
+            self.metrics["skipped_steps"] = float(self.skipped_steps)
         self._emit("end", metrics=self.metrics)
 
     # ------------------------------------------------------------ parts of a step
