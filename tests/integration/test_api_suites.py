@@ -151,8 +151,11 @@ def test_bench_routes_read_the_bench_store(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_the_model_test_suite_runs_on_a_generated_model(app_client) -> None:
     client, auth = app_client
-    body = {"preset": "gpt2", "check": False,
-            "overrides": ["n_layer=1", "n_embd=32", "n_head=2", "vocab_size=64", "n_positions=32"]}
+    body = {
+        "preset": "gpt2",
+        "check": False,
+        "overrides": ["n_layer=1", "n_embd=32", "n_head=2", "vocab_size=64", "n_positions=32"],
+    }
     generated = client.post("/api/v1/generator/render", json=body, headers=auth).json()
     assert _wait(client, generated["id"])["state"] == "succeeded"
     early = client.post("/api/v1/tests", json={"generate_job": "0" * 16}, headers=auth)
@@ -166,3 +169,22 @@ def test_the_model_test_suite_runs_on_a_generated_model(app_client) -> None:
     assert counts["failed"] == 0 and counts["error"] == 0, report["markdown"]
     checks = {c["check"] for m in report["report"]["models"] for c in m["checks"]}
     assert {"forward", "gradients", "safetensors"} <= checks
+
+
+def test_a_bench_job_measures_registered_cases_and_the_server_stores_the_run(app_client) -> None:
+    client, auth = app_client
+    unknown = client.post("/api/v1/bench/run", json={"cases": ["no.such.case"]}, headers=auth)
+    failed = _wait(client, unknown.json()["id"])
+    assert failed["state"] == "failed" and "no benchmark case matches" in failed["error"]
+    job = client.post(
+        "/api/v1/bench/run", json={"cases": ["losses.ntxent"], "label": "api"}, headers=auth
+    ).json()
+    status = _wait(client, job["id"], timeout=600)
+    assert status["state"] == "succeeded", status["error"]
+    # "losses.ntxent" also selects its side-by-side reference, losses.ntxent_reference.
+    assert status["result"]["cases"] == ["losses.ntxent", "losses.ntxent_reference"]
+    runs = client.get("/api/v1/bench/runs").json()
+    assert [(r["run_id"], r["label"]) for r in runs] == [(status["result"]["run_id"], "api")]
+    results = client.get(f"/api/v1/bench/runs/{runs[0]['run_id']}/results").json()
+    cases = {BenchmarkResult.read(r).case for r in results}
+    assert cases == {"losses.ntxent", "losses.ntxent_reference"}
