@@ -228,3 +228,29 @@ def test_evaluation_every_epoch(tmp_path: Path) -> None:
     # 22 batches per epoch: epochs end at steps 22 and 44; a final evaluation at 50.
     assert [e.step for e in sink.events if e.kind == "eval"] == [22, 44, 50]
     assert [e.epoch for e in sink.events if e.kind == "epoch_end"] == [0, 1]
+
+
+def batch_max_logit(model: torch.nn.Module, batch: tuple, output: object) -> float:
+    return float(model(batch[0]).max())
+
+
+def test_user_metric_callables_by_import_path(tmp_path: Path) -> None:
+    target = f"{__name__}:batch_max_logit"
+    config = small_config(tmp_path, f"eval.metrics={{peak: '{target}'}}", "training.max_steps=3")
+    assert build_trainer(config).fit()["val_peak"] > 0
+    bad = small_config(tmp_path, "eval.metrics={peak: 'no.such.module:fn'}")
+    with pytest.raises(ConfigError, match=r"eval\.metrics\.peak: cannot import"):
+        build_trainer(bad)
+
+
+def test_clip_from_config(tmp_path: Path) -> None:
+    config = small_config(
+        tmp_path,
+        model={"kind": "clip"},
+        data={"kind": "digits", "captions": True},
+        task={"kind": "clip"},
+        training={"max_steps": 20},
+    )
+    metrics = build_trainer(config).fit()
+    assert 0.0 <= metrics["val_retrieval_accuracy"] <= 1.0
+    assert metrics["val_loss"] < 4.2  # ln(64) = 4.16 is chance for a batch of 64

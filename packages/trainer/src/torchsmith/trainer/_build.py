@@ -97,15 +97,24 @@ def build_model(config: ExperimentConfig, tokenizer: Tokenizer | None = None) ->
     return _import_model(m)
 
 
-def _import_model(m: ImportedModelConfig) -> nn.Module:
-    module_name, _, attr = m.target.partition(":")
+def import_callable(target: str, field: str) -> Any:
+    """The object at ``"package.module:name"``, or a ConfigError naming ``field``."""
+    module_name, sep, attr = target.partition(":")
     try:
-        builder: Any = importlib.import_module(module_name)
+        if not sep:
+            raise ImportError("expected 'package.module:name'")
+        found: Any = importlib.import_module(module_name)
         for part in attr.split("."):
-            builder = getattr(builder, part)
+            found = getattr(found, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"model.target: cannot import {m.target!r}: {exc}") from exc
-    model = builder(**m.kwargs)
+        raise ConfigError(f"{field}: cannot import {target!r}: {exc}") from exc
+    if not callable(found):
+        raise ConfigError(f"{field}: {target!r} is not callable")
+    return found
+
+
+def _import_model(m: ImportedModelConfig) -> nn.Module:
+    model = import_callable(m.target, "model.target")(**m.kwargs)
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model.target: {m.target!r} returned {type(model).__name__}, not a Module"
@@ -208,6 +217,10 @@ def build_trainer(
         else None,
         eval_hooks=_eval_hooks(config, data.tokenizer),
         eval_max_batches=ev.max_batches,
+        eval_metrics={
+            name: import_callable(target, f"eval.metrics.{name}")
+            for name, target in ev.metrics.items()
+        },
         perplexity=config.task.kind == "causal_lm",
         items_name="tokens" if config.task.kind == "causal_lm" else "samples",
         samples_per_micro_batch=loader_cfg.batch_size,

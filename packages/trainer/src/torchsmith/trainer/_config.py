@@ -167,6 +167,9 @@ class TrainingConfig(_Section):
 class EvalConfig(_Section):
     every_steps: int | None = Field(default=None, gt=0)
     every_epochs: int | None = Field(default=None, gt=0)
+    metrics: dict[str, str] = Field(
+        default_factory=dict, description='name -> "pkg.module:fn", fn(model, batch, output)'
+    )
     max_batches: int | None = Field(default=None, gt=0)
     early_stopping_metric: str | None = None
     patience: int = Field(default=3, gt=0)

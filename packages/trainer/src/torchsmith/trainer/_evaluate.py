@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,8 @@ from ._datasets import Tokenizer
 from ._metrics import RunningMean, perplexity
 
 TaskFn = Callable[[nn.Module, Any], Any]
+# A user metric: (model, batch, task output) -> the batch's mean value, weighted by num_items.
+MetricFn = Callable[[nn.Module, Any, Any], "float | torch.Tensor"]
 
 
 @torch.no_grad()
@@ -28,8 +30,11 @@ def evaluate(
     autocast: contextlib.AbstractContextManager[Any] | None = None,
     seed: int = 0,
     perplexity_of_loss: bool = False,
+    metrics: Mapping[str, MetricFn] | None = None,
 ) -> dict[str, float]:
     """``val_loss`` and ``val_<metric>`` averaged over items, plus ``val_perplexity`` for LMs.
+
+    ``metrics`` adds user callables ``fn(model, batch, output)``, averaged the same way.
 
     The model is put in eval mode and restored; any randomness the task uses
     (contrastive views) comes from a forked, fixed-seed RNG, so evaluating never
@@ -47,7 +52,8 @@ def evaluate(
                 batch = move_to(batch, device, non_blocking=True)
             with autocast or contextlib.nullcontext():
                 out = task(model, batch)
-            means.update({"loss": out.loss, **out.metrics}, out.num_items)
+            extra = {name: fn(model, batch, out) for name, fn in (metrics or {}).items()}
+            means.update({"loss": out.loss, **out.metrics, **extra}, out.num_items)
     model.train(was_training)
     result = {f"val_{k}": v for k, v in means.compute().items()}
     if perplexity_of_loss and "val_loss" in result:

@@ -23,7 +23,7 @@ from torchsmith.interfaces import EventSink, TrainingEvent
 from ._checkpoint import CheckpointManager, load_checkpoint, load_model_state
 from ._data import BatchStream
 from ._distributed import Dist, all_reduce_sum, barrier, gather_objects, unwrap
-from ._evaluate import EarlyStopping, evaluate
+from ._evaluate import EarlyStopping, MetricFn, evaluate
 from ._events import EventBus
 from ._rng import rng_state, set_rng_state
 from ._step import Stepper
@@ -63,6 +63,7 @@ class Trainer:
     early_stopping: EarlyStopping | None = None
     eval_hooks: list[EvalHook] = field(default_factory=list)
     eval_max_batches: int | None = None
+    eval_metrics: dict[str, MetricFn] = field(default_factory=dict)
     perplexity: bool = False
     items_name: str = "samples"
     samples_per_micro_batch: int = 1
@@ -193,6 +194,7 @@ class Trainer:
             autocast=self.stepper.autocast(),
             seed=self.seed,
             perplexity_of_loss=self.perplexity,
+            metrics=self.eval_metrics,
         )
         self.metrics.update(values)
         message = "\n".join(hook(unwrap(model), self.step) for hook in self.eval_hooks) or None
