@@ -225,3 +225,31 @@ def test_fresh_process_load_passes_and_fails_as_it_should(pytester: pytest.Pytes
     result = pytester.runpytest("--run-slow", "-k", "fresh_process")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*output in a fresh process*"])
+
+
+def test_select_row_keeps_an_unbatched_input_whole(pytester: pytest.Pytester) -> None:
+    body = """
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+
+        def forward(self, x, scale):
+            return self.fc(x) * scale  # scale: one factor per output feature, not per row
+
+
+    class TestScaled(Base):
+        make_model = lambda self: Scaled()
+
+        def make_inputs(self, batch_size):
+            return {"x": torch.randn(batch_size, 6), "scale": torch.tensor([1.0, 2.0, 3.0])}
+    {select_row}
+    """
+    override = """
+        def select_row(self, inputs, index):
+            return {"x": inputs["x"][index : index + 1], "scale": inputs["scale"]}
+    """
+    naive = run_case(pytester, body.replace("{select_row}", ""), "-k", "batching")
+    assert naive["batching"] == "failed"  # scale (3,) looks batched to the default slicing
+    fixed = run_case(pytester, body.replace("{select_row}", override), "-k", "batching")
+    assert fixed["batching"] == "passed"

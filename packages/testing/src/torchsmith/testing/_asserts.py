@@ -83,9 +83,8 @@ def assert_finite(tensor: torch.Tensor, *, name: str = "tensor") -> None:
 
 def count_parameters(module: nn.Module, *, trainable_only: bool = False) -> int:
     """Number of parameter elements, each shared (tied) parameter counted once."""
-    return sum(
-        p.numel() for p in module.parameters() if p.requires_grad or not trainable_only
-    )  # Module.parameters() already yields a tied parameter once.
+    # Module.parameters() yields a tied parameter once, so summing it counts it once.
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _index(flat: torch.Tensor, shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.modules.dropout import _DropoutNd
 
 from ._asserts import assert_close_tensors, assert_finite, count_parameters
-from ._harness import build_inputs, build_model, forward, main_output, rows
+from ._harness import build_inputs, build_model, forward, main_output
 from ._outputs import iter_tensors
 from ._seed import seeded
 
@@ -75,7 +75,7 @@ def check_batching(test: ModelTest, device: torch.device) -> None:
     inputs = build_inputs(test, device)
     batched = main_output(test, model, inputs)
     for index in range(test.batch_size):
-        alone = main_output(test, model, rows(inputs, test.batch_size, index))
+        alone = main_output(test, model, test.select_row(inputs, index))
         assert_close_tensors(
             alone,
             batched.narrow(test.batch_dim, index, 1),
@@ -171,7 +171,7 @@ def check_parameter_count(test: ModelTest, device: torch.device) -> None:
     """13. the parameter count equals expected_num_parameters (tied parameters counted once)."""
     expected = test.expected_num_parameters
     if expected is None:
-        raise AssertionError("expected_num_parameters is None")  # run_check skips before this
+        raise AssertionError("expected_num_parameters is None")  # the test method skips first
     model = build_model(test, device)
     actual = count_parameters(model)
     if actual != expected:

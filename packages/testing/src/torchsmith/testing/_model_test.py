@@ -27,7 +27,7 @@ from torchsmith.interfaces import ConfigError
 from . import _checks_forward as fwd
 from . import _checks_saving as saving
 from . import _checks_training as training
-from ._harness import projection_loss
+from ._harness import projection_loss, rows
 from ._outputs import main_tensor
 
 # check name -> the test method that runs it (the names skip_checks and reports use).
@@ -54,7 +54,7 @@ class ModelTest:
     """Base class of a model's test suite; subclass it as ``class TestX(ModelTest)``.
 
     Required: ``make_model()`` and ``make_inputs(batch_size)`` (keyword arguments of forward).
-    Optional hooks: ``output_of``, ``loss_of``, ``expected_output_shape``,
+    Optional hooks: ``output_of``, ``loss_of``, ``expected_output_shape``, ``select_row``,
     ``enable_gradient_checkpointing``, ``make_optimizer``. Attributes below set tolerances.
     """
 
@@ -101,6 +101,11 @@ class ModelTest:
     def expected_output_shape(self, batch_size: int) -> tuple[int, ...] | None:
         """The main output's shape for ``batch_size`` rows, or None to check only the batch."""
         return None
+
+    def select_row(self, inputs: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+        """Row ``index`` of the inputs for the batching check: by default every tensor whose
+        first dimension is ``batch_size`` is sliced, the others are passed unchanged."""
+        return rows(inputs, self.batch_size, index)
 
     def enable_gradient_checkpointing(self, model: nn.Module) -> bool:
         """Turn checkpointing on in ``model``; False where it is unsupported (check skipped)."""
