@@ -85,3 +85,52 @@ def test_compile_needs_a_cxx_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hw, "_cxx_compiler", lambda: None)
     reason = hw._compile([])
     assert reason is not None and "C++ compiler" in reason
+
+
+class FakeProps:
+    def __init__(self, name: str, memory: int, major: int, minor: int) -> None:
+        self.name, self.total_memory, self.major, self.minor = name, memory, major, minor
+
+
+def test_cuda_devices_and_capabilities_on_a_faked_ampere_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    props = [FakeProps("A100", 40 * 2**30, 8, 0), FakeProps("T4", 16 * 2**30, 7, 5)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: True)
+    monkeypatch.setattr(hw, "_compile", lambda cuda: None)
+    info = detect_hardware()
+    assert [(d.index, d.name, d.compute_capability) for d in info.cuda_devices] == [
+        (0, "A100", (8, 0)),
+        (1, "T4", (7, 5)),
+    ]
+    assert info.cuda_devices[0].total_memory_bytes == 40 * 2**30
+    assert info.capabilities == dict.fromkeys(CAPABILITIES, True) | {
+        "mem_efficient_sdpa": torch.backends.cuda.mem_efficient_sdp_enabled()
+    }
+
+
+def test_flash_needs_ampere_and_bf16_support_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torchsmith.interfaces import CudaDevice
+
+    monkeypatch.setattr(torch.backends.cuda, "is_flash_attention_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    t4 = CudaDevice(index=0, name="T4", total_memory_bytes=2**34, compute_capability=(7, 5))
+    flash = hw._flash_sdpa([t4])
+    assert flash is not None and "flash SDPA needs 8.0 or newer" in flash
+    bf16 = hw._bf16([t4])
+    assert bf16 is not None and "T4 (compute capability 7.5) has no bf16 support" in bf16
+
+
+def test_compile_on_cuda_needs_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchsmith.interfaces import CudaDevice
+
+    gpu = CudaDevice(index=0, name="A100", total_memory_bytes=2**35, compute_capability=(8, 0))
+    monkeypatch.setattr(hw.importlib.util, "find_spec", lambda name: None)
+    reason = hw._compile([gpu])
+    assert reason is not None and "pip install triton" in reason

@@ -106,3 +106,34 @@ def test_device_fixture_honours_the_override(
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*TORCHSMITH_DEVICE='nonsense' is not a torch device*"])
+
+
+def test_gpu_memory_reason_names_the_largest_gpu(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    class Props:
+        name, total_memory = "T4", 16 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props())
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.requires_gpu_memory(40)
+        def test_big():
+            pass
+
+        @pytest.mark.requires_gpu_memory(8)
+        def test_small():
+            pass
+        """
+    )
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(passed=1, skipped=1)
+    result.stdout.fnmatch_lines(
+        ["*requires a GPU with 40 GiB of memory; the largest here, T4, has 16.0 GiB*"]
+    )
