@@ -7,7 +7,9 @@ nox -s integration       tests/integration with every member installed
 
 from __future__ import annotations
 
+import atexit
 import shutil
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -18,7 +20,6 @@ nox.options.reuse_venv = "yes"  # lint/integration/perf re-sync; tests-* always 
 nox.options.error_on_missing_interpreters = True
 
 ROOT = Path(__file__).parent
-DIST = ROOT / ".nox" / "_dist"
 MEMBERS = {
     "interfaces": ROOT / "packages" / "interfaces",
     "trainer": ROOT / "packages" / "trainer",
@@ -36,16 +37,20 @@ def _pyproject(member: str) -> dict:
         return tomllib.load(f)
 
 
-_built: list[bool] = []
+_dist: list[Path] = []
 
 
 def _wheels(session: nox.Session) -> dict[str, Path]:
-    """Build every member's wheel once per nox run; distribution name -> wheel path."""
-    if not _built:
-        shutil.rmtree(DIST, ignore_errors=True)
-        session.run("uv", "build", "--all-packages", "--wheel", "-o", str(DIST), external=True)
-        _built.append(True)
-    return {w.name.split("-")[0].replace("_", "-"): w for w in sorted(DIST.glob("*.whl"))}
+    """Build every member's wheel once per nox run; distribution name -> wheel path.
+
+    Each nox process builds into its own folder, so two runs never mix their wheels.
+    """
+    if not _dist:
+        (ROOT / ".nox").mkdir(exist_ok=True)
+        _dist.append(Path(tempfile.mkdtemp(prefix="dist-", dir=ROOT / ".nox")))
+        atexit.register(shutil.rmtree, _dist[0], True)
+        session.run("uv", "build", "--all-packages", "--wheel", "-o", str(_dist[0]), external=True)
+    return {w.name.split("-")[0].replace("_", "-"): w for w in sorted(_dist[0].glob("*.whl"))}
 
 
 def _sync_workspace(session: nox.Session) -> None:
@@ -83,7 +88,7 @@ def _member_tests(session: nox.Session, member: str) -> None:
     extras = ",".join(config.get("tool", {}).get("torchsmith", {}).get("test-extras", []))
     target = f"{name}[{extras}] @ {wheels[name].as_uri()}" if extras else str(wheels[name])
     test_deps = nox.project.dependency_groups(config, "test")
-    session.install(target, *test_deps, "--find-links", str(DIST))
+    session.install(target, *test_deps, "--find-links", str(_dist[0]))
     session.run("pytest", str(MEMBERS[member] / "tests"), *session.posargs)
 
 
