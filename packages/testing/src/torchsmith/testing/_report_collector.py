@@ -18,10 +18,17 @@ from ._model_test import CHECK_OF_METHOD, ModelTest
 from ._report import CheckResult, ModelReport, Outcome, SuiteReport, write_report
 
 _MESSAGE_LIMIT = 2000
+_PROPERTY = "torchsmith_check"
+_FAILED = ("failed", "error")
 
 
 class ReportCollector:
-    """A pytest plugin object: one ModelReport per test class, one CheckResult per item."""
+    """A pytest plugin object: one ModelReport per test class, one CheckResult per item.
+
+    Where the item runs, makereport tags its reports with what the check is (user
+    properties travel with a report, to the controller too under pytest-xdist); where
+    reports arrive, logreport files them; only a process that is not a worker writes.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -35,39 +42,39 @@ class ReportCollector:
         report = yield
         cls = getattr(item, "cls", None)
         if isinstance(cls, type) and issubclass(cls, ModelTest | LossTest):
-            self._record(item, cls, report)
+            report.user_properties.append((_PROPERTY, _describe(item, cls)))
         return report
 
-    def _record(self, item: pytest.Item, cls: type, report: pytest.TestReport) -> None:
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        described = dict(report.user_properties).get(_PROPERTY)
         outcome = _outcome(report)
-        if outcome is None:
+        if not isinstance(described, dict) or outcome is None:
             return
-        is_model = issubclass(cls, ModelTest)
-        method = getattr(item, "originalname", item.name)
-        names = CHECK_OF_METHOD if is_model else LOSS_CHECK_OF_METHOD
-        check = names.get(method, method.removeprefix("test_"))
-        node = item.nodeid.rsplit("::", 1)[0]
-        device = _device_of(item)
-        key = f"{node}@{device}"
+        key = f"{described['nodeid']}@{described['device']}"
         model = self.models.setdefault(
             key,
             ModelReport(
-                model=cls.__name__, nodeid=node, kind="model" if is_model else "loss", device=device
+                model=described["model"],
+                nodeid=described["nodeid"],
+                kind=described["kind"],
+                device=described["device"],
             ),
         )
-        existing = next((c for c in model.checks if c.check == check), None)
         result = CheckResult(
-            check=check,
+            check=described["check"],
             outcome=outcome,
             message=_message(report, outcome),
             duration_s=report.duration,
         )
+        existing = next((c for c in model.checks if c.check == result.check), None)
         if existing is None:
             model.checks.append(result)
-        elif outcome in ("failed", "error") and existing.outcome not in ("failed", "error"):
+        elif outcome in _FAILED and existing.outcome not in _FAILED:
             model.checks[model.checks.index(existing)] = result  # a teardown error wins
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(session.config, "workerinput"):
+            return  # an xdist worker: the controller writes the report
         report = SuiteReport(hardware=cached_hardware(), models=list(self.models.values()))
         self.written = write_report(report, self.path)
 
@@ -75,6 +82,20 @@ class ReportCollector:
         if self.written is not None:
             json_path, md_path = self.written
             terminalreporter.write_line(f"torchsmith report: {json_path} and {md_path}")
+
+
+def _describe(item: pytest.Item, cls: type) -> dict[str, str]:
+    """What the report needs to know about an item: model, node id, kind, device, check."""
+    is_model = issubclass(cls, ModelTest)
+    method = getattr(item, "originalname", item.name)
+    names = CHECK_OF_METHOD if is_model else LOSS_CHECK_OF_METHOD
+    return {
+        "model": cls.__name__,
+        "nodeid": item.nodeid.rsplit("::", 1)[0],
+        "kind": "model" if is_model else "loss",
+        "device": _device_of(item),
+        "check": names.get(method, method.removeprefix("test_")),
+    }
 
 
 def _outcome(report: pytest.TestReport) -> Outcome | None:
