@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.encoders import jsonable_encoder
 
 from torchsmith.interfaces import GeneratedArtifact, JobStatus
 
@@ -21,6 +20,8 @@ router = APIRouter(prefix="/generator", tags=["generator"])
 
 
 def _listing(function: str) -> Any:
+    from fastapi.encoders import jsonable_encoder  # imports pydantic.v1: keep it off start-up
+
     return jsonable_encoder(getattr(suite("generator", function), function)())
 
 

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.encoders import jsonable_encoder
 
 from torchsmith.interfaces import JobStatus, RegistryError, TrainingEvent
 
@@ -25,6 +24,8 @@ def require_runner_suite(request: Request, kind: str, name: str, *needs: str) ->
 
 
 def _recipes() -> list[Any]:
+    from fastapi.encoders import jsonable_encoder  # imports pydantic.v1: keep it off start-up
+
     return list(jsonable_encoder(suite("trainer", "list_recipes").list_recipes()))
 
 
