@@ -46,6 +46,18 @@ def test_missing_resume_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no checkpoint to resume" in capsys.readouterr().err
 
 
+def test_resume_into_another_model_lists_the_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "2", *FAST]) == 0
+    code = main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *FAST,
+                 "--set", "model.hidden=[16, 16]"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "does not match the model" in err
+    assert "missing keys: 4.bias, 4.weight" in err
+    assert "0.weight: checkpoint (32, 64) != model (16, 64)" in err
+
+
 def test_stop_and_resume_give_the_same_bytes(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["digits-classifier", "--out", str(one), "--max-steps", "20", *FAST]) == 0

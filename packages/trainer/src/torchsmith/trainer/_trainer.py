@@ -112,27 +112,29 @@ class Trainer:
                 if track and self.step % s.log_every == 0:
                     self._log_step(loss_sum, items, wait, time.perf_counter() - window_start)
                     window_start, loss_sum, items, wait = time.perf_counter(), None, 0, 0.0
-                stop = False
-                if data.epochs_completed != epochs_done:
-                    epochs_done = data.epochs_completed
-                    self._emit("epoch_end", epoch=epochs_done - 1)
-                    if s.eval_every_epochs and epochs_done % s.eval_every_epochs == 0:
-                        stop = self._evaluate()
-                if (
-                    s.eval_every
-                    and self.step % s.eval_every == 0
-                    and self._evaluated_at != self.step
-                ):
-                    stop = self._evaluate() or stop
-                if s.checkpoint_every and self.step % s.checkpoint_every == 0:
-                    self.save()
-                if stop:
-                    break
+                # 4) epoch ends, evaluation and checkpoints, when due
+                new_epoch = data.epochs_completed != epochs_done
+                epochs_done = data.epochs_completed
+                if self._periodic(new_epoch, epochs_done):
+                    break  # early stopping
             self._finish(last_loss)
         except BaseException as exc:
             self._emit("error", message=f"{type(exc).__name__}: {exc}")
             raise
         return self.metrics
+
+    def _periodic(self, new_epoch: bool, epochs_done: int) -> bool:
+        """Epoch-end event, evaluation and checkpoint when due; True to stop early."""
+        s, stop = self.schedule, False
+        if new_epoch:
+            self._emit("epoch_end", epoch=epochs_done - 1)
+            if s.eval_every_epochs and epochs_done % s.eval_every_epochs == 0:
+                stop = self._evaluate()
+        if s.eval_every and self.step % s.eval_every == 0 and self._evaluated_at != self.step:
+            stop = self._evaluate() or stop
+        if s.checkpoint_every and self.step % s.checkpoint_every == 0:
+            self.save()  # after evaluation, so keep-best sees this step's metrics
+        return stop
 
     def _finish(self, last_loss: torch.Tensor | None) -> None:
         if last_loss is not None:
