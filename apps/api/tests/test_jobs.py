@@ -83,6 +83,8 @@ def test_cancel_terminates_a_running_job_and_a_queued_one_never_starts(open_mana
         time.sleep(0.02)
     assert manager.get(queued.id).state == "queued", "one worker: the second job waits"
     manager.cancel(queued.id, reason="not needed")
+    assert manager.get(queued.id).state == "cancelled", "a queued job ends at once"
+    assert manager.get(running.id).state == "running"
     manager.cancel(running.id, reason="stop it")
     first, second = manager.wait(running.id), manager.wait(queued.id)
     assert (first.state, first.error) == ("cancelled", "stop it")

@@ -62,6 +62,7 @@ class _Job:
     timeout_s: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
+    started: bool = False
     seq: int = 0
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -145,10 +146,16 @@ class JobManager:
         return picked[:limit]
 
     def cancel(self, job_id: str, reason: str = "cancelled on request") -> JobStatus:
+        """Stop a job: a queued one ends at once, a running one when its process is gone."""
         job = self._job(job_id)
-        if not job.status.done and not job.cancel.is_set():
-            job.cancel_reason = reason
-            job.cancel.set()
+        finish_now = False
+        with self._lock:
+            if not job.status.done and not job.cancel.is_set():
+                job.cancel_reason = reason
+                job.cancel.set()
+                finish_now = not job.started
+        if finish_now:
+            self._finish_cancelled(job)
         return job.status.model_copy()
 
     def wait(self, job_id: str, timeout: float = 30.0) -> JobStatus:
@@ -192,9 +199,10 @@ class JobManager:
                 self._finish(job, "failed", f"internal error while supervising the job: {exc}")
 
     def _run_unsafe(self, job: _Job) -> None:
-        if job.cancel.is_set():
-            self._finish_cancelled(job)
-            return
+        with self._lock:
+            if job.cancel.is_set():  # cancelled while queued: cancel() or close() ends it
+                return
+            job.started = True
         workdir = self.settings.jobs_dir / job.status.id
         workdir.mkdir(parents=True, exist_ok=True)
         recv, send = self._ctx.Pipe(duplex=False)
