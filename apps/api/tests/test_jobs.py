@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -89,6 +90,33 @@ def test_cancel_terminates_a_running_job_and_a_queued_one_never_starts(open_mana
     first, second = manager.wait(running.id), manager.wait(queued.id)
     assert (first.state, first.error) == ("cancelled", "stop it")
     assert (second.state, second.started_at) == ("cancelled", None)
+
+
+def _alive(pid: int) -> bool:
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        state = stat.read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has exited; only its entry waits to be reaped
+
+
+def test_stopping_a_job_also_stops_the_processes_it_started(open_manager) -> None:
+    manager = open_manager(runners={"train": f"{TASKS}:spawn_and_hang"})
+    job = manager.submit("train", {})
+    pid_file = manager.settings.jobs_dir / job.id / "child.pid"
+    deadline = time.monotonic() + 30
+    while not pid_file.exists():
+        assert time.monotonic() < deadline, "the job never started its child"
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert _alive(grandchild)
+    manager.cancel(job.id)
+    assert manager.wait(job.id).state == "cancelled"
+    deadline = time.monotonic() + 10
+    while _alive(grandchild):
+        assert time.monotonic() < deadline, "the job's child outlived the job"
+        time.sleep(0.05)
 
 
 def test_a_job_past_its_timeout_is_killed(open_manager) -> None:

@@ -122,3 +122,14 @@ def fake_bench(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         "environment": env.model_dump(mode="json"),
         "label": params.get("label"),
     }
+
+
+def spawn_and_hang(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """Starts a grandchild process (as a data loader would), records its pid, then hangs."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    (ctx.workdir / "child.pid").write_text(str(child.pid))
+    time.sleep(600)
+    return {}

@@ -15,10 +15,13 @@ States (interfaces ``JobStatus.state``)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -288,11 +291,14 @@ class JobManager:
             self._record_status(job)
 
     def _stop(self, proc: BaseProcess) -> None:
-        if proc.is_alive():
-            proc.terminate()
-            proc.join(3)
-        if proc.is_alive():
-            proc.kill()
+        """Terminate the job and what it started (the group it leads), then kill."""
+        group = _leads_group(proc)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if proc.is_alive():
+                _send(proc, sig, group)
+                proc.join(3)
+        if group:  # leftovers, e.g. data loader workers of a terminated training job
+            _send(proc, signal.SIGKILL, group)
         proc.join(3)
 
     # ------------------------------------------------------------ state
@@ -323,6 +329,27 @@ class JobManager:
             for i, (kind, text) in enumerate(items)
         ]
         self.hub.publish(job.status.id, messages)
+
+
+def _send(proc: BaseProcess, sig: signal.Signals, group: bool) -> None:
+    pid = proc.pid
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+
+
+def _leads_group(proc: BaseProcess) -> bool:
+    """Whether the job, still running, leads its own process group (it makes one at start)."""
+    if proc.pid is None or not proc.is_alive():
+        return False
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def _drain(recv: Connection, limit: int = 1000) -> tuple[list[tuple[str, Any]], bool]:

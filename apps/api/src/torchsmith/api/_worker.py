@@ -78,6 +78,8 @@ def child_main(
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
     with contextlib.suppress(OSError):  # not permitted everywhere; the job still runs
         os.nice(10)
+    with contextlib.suppress(OSError):  # its own process group: stopping it stops its children
+        os.setpgid(0, 0)
     _log_to(Path(workdir) / "job.log")
     ctx = JobContext(job_id=job_id, workdir=Path(workdir), conn=conn)
     try:
