@@ -71,7 +71,6 @@ def test_resume_does_not_read_skipped_batches(tmp_path: Path) -> None:
     assert len(trainer.data.sampler) == 2 * 64
 
 
-@pytest.mark.slow
 def test_resume_with_loader_workers(tmp_path: Path) -> None:
     def config(out: Path) -> ExperimentConfig:
         return small_config(out, "loader.num_workers=2", "training.max_steps=12")
