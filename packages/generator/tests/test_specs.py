@@ -182,3 +182,9 @@ def test_gpt2_numbers_validate_exactly_when_the_rules_hold(
     else:
         with pytest.raises(ConfigError, match=r"n_embd|n_head|layer_norm_epsilon"):
             resolve_spec("gpt2", overrides)
+
+
+@pytest.mark.parametrize("raw", ["None", "null", "~"])
+def test_override_to_none_restores_an_optional_default(raw: str) -> None:
+    spec = resolve_spec("gpt2", ["n_inner=64", f"n_inner={raw}"]).spec
+    assert spec.n_inner is None  # type: ignore[attr-defined]

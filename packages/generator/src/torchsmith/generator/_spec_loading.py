@@ -167,6 +167,8 @@ def _parse_overrides(overrides: Overrides) -> list[tuple[str, Any]]:
 
 def _parse_value(raw: str) -> Any:
     """JSON first (numbers, true/false/null), then YAML scalars, else the string itself."""
+    if raw == "None":  # Python spelling of null, as config.json's defaults print
+        return None
     try:
         return json.loads(raw)
     except ValueError:
