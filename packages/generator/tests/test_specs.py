@@ -188,3 +188,9 @@ def test_gpt2_numbers_validate_exactly_when_the_rules_hold(
 def test_override_to_none_restores_an_optional_default(raw: str) -> None:
     spec = resolve_spec("gpt2", ["n_inner=64", f"n_inner={raw}"]).spec
     assert spec.n_inner is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("raw", ["NaN", "Infinity", "-Infinity", ".nan", ".inf"])
+def test_non_finite_numbers_are_refused(raw: str) -> None:
+    with pytest.raises(ConfigError, match="logit_scale_init_value"):
+        resolve_spec("clip-vit-base-patch32", [f"logit_scale_init_value={raw}"])

@@ -170,7 +170,7 @@ def _parse_value(raw: str) -> Any:
     if raw == "None":  # Python spelling of null, as config.json's defaults print
         return None
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except ValueError:
         pass
     try:
@@ -178,6 +178,10 @@ def _parse_value(raw: str) -> Any:
     except yaml.YAMLError:
         return raw
     return value if isinstance(value, str | int | float | bool) or value is None else raw
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # NaN and Infinity stay strings
 
 
 def _set_path(data: dict[str, Any], key: str, value: Any, cls: type[FamilySpec]) -> None:

@@ -18,7 +18,7 @@ PositiveInt = Field(ge=1)
 class FamilySpec(BaseModel):
     """Fields and metadata shared by every family's schema."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     family: ClassVar[str]
     kind: ClassVar[str]

@@ -58,7 +58,7 @@ class ViTSpec(FamilySpec):
 
 
 class CLIPTextSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     vocab_size: int = Field(default=49408, ge=1)
     hidden_size: int = Field(default=512, ge=1)
@@ -77,7 +77,7 @@ class CLIPTextSpec(BaseModel):
 
 
 class CLIPVisionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     hidden_size: int = Field(default=768, ge=1)
     intermediate_size: int = Field(default=3072, ge=1)
