@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -11,6 +11,7 @@ from torchsmith.interfaces import JobStatus, RegistryError, TrainingEvent
 
 from ._auth import KeyRequired, SubmitKey, read_access
 from ._http import JobId, jobs, json_text, json_texts, settings, store
+from ._jobs import JobNotFoundError
 from ._schemas import TrainRequest
 from ._suites import suite
 
@@ -23,23 +24,23 @@ def require_runner_suite(request: Request, kind: str, name: str, *needs: str) ->
         suite(name, *needs)
 
 
-def _recipes() -> list[Any]:
+def _recipes() -> list[str]:
     from fastapi.encoders import jsonable_encoder  # imports pydantic.v1: keep it off start-up
 
-    return list(jsonable_encoder(suite("trainer", "list_recipes").list_recipes()))
+    return [str(r) for r in jsonable_encoder(suite("trainer", "list_recipes").list_recipes())]
 
 
 @router.get("/recipes", dependencies=[Depends(read_access)], summary="Recipes to train from")
-async def recipes() -> list[Any]:
+async def recipes() -> list[str]:
     return await run_in_threadpool(_recipes)
 
 
 def _check_recipe(recipe: str) -> None:
     trainer = suite("trainer", "train")
     if hasattr(trainer, "list_recipes"):
-        names = [r if isinstance(r, str) else getattr(r, "name", r) for r in _recipes()]
+        names = _recipes()
         if recipe not in names:
-            raise RegistryError(f"unknown recipe {recipe!r}; recipes: {', '.join(map(str, names))}")
+            raise RegistryError(f"unknown recipe {recipe!r}; recipes: {', '.join(names)}")
 
 
 @router.post("", status_code=202, response_model=JobStatus, summary="Start a training job")
@@ -62,8 +63,6 @@ async def submit(
 def _train_job(request: Request, job_id: str) -> JobStatus:
     status = jobs(request).get(job_id)
     if status.kind != "train":
-        from ._jobs import JobNotFoundError
-
         raise JobNotFoundError(f"job {job_id} is a {status.kind} job, not a training job")
     return status
 
