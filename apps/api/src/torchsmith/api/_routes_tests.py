@@ -29,7 +29,7 @@ async def run_tests(
     key: SubmitKey,
 ) -> Response:
     artifact = finished_artifact(request, body.generate_job)
-    require_runner_suite(request, "test", "testing")
+    require_runner_suite(request, "test", "testing", "ModelTest", "read_report")
     params = {"generate_job": body.generate_job, "artifact": artifact.model_dump(mode="json")}
     status = jobs(request).submit("test", params, owner=key.key_id, timeout_s=body.timeout_s)
     return json_text(status.write(), status_code=202)
