@@ -109,7 +109,7 @@ async def run(
     body: Annotated[BenchRequest, Body()],
     key: SubmitKey,
 ) -> Response:
-    require_runner_suite(request, "bench", "bench", "measure_cases")
+    await run_in_threadpool(require_runner_suite, request, "bench", "bench", "measure_cases")
     params = {"cases": list(body.cases), "label": body.label}
     status = jobs(request).submit("bench", params, owner=key.key_id, timeout_s=body.timeout_s)
     return json_text(status.write(), status_code=202)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 
 from torchsmith.interfaces import JobStatus
 
@@ -29,7 +30,9 @@ async def run_tests(
     key: SubmitKey,
 ) -> Response:
     artifact = finished_artifact(request, body.generate_job)
-    require_runner_suite(request, "test", "testing", "ModelTest", "read_report")
+    await run_in_threadpool(  # the first import of the suite loads torch: not on the loop
+        require_runner_suite, request, "test", "testing", "ModelTest", "read_report"
+    )
     params = {"generate_job": body.generate_job, "artifact": artifact.model_dump(mode="json")}
     status = jobs(request).submit("test", params, owner=key.key_id, timeout_s=body.timeout_s)
     return json_text(status.write(), status_code=202)
