@@ -9,6 +9,7 @@ import torch
 from torchsmith.interfaces import ConfigError, DataError
 
 __all__ = [
+    "check_chunk_size",
     "check_embeddings",
     "check_labels",
     "check_pair",
@@ -60,3 +61,12 @@ def check_labels(name: str, labels: object, batch: int) -> torch.Tensor:
             f"got shape {tuple(labels.shape)}"
         )
     return labels
+
+
+def check_chunk_size(chunk_size: int | None) -> int | None:
+    """None (dense) or a positive int number of rows per block."""
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ConfigError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    return chunk_size

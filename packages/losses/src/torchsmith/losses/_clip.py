@@ -17,18 +17,10 @@ from torch import nn
 from . import _distributed as dist
 from ._base import LogitScale, LossModule, compute_dtype, normalize
 from ._blockwise import logsumexp_blocks, sigmoid_pair_loss_blocks
-from ._checks import check_embeddings, check_pair
+from ._checks import check_chunk_size, check_embeddings, check_pair
 from ._registry import register_loss
 
 __all__ = ["ClipLoss", "CrossModalLoss", "SigLipLoss"]
-
-
-def _check_chunk(chunk_size: int | None) -> int | None:
-    from torchsmith.interfaces import ConfigError
-
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ConfigError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
-    return chunk_size
 
 
 def _prepare(x: torch.Tensor, dtype: torch.dtype, unit: bool) -> torch.Tensor:
@@ -88,7 +80,7 @@ class ClipLoss(LossModule):
             temperature, learnable=learnable_temperature, max_scale=max_logit_scale
         )
         self.normalize = normalize
-        self.chunk_size = _check_chunk(chunk_size)
+        self.chunk_size = check_chunk_size(chunk_size)
         self.gather_distributed = gather_distributed
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -138,7 +130,7 @@ class SigLipLoss(LossModule):
         else:
             self.register_buffer("logit_bias", value, persistent=False)
         self.normalize = normalize
-        self.chunk_size = _check_chunk(chunk_size)
+        self.chunk_size = check_chunk_size(chunk_size)
         self.gather_distributed = gather_distributed
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -180,7 +172,7 @@ class CrossModalLoss(LossModule):
             temperature, learnable=learnable_temperature, max_scale=max_logit_scale
         )
         self.normalize = normalize
-        self.chunk_size = _check_chunk(chunk_size)
+        self.chunk_size = check_chunk_size(chunk_size)
         self.gather_distributed = gather_distributed
 
     def forward(self, *embeddings: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:

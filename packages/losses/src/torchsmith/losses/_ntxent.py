@@ -8,8 +8,7 @@ import torch.nn.functional as F
 from . import _distributed as dist
 from ._base import LogitScale, LossModule, compute_dtype, normalize
 from ._blockwise import logsumexp_blocks
-from ._checks import check_pair
-from ._clip import _check_chunk
+from ._checks import check_chunk_size, check_pair
 from ._queue import FeatureQueue
 from ._registry import register_loss
 
@@ -49,7 +48,7 @@ class NTXentLoss(LossModule):
         super().__init__()
         self.logit_scale = LogitScale(temperature, learnable=learnable_temperature)
         self.normalize = normalize
-        self.chunk_size = _check_chunk(chunk_size)
+        self.chunk_size = check_chunk_size(chunk_size)
         self.gather_distributed = gather_distributed
         size = _check_size("memory_bank_size", memory_bank_size)
         self.memory_bank = FeatureQueue(size) if size else None
