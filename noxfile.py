@@ -30,6 +30,7 @@ MEMBERS = {
     "api": ROOT / "apps" / "api",
 }
 PYTHON = "3.11"
+nox.options.sessions = ["lint", *(f"tests-{m}" for m in MEMBERS), "integration", "build"]
 
 
 def _pyproject(member: str) -> dict:
@@ -111,7 +112,7 @@ def integration(session: nox.Session) -> None:
 def perf(session: nox.Session) -> None:
     """tests/performance: ratios against references; GPU cases skip without CUDA."""
     _sync_workspace(session)
-    session.run("pytest", "tests/performance", "-m", "perf or not perf", *session.posargs)
+    session.run("pytest", "tests/performance", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -121,7 +122,8 @@ def build(session: nox.Session) -> None:
     shutil.rmtree(out, ignore_errors=True)
     session.run("uv", "build", "--all-packages", "-o", str(out), external=True)
     session.install("twine")
-    session.run("twine", "check", "--strict", *map(str, sorted(out.iterdir())))
+    dists = sorted([*out.glob("*.whl"), *out.glob("*.tar.gz")])
+    session.run("twine", "check", "--strict", *map(str, dists))
     wheels = {w.name.split("-")[0].replace("_", "-"): w for w in out.glob("*.whl")}
     for member in MEMBERS:
         name = _pyproject(member)["project"]["name"]
