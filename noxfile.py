@@ -1,6 +1,7 @@
 """Sessions for the torchsmith workspace; uv creates every environment.
 
-nox                      what CI runs: lint, each member alone, integration, build, perf
+nox                      the CI gate: lint, each member alone, integration, build
+nox -s perf              benchmarks in tests/performance (a CI job of its own)
 nox -s tests-losses      one member's tests, with only that member installed from its wheel
 nox -s integration       tests/integration with every member installed
 """
