@@ -9,10 +9,7 @@ whose uid is already in the store skips it, so shipping the same file twice is h
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,10 +17,9 @@ from typing import Any
 import duckdb
 from pydantic import Field
 
-from torchsmith.interfaces import BenchmarkResult, Environment, Record, Statistics
+from torchsmith.interfaces import BenchmarkResult, Environment, Record, Statistics, atomic_target
 
 from ._errors import StoreError
-from ._html import file_mode
 from ._store import BenchStore
 
 FORMATS = ("parquet", "json")
@@ -49,23 +45,6 @@ def _format_of(path: Path, fmt: str | None) -> str:
     if chosen not in FORMATS:
         raise StoreError(f"{path}: unknown export format {chosen!r}; use .parquet or .json")
     return chosen
-
-
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, renamed onto it after a successful write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, file_mode())
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def archive(store: BenchStore, run_ids: Sequence[int]) -> RunArchive:
@@ -104,7 +83,7 @@ def export_runs(
     target = Path(path)
     chosen = _format_of(target, fmt)
     ids = [store.run(run_id).run_id for run_id in run_ids]  # unknown ids fail here
-    with _atomic_target(target) as tmp:
+    with atomic_target(target) as tmp:
         if chosen == "json":
             tmp.write_text(archive(store, ids).write())
         else:

@@ -6,8 +6,6 @@ The file needs no network: plotly.js is embedded once in the page head and every
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from importlib import metadata, resources
 from pathlib import Path
@@ -17,7 +15,7 @@ import plotly.io as pio
 import plotly.offline
 from plotly.graph_objects import Figure
 
-from torchsmith.interfaces import BenchmarkResult, Environment
+from torchsmith.interfaces import BenchmarkResult, Environment, atomic_write
 
 from ._charts import baseline_figure, comparison_figure, history_figure
 from ._compare import Comparison, history
@@ -104,27 +102,6 @@ def html_report(
     )
 
 
-def file_mode() -> int:
-    """0o666 less the umask: what open() would give a new file (mkstemp gives 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` atomically: temp file in the same directory, fsync, rename."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.chmod(tmp, file_mode())
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    return atomic_write(path, text)

@@ -16,7 +16,7 @@ from typing import Any
 
 import jinja2
 
-from torchsmith.interfaces import ConfigError, GeneratedArtifact, GeneratedFile
+from torchsmith.interfaces import ConfigError, GeneratedArtifact, GeneratedFile, fsync_directory
 
 from ._errors import GenerationError
 from ._presets import FAMILIES, PRESETS
@@ -150,12 +150,4 @@ def _publish(staging: Path, out: Path, filenames: list[str]) -> None:
             raise GenerationError(f"refusing to write {filename!r} outside {str(out)!r}")
     for filename, target in targets.items():
         os.replace(staging / filename, target)
-    _fsync_directory(out)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_directory(out)

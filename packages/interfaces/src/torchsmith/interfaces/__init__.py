@@ -20,6 +20,7 @@ from ._errors import (
     SchemaVersionError,
     TorchsmithError,
 )
+from ._files import atomic_target, atomic_write, fsync_directory
 from ._protocols import (
     BenchmarkCase,
     Checkpointer,
@@ -77,6 +78,10 @@ __all__ = [
     "INTERFACES_VERSION",
     "parse_version",
     "require_interfaces",
+    # files
+    "atomic_write",
+    "atomic_target",
+    "fsync_directory",
     # errors
     "TorchsmithError",
     "ConfigError",

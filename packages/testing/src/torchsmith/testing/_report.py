@@ -7,14 +7,13 @@ The records subclass ``torchsmith.interfaces.Record``, so the JSON carries a
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from torchsmith.interfaces import CheckpointError, HardwareInfo, Record
+from torchsmith.interfaces import CheckpointError, HardwareInfo, Record, atomic_write
 
 Outcome = Literal["passed", "failed", "skipped", "error"]
 _SYMBOL = {"passed": "pass", "failed": "FAIL", "skipped": "skip", "error": "ERROR"}
@@ -112,20 +111,6 @@ def write_report(report: SuiteReport, path: str | os.PathLike[str]) -> tuple[Pat
     """Write ``path`` (JSON) and the same name with .md (markdown), each atomically."""
     json_path = Path(path).resolve()
     md_path = json_path.with_suffix(".md")
-    _atomic_write(json_path, report.model_dump_json(indent=2))
-    _atomic_write(md_path, report.markdown())
+    atomic_write(json_path, report.model_dump_json(indent=2))
+    atomic_write(md_path, report.markdown())
     return json_path, md_path
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

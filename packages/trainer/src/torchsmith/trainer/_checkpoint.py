@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from torchsmith.interfaces import CheckpointError
+from torchsmith.interfaces import CheckpointError, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +69,14 @@ class CheckpointManager:
         _write_synced(tmp / MODEL_FILE, lambda p: save_file(_unshared(state["model"]), str(p)))
         _write_synced(tmp / STATE_FILE, lambda p: torch.save(rest, p))
         _write_synced(tmp / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2)))
-        _fsync_dir(tmp)
+        fsync_directory(tmp)
         if final.exists():  # saving the same step again (e.g. a resumed run's last step)
             old = self.directory / f".tmp-old-{step:08d}-{os.getpid()}"
             final.rename(old)
             shutil.rmtree(old)
         tmp.rename(final)
         self._point_latest(final.name)
-        _fsync_dir(self.directory)
+        fsync_directory(self.directory)
         self._prune()
         return final
 
@@ -196,11 +196,3 @@ def _write_synced(path: Path, write: Any) -> None:
     write(path)
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
