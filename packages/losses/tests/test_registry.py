@@ -36,6 +36,9 @@ def test_public_surface_is_exactly_all():
     assert set(losses.__all__) == {
         *("get_loss", "list_losses", "register_loss"),
         *("LossModule", "LogitScale", "normalize", "gather"),
+        *("ProjectionHead", "simclr_projection_head", "moco_v2_projection_head"),
+        *("byol_projection_head", "barlow_twins_projector", "vicreg_expander"),
+        "clip_projection",
         *("CrossEntropyLoss", "FocalLoss", "ClipLoss", "SigLipLoss", "CrossModalLoss"),
         *("NTXentLoss", "MoCoLoss", "SupConLoss", "TripletLoss", "VICRegLoss"),
         *("BarlowTwinsLoss", "FusionLoss", "INTERFACES_MAJOR", "__version__"),

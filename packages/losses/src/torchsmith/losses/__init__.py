@@ -24,6 +24,15 @@ from ._distributed import gather  # noqa: E402
 from ._fusion import FusionLoss  # noqa: E402
 from ._metric import SupConLoss, TripletLoss  # noqa: E402
 from ._ntxent import MoCoLoss, NTXentLoss  # noqa: E402
+from ._projection import (  # noqa: E402
+    ProjectionHead,
+    barlow_twins_projector,
+    byol_projection_head,
+    clip_projection,
+    moco_v2_projection_head,
+    simclr_projection_head,
+    vicreg_expander,
+)
 from ._redundancy import BarlowTwinsLoss, VICRegLoss  # noqa: E402
 from ._registry import get_loss, list_losses, register_loss  # noqa: E402
 
@@ -39,6 +48,14 @@ __all__ = [
     "LogitScale",
     "normalize",
     "gather",
+    # projection heads
+    "ProjectionHead",
+    "simclr_projection_head",
+    "moco_v2_projection_head",
+    "byol_projection_head",
+    "barlow_twins_projector",
+    "vicreg_expander",
+    "clip_projection",
     # losses
     "CrossEntropyLoss",
     "FocalLoss",

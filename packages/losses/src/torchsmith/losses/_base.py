@@ -88,13 +88,32 @@ class LossModule(nn.Module):
     After a forward, ``last_loss`` and ``components`` hold detached tensors (no host
     sync); :meth:`loss_output` turns them into a :class:`~torchsmith.interfaces.LossOutput`
     of floats for logging.
+
+    ``projection``: an optional module (e.g. a :class:`ProjectionHead`) owned by the loss
+    and applied to the embeddings before the loss by the losses that take it (those where
+    one head is shared by every view: ntxent, supcon, vicreg, barlow_twins). Its
+    parameters are the loss's: give ``loss.parameters()`` to the optimizer.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, projection: nn.Module | None = None) -> None:
         super().__init__()
+        if projection is not None and not isinstance(projection, nn.Module):
+            from torchsmith.interfaces import ConfigError
+
+            raise ConfigError(
+                f"projection must be an nn.Module or None, got {type(projection).__name__}"
+            )
+        self.projection = projection
         # Mutated in place by _record: nn.Module.__setattr__ costs ~30 us a call.
         self.components: dict[str, torch.Tensor] = {}
         self._last: list[torch.Tensor] = []
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` through the loss's projection head, if it has one."""
+        if self.projection is None:
+            return x
+        out: torch.Tensor = self.projection(x)
+        return out
 
     @property
     def last_loss(self) -> torch.Tensor | None:

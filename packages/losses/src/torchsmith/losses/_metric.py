@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import _distributed as dist
 from ._base import LogitScale, LossModule, compute_dtype, normalize
@@ -58,14 +59,16 @@ class SupConLoss(LossModule):
         temperature: float = 0.1,
         normalize: bool = True,
         gather_distributed: bool = False,
+        projection: nn.Module | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(projection=projection)
         self.logit_scale = LogitScale(temperature)
         self.normalize = normalize
         self.gather_distributed = gather_distributed
 
     def forward(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         x, lab = _flatten_views(features, labels)
+        x = self._project(x)  # every view in one call: (N * views, D)
         x = x.to(compute_dtype(x))
         if self.normalize:
             x = normalize(x)

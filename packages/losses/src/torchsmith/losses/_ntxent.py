@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import _distributed as dist
 from ._base import LogitScale, LossModule, compute_dtype, normalize
@@ -32,7 +33,8 @@ class NTXentLoss(LossModule):
     candidate. ``memory_bank_size > 0`` adds that many past embeddings (both views,
     detached, updated only by training forwards) as extra negatives.
     When all 2N embeddings are the same vector every logit is equal and the loss is
-    log(2N - 1), the value the tests pin.
+    log(2N - 1), the value the tests pin. ``projection`` (e.g.
+    ``simclr_projection_head(2048)``) is applied to z1 and z2, one call each.
     """
 
     def __init__(
@@ -44,8 +46,9 @@ class NTXentLoss(LossModule):
         memory_bank_size: int = 0,
         chunk_size: int | None = None,
         gather_distributed: bool = False,
+        projection: nn.Module | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(projection=projection)
         self.logit_scale = LogitScale(temperature, learnable=learnable_temperature)
         self.normalize = normalize
         self.chunk_size = check_chunk_size(chunk_size)
@@ -55,6 +58,7 @@ class NTXentLoss(LossModule):
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
         check_pair("z1", z1, "z2", z2)
+        z1, z2 = self._project(z1), self._project(z2)
         dtype = compute_dtype(z1, z2)
         z1, z2 = z1.to(dtype), z2.to(dtype)
         if self.normalize:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import _distributed as dist
 from ._base import LossModule, compute_dtype
@@ -57,8 +58,9 @@ class VICRegLoss(LossModule):
         nu_param: float = 1.0,
         eps: float = 1e-4,
         gather_distributed: bool = False,
+        projection: nn.Module | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(projection=projection)
         self.lambda_param = float(lambda_param)
         self.mu_param = float(mu_param)
         self.nu_param = float(nu_param)
@@ -67,6 +69,7 @@ class VICRegLoss(LossModule):
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         check_pair("z_a", z_a, "z_b", z_b)
+        z_a, z_b = self._project(z_a), self._project(z_b)
         dtype = compute_dtype(z_a, z_b)
         z_a, z_b = z_a.to(dtype), z_b.to(dtype)
         invariance = F.mse_loss(z_a, z_b)  # local mean; the rank average is the global one
@@ -106,14 +109,16 @@ class BarlowTwinsLoss(LossModule):
         lambda_param: float = 5e-3,
         eps: float = 1e-5,
         gather_distributed: bool = False,
+        projection: nn.Module | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(projection=projection)
         self.lambda_param = float(lambda_param)
         self.eps = check_positive("eps", eps)
         self.gather_distributed = gather_distributed
 
     def forward(self, z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
         check_pair("z_a", z_a, "z_b", z_b)
+        z_a, z_b = self._project(z_a), self._project(z_b)
         dtype = compute_dtype(z_a, z_b)
         z_a, z_b = z_a.to(dtype), z_b.to(dtype)
         if self.gather_distributed and dist.world_size() > 1:
