@@ -65,6 +65,7 @@ class _Job:
     timeout_s: float = 0.0
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = ""
+    progress: float | None = None
     started: bool = False
     seq: int = 0
     result: dict[str, Any] | None = None
@@ -120,7 +121,7 @@ class JobManager:
         self.store.add_job(status, params, owner)
         with self._lock:
             self._jobs[status.id] = job
-        self._record_status(job)
+        self._update(job)
         self._pool.submit(self._run, job)
         return status.model_copy()
 
@@ -216,9 +217,7 @@ class JobManager:
         )
         proc.start()
         send.close()  # the child holds the only write end now: EOF means it exited
-        job.status.state = "running"
-        job.status.started_at = time.time()
-        self._record_status(job)
+        self._update(job, state="running", started_at=time.time())
         ending = self._watch(job, proc, recv)
         self._stop(proc)
         recv.close()
@@ -229,9 +228,7 @@ class JobManager:
         elif job.result is not None and (why := self._apply_finisher(job)):
             self._finish(job, "failed", why)
         elif job.result is not None:
-            job.status.result = job.result
-            job.status.progress = 1.0
-            self._finish(job, "succeeded", None)
+            self._finish(job, "succeeded", None, result=job.result, progress=1.0)
         else:
             code = proc.exitcode
             why = job.error or (
@@ -278,7 +275,7 @@ class JobManager:
             if kind == "event":
                 events.append(str(payload))
             elif kind == "progress":
-                job.status.progress = float(payload)
+                job.progress = float(payload)
             elif kind == "result":
                 job.result = json.loads(json.dumps(payload, default=str))
             elif kind == "error":
@@ -286,9 +283,9 @@ class JobManager:
         if events:
             self._append(job, [("event", text) for text in events])
         now = time.monotonic()
-        if job.status.progress is not None and now - job.last_progress_save > _PROGRESS_EVERY_S:
+        if job.progress is not None and now - job.last_progress_save > _PROGRESS_EVERY_S:
             job.last_progress_save = now
-            self._record_status(job)
+            self._update(job, progress=job.progress)
 
     def _stop(self, proc: BaseProcess) -> None:
         """Terminate the job and what it started (the group it leads), then kill."""
@@ -309,16 +306,21 @@ class JobManager:
         else:
             self._finish(job, "cancelled", job.cancel_reason)
 
-    def _finish(self, job: _Job, state: str, error: str | None) -> None:
-        job.status.state = state  # type: ignore[assignment]
-        job.status.error = error
-        job.status.finished_at = time.time()
-        self._record_status(job, final=True)
+    def _finish(self, job: _Job, state: str, error: str | None, **changes: Any) -> None:
+        self._update(job, final=True, state=state, error=error, finished_at=time.time(), **changes)
 
-    def _record_status(self, job: _Job, final: bool = False) -> None:
-        job.status_json = job.status.write()
-        self.store.save_status(job.status)
-        self._append(job, [("status", job.status_json)], final=final)
+    def _update(self, job: _Job, final: bool = False, **changes: Any) -> None:
+        """Persist and publish the job's new status, then show it to readers.
+
+        Readers (``get``, ``wait``, the REST routes) see a new state only once it is
+        stored with its history, and never a half-updated status.
+        """
+        status = job.status.model_copy(update=changes)
+        text = status.write()
+        self.store.save_status(status)
+        self._append(job, [("status", text)], final=final)
+        with self._lock:
+            job.status, job.status_json = status, text
 
     def _append(self, job: _Job, items: list[tuple[str, str]], final: bool = False) -> None:
         with self._lock:  # one writer per job at a time keeps seq dense and ordered
