@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,6 +55,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager = JobManager(store, hub, settings)
     manager.finishers["bench"] = partial(save_bench_result, settings.data_dir, app.state)
     app.state.jobs = manager
+    gc.freeze()  # what start-up built lives as long as the app: keep it out of GC passes
     try:
         yield
     finally:

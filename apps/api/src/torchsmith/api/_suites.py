@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import importlib.util
 from importlib import metadata
@@ -9,6 +10,7 @@ from types import ModuleType
 
 from torchsmith.interfaces import MissingSuiteError
 
+_frozen: set[str] = set()
 SUITES = {
     "trainer": "torchsmith-trainer",
     "losses": "torchsmith-losses",
@@ -27,6 +29,11 @@ def suite(name: str, *needs: str) -> ModuleType:
         raise MissingSuiteError(
             f"this route needs {dist}, which is not installed ({exc}): pip install {dist}"
         ) from exc
+    if name not in _frozen:
+        # A suite brings torch and its millions of objects into the server; frozen, they
+        # leave the collector's full passes, which otherwise stall requests for 100s of ms.
+        _frozen.add(name)
+        gc.freeze()
     missing = [attr for attr in needs if not hasattr(module, attr)]
     if missing:
         raise MissingSuiteError(
