@@ -61,6 +61,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await asyncio.to_thread(manager.close)
         store.close()
+        gc.unfreeze()  # let the interpreter's last collection clean everything up
         bench = getattr(app.state, "bench_store", None)
         app.state.bench_store = None
         if bench is not None:
