@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from ._registered import NAME_PATTERN as MODEL_NAME_PATTERN
+
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-]{1,100}$")]
 CasePattern = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:/*\-]{1,200}$")]
 Override = Annotated[
@@ -58,17 +60,31 @@ class GenerateRequest(BaseModel):
 
 
 class ModelTestRequest(BaseModel):
-    """Run the ModelTest suite on the model a generate job produced."""
+    """Run the ModelTest suite on a generated model, or on a registered one by its name."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"generate_job": "3f2a9c0d11e4b7a8"}]},
+        json_schema_extra={"examples": [{"generate_job": "3f2a9c0d11e4b7a8"}, {"model": "my-mlp"}]},
     )
 
-    generate_job: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] = Field(
-        description="Id of a succeeded generate job."
+    generate_job: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")] | None = Field(
+        default=None, description="Id of a succeeded generate job (or give model)."
+    )
+    model: Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)] | None = Field(
+        default=None,
+        description="A registered model's name from GET /api/v1/tests/models (or give "
+        "generate_job); never a module or file path.",
     )
     timeout_s: Timeout = None
+
+
+class RegisteredModelInfo(BaseModel):
+    """A model registered by an installed package (entry point group torchsmith.models)."""
+
+    name: str = Field(description="What a request names: POST /api/v1/tests {'model': name}.")
+    target: str = Field(description="The entry point's 'module:attribute'.")
+    distribution: str | None = Field(description="The installed package that registers it.")
+    version: str | None = Field(description="That package's version.")
 
 
 class BenchRequest(BaseModel):

@@ -45,17 +45,31 @@ def run_generate(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 
 def run_test(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """pytest over the artifact's ModelTest files, with the torchsmith report; its SuiteReport."""
+    """pytest with the torchsmith report over a generated or a registered model; its SuiteReport."""
+    if params.get("model"):
+        from ._registered import write_test_file
+
+        # The test file resolves the name through the installed packages' entry points here,
+        # in the job's process: the server never imports a registered model's code.
+        directory = ctx.workdir
+        tests = [str(write_test_file(directory, str(params["model"])))]
+    else:
+        artifact = GeneratedArtifact.read(params["artifact"])
+        directory = Path(artifact.directory)
+        tests = sorted(str(p) for p in directory.rglob("test_*.py"))
+        if not tests:
+            raise ConfigError(
+                f"generated model {artifact.name!r} has no ModelTest file (test_*.py) "
+                f"in {directory}"
+            )
+    return _pytest_report(tests, directory, ctx)
+
+
+def _pytest_report(tests: list[str], directory: Path, ctx: JobContext) -> dict[str, Any]:
+    """pytest.main on ``tests`` in this process; the report it wrote, with a summary."""
     import pytest
 
     testing = suite("testing", "ModelTest", "read_report")
-    artifact = GeneratedArtifact.read(params["artifact"])
-    directory = Path(artifact.directory)
-    tests = sorted(str(p) for p in directory.rglob("test_*.py"))
-    if not tests:
-        raise ConfigError(
-            f"generated model {artifact.name!r} has no ModelTest file (test_*.py) in {directory}"
-        )
     report_path = ctx.workdir / "report.json"
     code = pytest.main(
         [
@@ -68,16 +82,30 @@ def run_test(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             "no:cacheprovider",
         ]
     )
-    if not report_path.is_file():
-        raise ConfigError(f"pytest exited with code {int(code)} before writing a report")
+    if int(code) not in (0, 1) or not report_path.is_file():  # 0, 1: the checks ran
+        raise ConfigError(
+            f"pytest could not run the checks (exit code {int(code)}); the end of its output:\n"
+            + _log_tail(ctx.workdir / "job.log")
+        )
     report = testing.read_report(report_path)
     return {
         "exit_code": int(code),
         "counts": report.counts(),
-        "passed": all(m.passed for m in report.models),
+        "passed": bool(report.models) and all(m.passed for m in report.models),
         "report": report.model_dump(mode="json"),
         "markdown": report.markdown(),
     }
+
+
+def _log_tail(path: Path, lines: int = 15) -> str:
+    import sys
+
+    sys.stdout.flush()
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no job log)"
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def run_bench(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
