@@ -12,9 +12,11 @@ forward with the default MeasureConfig, one thread, on this 2-core VM):
   machine: with probability 1/12 a round gets an extra offset of log(1 + Exp(mean 0.15)).
 
 The default MeasureConfig took 11 to 100 samples per run; 20 per round is the cautious end.
-The rule under test is the one ``compare`` applies: ``decide`` (Mann-Whitney p < 0.01 and
-ratio of medians beyond 5%) on the pooled samples of two rounds (``--rounds 2``, the CLI
-default), and ``noisy`` when a run's two round medians differ by more than 6%.
+The rule under test is the one ``run`` and ``compare`` apply: with 3 rounds (``--rounds 3``,
+the CLI default) a round whose median is more than 3% from the median of the round medians
+is left out of the pool (``kept_rounds``, as ``merge_rounds`` does); ``decide``
+(Mann-Whitney p < 0.01 and ratio of medians beyond 5%) on the pooled samples of the kept
+rounds; and ``noisy`` when a run's kept round medians still differ by more than 6%.
 
 When the machine was under sustained load (five other test suites on 2 cores, load 6-8),
 runs differed by up to 5x with steady samples: no statistic on separate runs can tell that
@@ -28,12 +30,13 @@ import numpy as np
 import pytest
 
 from torchsmith.bench import decide
-from torchsmith.bench._stats import DEFAULT_MAX_ROUND_SPREAD, round_spread
+from torchsmith.bench._stats import DEFAULT_MAX_ROUND_SPREAD, kept_rounds, round_spread
 
 TRIALS = 1000
 SAMPLES_PER_ROUND = 20
-ROUNDS = 2
+ROUNDS = 3
 SLOWDOWN = 1.10
+DISTURBED = 1 / 12
 
 
 def _round(rng: np.random.Generator, time: float, disturbed_rate: float) -> np.ndarray:
@@ -48,7 +51,10 @@ def _round(rng: np.random.Generator, time: float, disturbed_rate: float) -> np.n
 
 def _run(rng: np.random.Generator, time: float, rounds: int, disturbed_rate: float):
     parts = [_round(rng, time, disturbed_rate) for _ in range(rounds)]
-    return np.concatenate(parts), round_spread([np.median(p) for p in parts])
+    medians = [float(np.median(p)) for p in parts]
+    kept = kept_rounds(medians)
+    pooled = np.concatenate([parts[i] for i in kept])
+    return pooled, round_spread([medians[i] for i in kept])
 
 
 def _verdicts(factor: float, *, rounds: int, disturbed_rate: float, seed: int) -> dict[str, int]:
@@ -71,25 +77,30 @@ def _rate(counts: dict[str, int], *verdicts: str) -> float:
 def test_steady_machine_catches_a_10_percent_slowdown_and_rarely_flags_identical_runs() -> None:
     slowed = _verdicts(SLOWDOWN, rounds=ROUNDS, disturbed_rate=0.0, seed=1)
     same = _verdicts(1.0, rounds=ROUNDS, disturbed_rate=0.0, seed=2)
-    assert _rate(slowed, "regressed") >= 0.95  # measured 0.976
+    assert _rate(slowed, "regressed") >= 0.95  # measured 0.988
     assert _rate(same, "regressed", "improved") <= 0.01  # measured 0.002
 
 
-@pytest.mark.slow
-def test_disturbed_rounds_become_noisy_never_false_alarms_or_silent_misses() -> None:
-    slowed = _verdicts(SLOWDOWN, rounds=ROUNDS, disturbed_rate=1 / 12, seed=3)
-    same = _verdicts(1.0, rounds=ROUNDS, disturbed_rate=1 / 12, seed=4)
-    # About 1% (1.6% with this seed, 0.7-0.9% with others): at the target, not safely
-    # under it. Flagged results on a shared machine deserve one rerun before blame.
-    assert _rate(same, "regressed", "improved") <= 0.02
-    # A quarter of comparisons touch a disturbed round: those say "noisy" (rerun) ...
-    assert _rate(slowed, "regressed") >= 0.70  # measured 0.770
-    # ... and a real slowdown is almost never passed off as unchanged or faster.
-    assert _rate(slowed, "unchanged", "improved") <= 0.01  # measured 0.004
+def test_a_disturbed_round_is_left_out_so_the_targets_hold_on_a_shared_machine() -> None:
+    slowed = _verdicts(SLOWDOWN, rounds=ROUNDS, disturbed_rate=DISTURBED, seed=3)
+    same = _verdicts(1.0, rounds=ROUNDS, disturbed_rate=DISTURBED, seed=4)
+    # Over six seed pairs (this one included): caught 0.957-0.971, flagged 0.003-0.009.
+    assert _rate(slowed, "regressed") >= 0.95  # measured 0.969
+    assert _rate(same, "regressed", "improved") <= 0.01  # measured 0.007
+    # A real slowdown is almost never passed off as unchanged or faster; the rest is noisy.
+    assert _rate(slowed, "unchanged", "improved") <= 0.01  # measured 0.003
 
 
 @pytest.mark.slow
-def test_one_round_is_not_enough_which_is_why_the_cli_runs_two() -> None:
+def test_two_rounds_cannot_tell_which_one_was_disturbed_which_is_why_the_cli_runs_three() -> None:
+    slowed = _verdicts(SLOWDOWN, rounds=2, disturbed_rate=DISTURBED, seed=3)
+    # Two rounds that disagree are only noisy: a quarter of comparisons touch a disturbed
+    # round, so far fewer slowdowns are called regressed.
+    assert _rate(slowed, "regressed") < 0.90  # measured 0.770 (22.6% noisy)
+
+
+@pytest.mark.slow
+def test_one_round_is_not_enough() -> None:
     same = _verdicts(1.0, rounds=1, disturbed_rate=0.0, seed=5)
     # Process offsets alone (1.5% each) push identical single-process runs past 5% too often.
     assert _rate(same, "regressed", "improved") > 0.01  # measured 0.026

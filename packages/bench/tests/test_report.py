@@ -94,3 +94,12 @@ def test_live_progress_shows_case_and_samples() -> None:
         update("matmul[n=64]", 1, 2, 0)
     assert seen == [("matmul[n=64]", 0, 2, 17), ("matmul[n=64]", 1, 2, 0)]
     assert "matmul[n=64]" in out.getvalue() and "1/2" in out.getvalue()
+
+
+def test_markdown_says_which_cases_had_a_round_left_out(make_result) -> None:
+    result = make_result("slow.case", 1e-3)
+    result.extra.update(rounds_dropped=1.0, dropped_round_ratio=1.37)
+    text = markdown_summary([result, make_result("fine.case", 1e-3)])
+    assert "left out of the pool" in text and "`slow.case` (1.370x the median round)" in text
+    assert "fine.case` (" not in text
+    assert "left out" not in markdown_summary([make_result("fine.case", 1e-3)])

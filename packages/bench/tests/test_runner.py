@@ -145,3 +145,23 @@ def test_rounds_need_importable_cases(registry: Registry) -> None:
     benchmark("local", registry=registry)(local)
     with pytest.raises(ConfigError, match="not importable"):
         measure_cases(["local"], config=FAST, rounds=2, registry=registry)
+
+
+def test_merge_rounds_leaves_a_disturbed_round_out_and_says_so(make_result) -> None:
+    from torchsmith.bench._rounds import merge_rounds
+
+    per_round = [
+        [make_result("c", median, n=10, spread=0.005, seed=seed), make_result("d", 1e-3, seed=seed)]
+        for seed, median in enumerate([1.00e-3, 1.30e-3, 1.01e-3])
+    ]
+    merged = {r.case: r for r in merge_rounds(per_round)}
+    c, d = merged["c"], merged["d"]
+    assert c.samples == per_round[0][0].samples + per_round[2][0].samples
+    assert c.statistics.n == 20 and c.statistics.median < 1.02e-3
+    assert c.extra["rounds"] == 3 and c.extra["rounds_dropped"] == 1
+    assert c.extra["dropped_round_ratio"] == pytest.approx(1.30 / 1.01, rel=0.02)
+    assert c.extra["round_spread"] < 0.03  # over the kept rounds
+    assert "rounds_dropped" not in d.extra and d.statistics.n == 90
+    # Two rounds: both kept, the disagreement is left to the noisy verdict.
+    both = merge_rounds(per_round[:2])[0]
+    assert both.statistics.n == 20 and both.extra["round_spread"] > 0.25

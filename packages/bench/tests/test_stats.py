@@ -116,3 +116,20 @@ def test_bad_samples_raise_data_error(bad: list[float]) -> None:
 def test_decide_rejects_bad_settings() -> None:
     with pytest.raises(DataError, match="alpha"):
         decide([1.0, 2.0], [1.0, 2.0], alpha=1.5)
+
+
+def test_kept_rounds_leaves_out_one_far_round_of_three_or_more() -> None:
+    from torchsmith.bench._stats import kept_rounds
+
+    assert kept_rounds([1.0, 1.37]) == [0, 1]  # two rounds cannot say which one is off
+    assert kept_rounds([1.0, 1.01, 1.02]) == [0, 1, 2]  # within 3%: all kept
+    assert kept_rounds([1.0, 1.076, 1.01]) == [0, 2]  # the +7.6% round
+    assert kept_rounds([0.96, 1.0, 1.01]) == [1, 2]  # a round 4% fast too
+    # 10% faster than the median: the other two were slowed, so nothing is left out.
+    assert kept_rounds([0.9, 1.0, 1.01]) == [0, 1, 2]
+    # At most a minority: of 3 only the most extreme, of 5 up to two.
+    assert kept_rounds([1.0, 1.02, 1.4]) == [0, 1]
+    assert kept_rounds([1.0, 1.01, 1.02, 1.3, 1.2]) == [0, 1, 2]
+    assert kept_rounds([1.0, 1.01, 1.02, 1.3]) == [0, 1, 2]  # one of 4
+    with pytest.raises(DataError, match="kept_rounds"):
+        kept_rounds([])

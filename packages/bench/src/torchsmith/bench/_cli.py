@@ -63,8 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--rounds",
         type=int,
-        default=2,
-        help="worker processes per run, samples pooled (default 2; 1: in-process)",
+        default=3,
+        help="worker processes per run, samples pooled; from 3 on, a round far from the "
+        "others is left out (default 3; 1: in-process)",
     )
     p.add_argument(
         "--no-entry-points", action="store_true", help="skip cases installed suites register"

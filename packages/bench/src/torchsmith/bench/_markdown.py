@@ -94,6 +94,21 @@ def _busy_note(results: Sequence[BenchmarkResult]) -> str:
     )
 
 
+def _dropped_note(results: Sequence[BenchmarkResult]) -> str:
+    dropped = [r for r in results if r.extra.get("rounds_dropped")]
+    if not dropped:
+        return ""
+    names = ", ".join(
+        f"`{_cell(case_key(r.case, dict(r.params)))}` "
+        f"({r.extra.get('dropped_round_ratio', 1.0):.3f}x the median round)"
+        for r in sorted(dropped, key=lambda r: case_key(r.case, dict(r.params)))
+    )
+    return (
+        "> ⚠️ A round far from the others was left out of the pool (a disturbed worker "
+        f"process): {names}."
+    )
+
+
 def markdown_summary(
     results: Sequence[BenchmarkResult], comparison: Comparison | None = None, title: str = ""
 ) -> str:
@@ -109,9 +124,7 @@ def markdown_summary(
             f"±{comparison.threshold:.0%}; ratio > 1 is slower.",
             comparison_table(comparison),
         ]
-    busy = _busy_note(results)
-    if busy:
-        parts.append(busy)
+    parts += [note for note in (_busy_note(results), _dropped_note(results)) if note]
     if results:
         env = results[0].environment
         parts += [

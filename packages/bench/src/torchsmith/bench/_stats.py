@@ -29,6 +29,21 @@ DEFAULT_MAX_SPREAD = 0.10
 # was disturbed (another job's burst): its run gets no improved/regressed verdict. See
 # tests/test_decision_study.py for why 6%.
 DEFAULT_MAX_ROUND_SPREAD = 0.06
+# With 3 or more rounds, a round whose median sits more than this far (in log terms) from
+# the median of the round medians is left out of the pool. Process offsets on this machine
+# have a spread of 1.5% (see tests/test_decision_study.py), so 3% is two of those: a quiet
+# round rarely goes past it, and leaving one out then costs only samples, while a round
+# disturbed by another job (+7.6% and +37% were seen) no longer drags the pooled median or
+# turns the whole run noisy. A MAD-based cut was not used: with three rounds the MAD is just
+# the smaller of two deviations and swings too much to scale a threshold by.
+DEFAULT_MAX_ROUND_DEVIATION = 0.03
+# Other jobs only ever add time. A round more than this much *faster* than the median round
+# is therefore not the disturbed one: the others were slowed (two of three disturbed), and
+# leaving it out would keep exactly the wrong rounds. Then nothing is left out and the rounds'
+# disagreement makes the verdict noisy. 5% (the effect threshold, over three times the
+# process spread) is where the study in tests/test_decision_study.py keeps false alarms
+# under 1% with disturbed rounds; below it a fast round is ordinary process variation.
+DEFAULT_MAX_FAST_DEVIATION = 0.05
 
 
 def _as_samples(values: ArrayLike, what: str) -> NDArray[np.float64]:
@@ -127,6 +142,37 @@ def round_spread(medians: ArrayLike) -> float:
     """max/min - 1 of the medians of a run's rounds: 0 when they agree."""
     m = _as_samples(medians, "round_spread")
     return float(m.max() / m.min() - 1.0) if m.min() > 0 else math.inf
+
+
+def kept_rounds(
+    medians: ArrayLike,
+    *,
+    max_deviation: float = DEFAULT_MAX_ROUND_DEVIATION,
+    max_fast_deviation: float = DEFAULT_MAX_FAST_DEVIATION,
+) -> list[int]:
+    """Indices of the rounds to pool, given the median of each round (times).
+
+    With fewer than 3 rounds every round is kept: two rounds that disagree cannot say which
+    one was disturbed. Otherwise the rounds whose median is furthest from the median of the
+    round medians (|log ratio| > ``max_deviation``) are left out, at most a minority of them
+    ((n - 1) // 2, so one of 3) and most extreme first; but when such a round is faster than
+    the median by more than ``max_fast_deviation`` every round is kept (the others were the
+    slowed ones). Rounds kept that still disagree are what ``round_spread`` and the
+    ``noisy`` verdict are for.
+    """
+    m = _as_samples(medians, "kept_rounds")
+    everything = list(range(m.size))
+    if m.size < 3 or m.min() <= 0:
+        return everything
+    deviation = np.log(m / np.median(m))
+    dropped: set[int] = set()
+    for index in np.argsort(-np.abs(deviation), kind="stable")[: (m.size - 1) // 2]:
+        if abs(deviation[index]) <= max_deviation:
+            break
+        if deviation[index] < -max_fast_deviation:
+            return everything
+        dropped.add(int(index))
+    return [i for i in everything if i not in dropped]
 
 
 def _normal_sf(z: float) -> float:
