@@ -44,7 +44,7 @@ def test_all_is_exact() -> None:
     public = {name for name in dir(ti) if not name.startswith("_")}
     public |= {"Record", "TrainingEvent", "LossOutput", "CudaDevice", "HardwareInfo"}
     public |= {"Statistics", "Environment", "BenchmarkResult", "GeneratedFile"}
-    public |= {"GeneratedArtifact", "JobStatus"}
+    public |= {"GeneratedArtifact", "JobStatus", "KNOWN_COMMANDS", "installed_commands"}
     public -= {"annotations", "import_module", "TYPE_CHECKING", "Any"}
     assert set(ti.__all__) == public
     for name in ti.__all__:

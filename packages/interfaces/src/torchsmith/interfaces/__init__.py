@@ -37,6 +37,7 @@ from ._protocols import (
 from ._version import INTERFACES_VERSION, parse_version, require_interfaces
 
 if TYPE_CHECKING:
+    from ._cli import KNOWN_COMMANDS, installed_commands
     from ._records import (
         BenchmarkResult,
         CudaDevice,
@@ -64,12 +65,16 @@ _RECORDS = {
     "Statistics",
     "TrainingEvent",
 }
+_COMMANDS = {"KNOWN_COMMANDS", "installed_commands"}
 
 
 def __getattr__(name: str) -> Any:
-    # Records need pydantic; load them on first use to keep this import fast.
+    # Records need pydantic and the command table needs importlib.metadata: load them on
+    # first use to keep this import fast.
     if name in _RECORDS:
         return getattr(import_module("._records", __name__), name)
+    if name in _COMMANDS:
+        return getattr(import_module("._cli", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -78,6 +83,9 @@ __all__ = [
     "INTERFACES_VERSION",
     "parse_version",
     "require_interfaces",
+    # the torchsmith command
+    "KNOWN_COMMANDS",
+    "installed_commands",
     # files
     "atomic_write",
     "atomic_target",

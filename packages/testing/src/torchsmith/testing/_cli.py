@@ -15,8 +15,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from torchsmith.interfaces import HardwareInfo, TorchsmithError
-from torchsmith.interfaces._cli import KNOWN_COMMANDS, installed_commands
+from torchsmith.interfaces import KNOWN_COMMANDS, HardwareInfo, TorchsmithError, installed_commands
 
 from ._device import best_device
 from ._hardware import detect_hardware
