@@ -85,3 +85,33 @@ def test_job_status_done() -> None:
 def test_training_event_round_trips_any_metrics(metrics: dict[str, float], step: int) -> None:
     event = ti.TrainingEvent(kind="step", step=step, metrics=metrics)
     assert ti.TrainingEvent.read(event.write()) == event
+
+
+def _benchmark_result_1_0() -> dict[str, object]:
+    """A BenchmarkResult as interfaces 1.2 wrote it: schema 1.0, no left_out_samples."""
+    stats = {"n": 2, "median": 1.5, "mean": 1.5, "stdev": 0.5, "iqr": 0.5, "min": 1.0, "max": 2.0}
+    return {
+        "schema_version": "1.0",
+        "case": "old.case",
+        "samples": [1.0, 2.0],
+        "statistics": stats,
+        "environment": {"fingerprint": "fp"},
+    }
+
+
+def test_benchmark_result_1_0_reads_with_no_left_out_samples() -> None:
+    result = ti.BenchmarkResult.read(json.dumps(_benchmark_result_1_0()))
+    assert result.schema_version == "1.0"
+    assert result.samples == [1.0, 2.0] and result.left_out_samples == []
+
+
+def test_benchmark_result_1_1_keeps_left_out_samples_apart_from_samples() -> None:
+    unversioned = {k: v for k, v in _benchmark_result_1_0().items() if k != "schema_version"}
+    assert ti.BenchmarkResult.read(unversioned).schema_version == "1.1"  # this writer's
+    data = {**_benchmark_result_1_0(), "schema_version": "1.1", "left_out_samples": [9.0, 8.0]}
+    result = ti.BenchmarkResult.read(json.dumps(data))
+    written = json.loads(result.write())
+    assert written["schema_version"] == "1.1"
+    assert written["left_out_samples"] == [9.0, 8.0] and written["samples"] == [1.0, 2.0]
+    assert ti.BenchmarkResult.read(result.write()) == result
+    assert ti.TrainingEvent(kind="end", step=0).schema_version == "1.0"  # other records stay

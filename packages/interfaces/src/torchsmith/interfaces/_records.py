@@ -3,7 +3,9 @@
 Each record carries ``schema_version`` ("MAJOR.MINOR"). Readers accept any
 minor of their own major (unknown fields from a newer minor are ignored, fields
 added since an older minor take their defaults) and refuse another major with
-a :class:`SchemaVersionError` naming both versions.
+a :class:`SchemaVersionError` naming both versions. A record that gains an optional
+field bumps its own ``SCHEMA_VERSION`` minor (``BenchmarkResult`` is at 1.1); the others
+stay at 1.0.
 """
 
 from __future__ import annotations
@@ -155,11 +157,22 @@ class Environment(Record):
 
 
 class BenchmarkResult(Record):
-    """One case with one set of parameters: every raw sample and its statistics."""
+    """One case with one set of parameters: every raw sample and its statistics.
+
+    Schema 1.1 added ``left_out_samples``; a 1.0 record reads with it empty.
+    """
+
+    SCHEMA_VERSION: ClassVar[str] = "1.1"
+    schema_version: str = Field(default="1.1", description="MAJOR.MINOR of the writer's schema.")
 
     case: str
     params: dict[str, Scalar] = Field(default_factory=dict)
     samples: list[float]
+    left_out_samples: list[float] = Field(
+        default_factory=list,
+        description="Samples measured but excluded from `statistics` (a disturbed round), "
+        "kept so the raw data stays complete.",
+    )
     unit: str = "s"
     inner_loops: int = Field(default=1, ge=1, description="Calls timed together per sample.")
     statistics: Statistics
