@@ -157,11 +157,31 @@ def test_merge_rounds_leaves_a_disturbed_round_out_and_says_so(make_result) -> N
     merged = {r.case: r for r in merge_rounds(per_round)}
     c, d = merged["c"], merged["d"]
     assert c.samples == per_round[0][0].samples + per_round[2][0].samples
+    assert c.left_out_samples == per_round[1][0].samples  # stored, not in the statistics
     assert c.statistics.n == 20 and c.statistics.median < 1.02e-3
+    assert c.statistics.max == max(c.samples) < min(c.left_out_samples)
     assert c.extra["rounds"] == 3 and c.extra["rounds_dropped"] == 1
     assert c.extra["dropped_round_ratio"] == pytest.approx(1.30 / 1.01, rel=0.02)
     assert c.extra["round_spread"] < 0.03  # over the kept rounds
     assert "rounds_dropped" not in d.extra and d.statistics.n == 90
+    assert d.left_out_samples == []
     # Two rounds: both kept, the disagreement is left to the noisy verdict.
     both = merge_rounds(per_round[:2])[0]
     assert both.statistics.n == 20 and both.extra["round_spread"] > 0.25
+    assert both.left_out_samples == []
+
+
+def test_merge_rounds_keeps_left_out_samples_in_round_order(make_result) -> None:
+    from torchsmith.bench._rounds import merge_rounds
+    from torchsmith.bench._stats import summarize
+
+    medians = [1.0e-3, 1.01e-3, 1.02e-3, 1.3e-3, 1.2e-3]  # rounds 3 and 4 are disturbed
+    per_round = [[make_result("c", m, n=8, spread=0.005, seed=i)] for i, m in enumerate(medians)]
+    (merged,) = merge_rounds(per_round)
+    samples = [r[0].samples for r in per_round]
+    assert merged.samples == samples[0] + samples[1] + samples[2]
+    assert merged.left_out_samples == samples[3] + samples[4]
+    assert merged.extra["rounds_dropped"] == 2
+    assert merged.extra["dropped_round_ratio"] == pytest.approx(1.3 / 1.02, rel=0.02)
+    assert merged.statistics == summarize(merged.samples)  # the kept rounds only
+    assert merged.statistics.n == 24

@@ -9,8 +9,9 @@ processes and asv's rounds do.
 
 Now and then a round is disturbed as a whole (another job starts on a shared machine: about
 1 process in 12 here, +7.6% and +37%). With 3 rounds (the CLI default) such a round stands
-out from the other two and is left out of the pool (``_stats.kept_rounds``); with 2 it cannot
-be told apart, so the run is only called noisy when its rounds disagree.
+out from the other two and is left out of the pool (``_stats.kept_rounds``): its samples move
+to ``left_out_samples``, stored but not in the statistics. With 2 rounds the disturbed one
+cannot be told apart, so the run is only called noisy when its rounds disagree.
 """
 
 from __future__ import annotations
@@ -110,9 +111,10 @@ def merge_rounds(per_round: Sequence[Sequence[BenchmarkResult]]) -> list[Benchma
     """One result per case: samples of the kept rounds concatenated, statistics recomputed.
 
     With 3 or more rounds a round whose median is far from the others' (``kept_rounds``) is
-    left out of the case's pool; ``extra`` then records ``rounds_dropped`` and the left-out
-    round's ``dropped_round_ratio`` (its median over the median of the round medians).
-    ``round_spread`` is taken over the kept rounds.
+    left out of the case's pool: its samples go to ``left_out_samples`` (in round order) and
+    ``extra`` records ``rounds_dropped`` and the left-out round's ``dropped_round_ratio`` (its
+    median over the median of the round medians). ``round_spread`` is taken over the kept
+    rounds.
     """
     by_key: dict[str, list[BenchmarkResult]] = {}
     for results in per_round:
@@ -135,6 +137,7 @@ def _pool(rounds: Sequence[BenchmarkResult]) -> BenchmarkResult:
     merged.extra["round_spread"] = round_spread([medians[i] for i in kept])
     merged.extra["rounds"] = float(len(rounds))
     dropped = [i for i in range(len(rounds)) if i not in kept]
+    merged.left_out_samples = [x for i in dropped for x in rounds[i].samples]
     if dropped:
         center = float(np.median(medians))
         merged.extra["rounds_dropped"] = float(len(dropped))
