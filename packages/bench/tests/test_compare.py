@@ -80,3 +80,19 @@ def test_a_run_against_its_pooled_history(db_path: Path, make_result) -> None:
         assert row.ratio == pytest.approx(1.2, rel=0.03)
         with pytest.raises(ComparisonError, match="no earlier run"):
             compare_history(store, first)
+
+
+def test_stored_left_out_samples_take_no_part_in_decisions(db_path: Path, make_result) -> None:
+    def run_with_a_slow_left_out_round(seed: int):
+        result = make_result("r", 1e-3, seed=seed)
+        result.left_out_samples = make_result("r", 1.5e-3, seed=seed + 100).samples
+        return [result]
+
+    with BenchStore(db_path) as store:
+        ids = [store.save_run(run_with_a_slow_left_out_round(seed)) for seed in range(3)]
+        (row,) = compare(store, ids[0], ids[1]).rows
+        (pooled,) = compare_history(store, ids[2], window=2).rows
+    for decided in (row, pooled):
+        assert decided.verdict == "unchanged"
+        assert decided.base_median == pytest.approx(1e-3, rel=0.02)  # not pulled toward 1.5e-3
+        assert decided.ratio == pytest.approx(1.0, abs=0.03)

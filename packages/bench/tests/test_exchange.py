@@ -60,3 +60,41 @@ def test_a_newer_major_json_export_is_refused(tmp_path: Path) -> None:
     (tmp_path / "new.json").write_text('{"schema_version": "2.0", "runs": []}')
     with pytest.raises(SchemaVersionError, match="newer major"):
         read_archive(tmp_path / "new.json")
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "json"])
+def test_left_out_samples_survive_export_and_import(
+    tmp_path: Path, make_result, suffix: str
+) -> None:
+    disturbed = make_result("a", n=9)
+    disturbed.left_out_samples = [2e-3, 3e-3]
+    with BenchStore(tmp_path / "ci.duckdb") as ci:
+        run_id = ci.save_run([disturbed, make_result("b", n=5, seed=1)])
+        out = export_runs(ci, [run_id], tmp_path / f"runs.{suffix}")
+    (exported,) = read_archive(out).runs
+    assert [r.left_out_samples for r in exported.results] == [[2e-3, 3e-3], []]
+    with BenchStore(tmp_path / "central.duckdb") as central:
+        (new_id,) = import_runs(central, out)
+        a, b = central.results(new_id)
+    assert a.samples == disturbed.samples and a.left_out_samples == [2e-3, 3e-3]
+    assert a.statistics == disturbed.statistics and b.left_out_samples == []
+    con = duckdb.connect(str(tmp_path / "central.duckdb"), read_only=True)
+    counts = con.execute("SELECT kept, count(*) FROM samples GROUP BY kept ORDER BY kept")
+    assert counts.fetchall() == [(False, 2), (True, 9 + 5)]
+    con.close()
+
+
+def test_a_parquet_export_without_left_out_samples_imports(tmp_path: Path, make_result) -> None:
+    """Exports written before left-out samples were stored have no such column."""
+    with BenchStore(tmp_path / "ci.duckdb") as ci:
+        run_id = ci.save_run([make_result("a", n=6)])
+        full = export_runs(ci, [run_id], tmp_path / "full.parquet")
+    old = tmp_path / "old.parquet"
+    duckdb.sql(
+        f"COPY (SELECT * EXCLUDE (left_out_samples) FROM read_parquet('{full}')) TO '{old}'"
+        " (FORMAT parquet)"
+    )
+    with BenchStore(tmp_path / "central.duckdb") as central:
+        (new_id,) = import_runs(central, old)
+        (result,) = central.results(new_id)
+    assert len(result.samples) == 6 and result.left_out_samples == []

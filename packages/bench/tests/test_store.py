@@ -42,6 +42,31 @@ def test_a_run_round_trips_with_every_sample(db_path: Path, make_result) -> None
     assert info.environment == results[0].environment
 
 
+def test_left_out_samples_are_stored_flagged_and_read_back_apart(
+    db_path: Path, make_result
+) -> None:
+    with_left_out = make_result("a", 1e-3, n=20)
+    with_left_out.left_out_samples = [1.4e-3, 1.3e-3, 1.5e-3]
+    plain = make_result("b", 2e-3, n=12, seed=1)
+    with BenchStore(db_path) as store:
+        run_id = store.save_run([with_left_out, plain])
+        back = {r.case: r for r in store.results(run_id)}
+    assert back["a"].samples == with_left_out.samples  # same values, same order
+    assert back["a"].left_out_samples == [1.4e-3, 1.3e-3, 1.5e-3]
+    assert back["a"].statistics == with_left_out.statistics  # those of the kept samples
+    assert back["b"].left_out_samples == [] and back["b"].samples == plain.samples
+    assert _counts(db_path)["samples"] == 20 + 3 + 12  # every sample has a row
+    con = duckdb.connect(str(db_path), read_only=True)
+    flags = con.execute(
+        "SELECT kept, count(*), max(idx) FROM samples JOIN summaries USING (result_id)"
+        " WHERE n = 20 GROUP BY kept ORDER BY kept"
+    ).fetchall()
+    stored_n = con.execute("SELECT n FROM summaries ORDER BY n").fetchall()
+    con.close()
+    assert flags == [(False, 3, 22), (True, 20, 19)]  # left-out ones follow the kept ones
+    assert stored_n == [(12,), (20,)]
+
+
 def test_ids_come_from_sequences_and_cases_are_shared(db_path: Path, make_result) -> None:
     with BenchStore(db_path) as store:
         first = store.save_run([make_result("a")])
@@ -60,11 +85,11 @@ def test_a_failure_mid_write_leaves_no_half_run(
     calls = {"n": 0}
     real = store_module._insert_samples
 
-    def failing(con, result_id, values):
+    def failing(con, result_id, kept, left_out):
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("disk on fire")
-        return real(con, result_id, values)
+        return real(con, result_id, kept, left_out)
 
     monkeypatch.setattr(store_module, "_insert_samples", failing)
     with BenchStore(db_path) as store, pytest.raises(RuntimeError, match="disk on fire"):
@@ -161,3 +186,58 @@ def test_resolve_run_accepts_ids_latest_uids_and_commits(db_path: Path, make_res
 def test_missing_database_opened_read_only_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         BenchStore(tmp_path / "none.duckdb", read_only=True)
+
+
+def _version_2_database(path: Path) -> None:
+    """A bench database as torchsmith-bench wrote it at schema 2, holding one run."""
+    con = duckdb.connect(str(path))
+    for version in (1, 2):
+        for statement in MIGRATIONS[version]:
+            con.execute(statement)
+        con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
+    env = Environment(fingerprint="old").model_dump_json()
+    con.execute("INSERT INTO runs (uid, created_at, fingerprint, environment) "
+                "VALUES ('u2', '2026-01-02 03:04:05', 'old', ?)", [env])  # fmt: skip
+    con.execute("INSERT INTO cases (key, name, params) VALUES ('c', 'c', '{}')")
+    con.execute(
+        "INSERT INTO summaries (run_id, case_id, unit, inner_loops, n, median, mean, stdev,"
+        " iqr, min, max, extra) VALUES (1, 1, 's', 4, 3, 2.0, 2.0, 1.0, 1.0, 1.0, 3.0,"
+        " '{\"rounds\": 3.0}')"
+    )
+    con.execute("INSERT INTO samples VALUES (1, 0, 3.0), (1, 1, 1.0), (1, 2, 2.0)")
+    con.close()
+
+
+def test_a_version_2_database_migrates_and_its_samples_count_as_kept(db_path: Path) -> None:
+    _version_2_database(db_path)
+    with BenchStore(db_path) as store:
+        assert store.schema_version() == SCHEMA_VERSION == 3
+        (run,) = store.runs()
+        (result,) = store.results(run.run_id)
+        store.save_run([result.model_copy(update={"left_out_samples": [9.0]})], uid="new")
+    assert (run.uid, run.environment.fingerprint) == ("u2", "old")
+    assert result.samples == [3.0, 1.0, 2.0] and result.left_out_samples == []
+    assert (result.inner_loops, result.statistics.median, result.extra) == (4, 2.0, {"rounds": 3.0})
+    con = duckdb.connect(str(db_path), read_only=True)
+    kept = con.execute("SELECT kept, count(*) FROM samples GROUP BY kept ORDER BY kept")
+    assert kept.fetchall() == [(False, 1), (True, 6)]  # the old run's 3 + the new run's 3
+    con.close()
+
+
+def test_a_failing_migration_leaves_the_version_2_database_as_it_was(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _version_2_database(db_path)
+    broken = (*MIGRATIONS[3], "SELECT * FROM no_such_table")
+    monkeypatch.setitem(store_module.MIGRATIONS, 3, broken)
+    with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+        BenchStore(db_path)
+    con = duckdb.connect(str(db_path), read_only=True)
+    columns = [row[0] for row in con.execute("DESCRIBE samples").fetchall()]
+    version = con.execute("SELECT max(version) FROM schema_version").fetchone()
+    con.close()
+    assert columns == ["result_id", "idx", "value"] and version == (2,)
+    monkeypatch.undo()
+    with BenchStore(db_path) as store:  # the real migration still applies afterwards
+        assert store.schema_version() == 3
+        assert store.results(store.runs()[0].run_id)[0].samples == [3.0, 1.0, 2.0]

@@ -1,9 +1,11 @@
 """Shipping runs between stores as Parquet or JSON files.
 
-Parquet files hold one row per result (run columns repeated, raw samples as a list) and are
-written by DuckDB's ``COPY ... TO``; JSON files hold a :class:`RunArchive` record. Both are
-written to a temporary file in the target directory and renamed into place. Importing a run
-whose uid is already in the store skips it, so shipping the same file twice is harmless.
+Parquet files hold one row per result (run columns repeated, raw samples as two lists:
+``samples`` and ``left_out_samples``, which older exports lack) and are written by DuckDB's
+``COPY ... TO``; JSON files hold a :class:`RunArchive` record, whose results carry both lists
+too. Both are written to a temporary file in the target directory and renamed into place.
+Importing a run whose uid is already in the store skips it, so shipping the same file twice
+is harmless.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic import Field
 from torchsmith.interfaces import BenchmarkResult, Environment, Record, Statistics, atomic_target
 
 from ._errors import StoreError
-from ._store import BenchStore
+from ._store import SAMPLE_LISTS, BenchStore
 
 FORMATS = ("parquet", "json")
 
@@ -63,13 +65,11 @@ def archive(store: BenchStore, run_ids: Sequence[int]) -> RunArchive:
     return RunArchive(runs=runs)
 
 
-_PARQUET_QUERY = """
+_PARQUET_QUERY = f"""
 SELECT r.uid AS run_uid, r.created_at, r.label, r.environment::VARCHAR AS environment,
        c.name AS "case", c.params::VARCHAR AS params, s.unit, s.inner_loops, s.n, s.median,
        s.mean, s.stdev, s.iqr, s.min, s.max, s.ci_low, s.ci_high, s.peak_memory_bytes,
-       s.baseline, s.extra::VARCHAR AS extra,
-       (SELECT list(x.value ORDER BY x.idx) FROM samples x WHERE x.result_id = s.result_id)
-           AS samples
+       s.baseline, s.extra::VARCHAR AS extra, {SAMPLE_LISTS}
 FROM runs r JOIN summaries s USING (run_id) JOIN cases c USING (case_id)
 WHERE r.run_id IN (SELECT unnest($ids::BIGINT[]))
 ORDER BY r.created_at, r.run_id, c.key
@@ -142,6 +142,7 @@ def _parquet_result(row: dict[str, Any], environment: Environment) -> BenchmarkR
         case=row["case"],
         params=json.loads(row["params"]),
         samples=list(row["samples"] or []),
+        left_out_samples=list(row.get("left_out_samples") or []),
         unit=row["unit"],
         inner_loops=row["inner_loops"],
         statistics=stats,

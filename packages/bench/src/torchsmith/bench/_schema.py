@@ -4,11 +4,15 @@
 ever move forward and each runs in the same transaction as the row recording it, so a
 database is at one version or the next, never in between. A store refuses a database
 whose version is newer than ``SCHEMA_VERSION`` before writing anything to it.
+
+``samples.kept`` (version 3) is FALSE for a sample measured but left out of its result's
+statistics (a disturbed round). It is nullable because DuckDB 1.1 (the oldest this package
+allows) refuses ``ADD COLUMN ... NOT NULL``; NULL reads as kept, so test ``kept IS NOT FALSE``.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -66,6 +70,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE summaries ADD COLUMN extra JSON DEFAULT '{}'",
         "CREATE INDEX runs_by_fingerprint ON runs (fingerprint, created_at)",
     ),
+    # 3: samples left out of the statistics are stored too, flagged; existing rows are kept.
+    3: ("ALTER TABLE samples ADD COLUMN kept BOOLEAN DEFAULT TRUE",),
 }
 
 TABLES = ("schema_version", "runs", "cases", "summaries", "samples")

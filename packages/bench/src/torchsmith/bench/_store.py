@@ -3,6 +3,9 @@
 Opening checks the file before touching it: a corrupt file, another program's database or
 one written by a newer torchsmith-bench raise an error and the file is left as it was.
 A run is written in one transaction, so a crash (or an error) part-way leaves no trace of it.
+Every sample is stored: those in a result's statistics and, flagged ``kept = FALSE``, those
+left out of them (a disturbed round); reading gives them back as ``samples`` and
+``left_out_samples``, and everything that decides uses ``samples`` only.
 """
 
 from __future__ import annotations
@@ -58,6 +61,15 @@ class HistoryPoint:
 _SUMMARY_COLUMNS = (
     "unit, inner_loops, n, median, mean, stdev, iqr, min, max, ci_low, ci_high, "
     "peak_memory_bytes, baseline, extra"
+)
+
+# A result's samples in measured order, as two lists: those in its statistics, then those
+# left out of them. ``kept`` is nullable (see _schema); NULL counts as kept.
+SAMPLE_LISTS = (
+    "(SELECT list(x.value ORDER BY x.idx) FROM samples x"
+    " WHERE x.result_id = s.result_id AND x.kept IS NOT FALSE) AS samples,"
+    " (SELECT list(x.value ORDER BY x.idx) FROM samples x"
+    " WHERE x.result_id = s.result_id AND x.kept = FALSE) AS left_out_samples"
 )
 
 
@@ -194,7 +206,7 @@ class BenchStore:
             ],
         ).fetchone()
         assert row is not None
-        _insert_samples(con, int(row[0]), result.samples)
+        _insert_samples(con, int(row[0]), result.samples, result.left_out_samples)
 
     # ------------------------------------------------------------ reading
 
@@ -247,11 +259,10 @@ class BenchStore:
         return int(rows[0][0])
 
     def results(self, run_id: int) -> list[BenchmarkResult]:
-        """Every result of one run, raw samples included, ordered by case key."""
+        """Every result of one run, raw samples included (left-out ones apart), by case key."""
         info = self.run(run_id)
         rows = self._query(
-            "SELECT c.name, c.params, (SELECT list(x.value ORDER BY x.idx) FROM samples x"
-            f" WHERE x.result_id = s.result_id), {_SUMMARY_COLUMNS}"
+            f"SELECT c.name, c.params, {SAMPLE_LISTS}, {_SUMMARY_COLUMNS}"
             " FROM summaries s JOIN cases c USING (case_id) WHERE s.run_id = ? ORDER BY c.key",
             [run_id],
         )
@@ -322,12 +333,19 @@ def _case_id(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any]) 
     return int(row[0])
 
 
-def _insert_samples(con: duckdb.DuckDBPyConnection, result_id: int, values: list[float]) -> None:
-    # One statement per result: unnest the list beside its subscripts.
+def _insert_samples(
+    con: duckdb.DuckDBPyConnection, result_id: int, kept: list[float], left_out: list[float]
+) -> None:
+    # One statement per result: unnest the values beside their subscripts and flags, the
+    # kept ones first so their subscripts are what they were before left-out ones existed.
     con.execute(
-        "INSERT INTO samples SELECT $rid, generate_subscripts($v::DOUBLE[], 1) - 1,"
-        " unnest($v::DOUBLE[])",
-        {"rid": result_id, "v": list(values)},
+        "INSERT INTO samples (result_id, idx, value, kept) SELECT $rid,"
+        " generate_subscripts($v::DOUBLE[], 1) - 1, unnest($v::DOUBLE[]), unnest($k::BOOLEAN[])",
+        {
+            "rid": result_id,
+            "v": [*kept, *left_out],
+            "k": [True] * len(kept) + [False] * len(left_out),
+        },
     )
 
 
@@ -344,7 +362,7 @@ def _run_info(row: tuple[Any, ...]) -> RunInfo:
 
 
 def _result(row: tuple[Any, ...], environment: Environment) -> BenchmarkResult:
-    name, params, samples, unit, inner, n, median, mean, stdev, iqr, lo, hi, *rest = row
+    name, params, samples, left_out, unit, inner, n, median, mean, stdev, iqr, lo, hi, *rest = row
     ci_low, ci_high, peak, baseline, extra = rest
     stats = Statistics(
         n=n, median=median, mean=mean, stdev=stdev, iqr=iqr, min=lo, max=hi,
@@ -354,6 +372,7 @@ def _result(row: tuple[Any, ...], environment: Environment) -> BenchmarkResult:
         case=name,
         params=json.loads(params),
         samples=list(samples or []),
+        left_out_samples=list(left_out or []),
         unit=unit,
         inner_loops=inner,
         statistics=stats,
