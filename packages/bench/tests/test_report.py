@@ -101,5 +101,6 @@ def test_markdown_says_which_cases_had_a_round_left_out(make_result) -> None:
     result.extra.update(rounds_dropped=1.0, dropped_round_ratio=1.37)
     text = markdown_summary([result, make_result("fine.case", 1e-3)])
     assert "left out of the pool" in text and "`slow.case` (1.370x the median round)" in text
+    assert "Its samples are stored, apart from the statistics." in text
     assert "fine.case` (" not in text
     assert "left out" not in markdown_summary([make_result("fine.case", 1e-3)])

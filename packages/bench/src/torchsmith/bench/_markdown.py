@@ -105,7 +105,7 @@ def _dropped_note(results: Sequence[BenchmarkResult]) -> str:
     )
     return (
         "> ⚠️ A round far from the others was left out of the pool (a disturbed worker "
-        f"process): {names}."
+        f"process): {names}. Its samples are stored, apart from the statistics."
     )
 
 
