@@ -48,6 +48,32 @@ def test_events_flow_to_sinks_with_timing(tmp_path: Path) -> None:
     assert losses[-1] < losses[0]
 
 
+def test_every_schedule_lands_on_its_step_with_accumulation_across_epochs(
+    tmp_path: Path,
+) -> None:
+    # The loop trains in windows up to the next due thing; nothing may be late or skipped.
+    # 22 batches per epoch in windows of 3: epochs end at steps 8, 15, 22 and 30.
+    sink = ListSink()
+    config = small_config(
+        tmp_path,
+        "training.grad_accum=3",
+        "training.log_every=4",
+        "eval.every_steps=5",
+        "eval.every_epochs=2",
+        "checkpoint.every_steps=7",
+    )
+    build_trainer(config, sinks=[sink]).fit()
+
+    def steps(kind: str) -> list[int]:
+        return [e.step for e in sink.events if e.kind == kind]
+
+    assert steps("step") == [4, 8, 12, 16, 20, 24, 28]
+    assert steps("epoch_end") == [8, 15, 22, 30]
+    assert [e.epoch for e in sink.events if e.kind == "epoch_end"] == [0, 1, 2, 3]
+    assert steps("eval") == [5, 10, 15, 20, 25, 30]
+    assert steps("checkpoint") == [7, 14, 21, 28, 30]
+
+
 def test_no_sink_means_no_tracking(tmp_path: Path) -> None:
     trainer = build_trainer(small_config(tmp_path))
     assert trainer.stepper.track is False

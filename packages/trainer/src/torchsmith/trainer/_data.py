@@ -139,24 +139,24 @@ class BatchStream:
         return self
 
     def __next__(self) -> Any:
-        while True:
-            if self._iterator is None:
-                self._start_epoch()
-            assert self._iterator is not None
-            try:
-                batch = next(self._iterator)
-            except StopIteration:
-                self._iterator = None
-                self.epoch, self.batches_done = self.epoch + 1, 0
-                continue
-            self.batches_done += 1
-            return batch
+        iterator = self._iterator
+        if iterator is None:  # not `or`: a DataLoader iterator's truth is its len()
+            iterator = self._start_epoch()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            self._iterator = None
+            self.epoch, self.batches_done = self.epoch + 1, 0
+            return next(self)
+        self.batches_done += 1
+        return batch
 
-    def _start_epoch(self) -> None:
+    def _start_epoch(self) -> Iterator[Any]:
         self.sampler.set_position(self.epoch, self.batches_done)
         if self.loader.generator is not None:
             self.loader.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
         self._iterator = iter(self.loader)
+        return self._iterator
 
 
 def move_to(batch: Any, device: torch.device, non_blocking: bool = False) -> Any:

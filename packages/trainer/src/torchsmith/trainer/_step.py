@@ -29,17 +29,15 @@ class NonFiniteLossError(TorchsmithError, FloatingPointError):
     """A loss was NaN or Inf; the message names the step and the batch."""
 
 
-@dataclass(slots=True)
-class StepResult:
-    loss: torch.Tensor | None  # item-weighted sum of losses, detached, when tracking
-    items: int  # items in this process's window
-    last_loss: torch.Tensor  # the last micro-batch's mean loss (read once, at the end)
-    skipped: bool = False
-
-
 @dataclass
 class Stepper:
-    """Forward, backward, clip and step; knows precision, accumulation and DDP, nothing else."""
+    """Forward, backward, clip and step; knows precision, accumulation and DDP, nothing else.
+
+    What a step leaves behind is kept here, not returned, so a step allocates nothing
+    the loop does not read: ``last_loss`` (the last micro-batch's mean loss, read once at
+    the end), ``skipped`` (steps skipped for a non-finite loss) and, only when ``track``
+    is set, the item-weighted loss sum that :meth:`pop_tracked` hands to a logger.
+    """
 
     model: nn.Module
     task: Any
@@ -60,6 +58,14 @@ class Stepper:
         self._ddp = self.dist.enabled
         # Context managers are built once and re-entered each micro-batch.
         self._autocast = self.autocast()
+        self._plain = (
+            self.precision == "fp32" and not self._move and self.scaler is None
+            and self.clip_grad_norm is None
+        )  # fmt: skip
+        self.last_loss: torch.Tensor | None = None
+        self.skipped = 0
+        self._loss_sum: torch.Tensor | None = None
+        self._items = 0
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of ``precision`` (a no-op for fp32)."""
@@ -68,10 +74,17 @@ class Stepper:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> StepResult:
+    def pop_tracked(self) -> tuple[torch.Tensor | None, int]:
+        """The item-weighted loss sum and the item count since the last call (``track`` only)."""
+        tracked = self._loss_sum, self._items
+        self._loss_sum, self._items = None, 0
+        return tracked
+
+    def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> None:
         """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as step ``step``."""
         if len(micro_batches) == 1 and not self._ddp:
-            return self._single(micro_batches[0], step, first_batch)
+            self.one(micro_batches[0], step, first_batch)
+            return
         loss_sum: torch.Tensor | None = None
         items, bad = 0, None
         for index, batch in enumerate(micro_batches):
@@ -79,7 +92,8 @@ class Stepper:
             if bad is None and not math.isfinite(out.loss.item()):
                 bad = (float(out.loss.detach()), first_batch + index)
                 if not self._ddp:
-                    return self._nonfinite(bad, step)
+                    self._nonfinite(bad, step)
+                    return
                 # Under DDP every rank must reach the all-reduce below; decide together there.
             with self._sync_context(last=index == len(micro_batches) - 1):
                 self._backward(out.loss * out.num_items)
@@ -88,21 +102,40 @@ class Stepper:
                 part = out.loss.detach() * out.num_items
                 loss_sum = part if loss_sum is None else loss_sum + part
         if self._normalise_gradients(items, bad is not None):
-            return self._nonfinite(bad or (float("nan"), -1), step)
+            self._nonfinite(bad or (float("nan"), -1), step)
+            return
         self._clip_and_step()
-        return StepResult(loss_sum, items, out.loss)
+        self.last_loss = out.loss
+        if loss_sum is not None:
+            self._track(loss_sum, items)
 
-    def _single(self, batch: Any, step: int, first_batch: int) -> StepResult:
-        # One micro-batch on one process: the loss is already the batch mean, as in a
-        # hand-written loop, so the step is exactly that loop's four lines.
-        out = self._forward(batch)
-        # .item() syncs on CUDA; on CPU it costs ~0.4 us where bool(isfinite()) costs ~10.
-        if not math.isfinite(out.loss.item()):
-            return self._nonfinite((float(out.loss.detach()), first_batch), step)
-        self._backward(out.loss)
-        self._clip_and_step()
-        tracked = out.loss.detach() * out.num_items if self.track else None
-        return StepResult(tracked, out.num_items, out.loss)
+    def one(self, batch: Any, step: int, index: int = 0) -> None:
+        """One micro-batch on one process: a hand-written loop's step plus a finiteness check.
+
+        The loss is already the batch mean, so no weighting is needed. This is the hot
+        path of most training: every line here is paid on every step, so the plain case
+        (fp32 on the CPU, no scaler, no clipping) calls the task and the optimizer directly.
+        """
+        out = self.task(self.model, batch) if self._plain else self._forward(batch)
+        loss = out.loss
+        # .item() syncs on CUDA; on CPU it costs ~0.2 us where bool(isfinite()) costs ~4.
+        if not math.isfinite(loss.item()):
+            self._nonfinite((float(loss.detach()), index), step)
+            return
+        if self._plain:
+            loss.backward()  # type: ignore[no-untyped-call]
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        else:
+            self._backward(loss)
+            self._clip_and_step()
+        self.last_loss = loss
+        if self.track:
+            self._track(loss.detach() * out.num_items, out.num_items)
+
+    def _track(self, loss_sum: torch.Tensor, items: int) -> None:
+        self._loss_sum = loss_sum if self._loss_sum is None else self._loss_sum + loss_sum
+        self._items += items
 
     def _forward(self, batch: Any) -> TaskOutput:
         if self._move:
@@ -150,11 +183,12 @@ class Stepper:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _nonfinite(self, bad: tuple[float, int], step: int) -> StepResult:
+    def _nonfinite(self, bad: tuple[float, int], step: int) -> None:
         value, index = bad
         if self.nonfinite == "skip":
             self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(None, 0, torch.tensor(float("nan")), skipped=True)
+            self.skipped += 1
+            return
         where = f"batch {index} of the epoch" if index >= 0 else "another rank's batch"
         raise NonFiniteLossError(
             f"loss is {value} at step {step + 1}, {where} "

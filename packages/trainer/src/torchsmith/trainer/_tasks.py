@@ -24,8 +24,12 @@ Augment = Callable[[torch.Tensor], torch.Tensor]
 
 def _pair(batch: Any, task: str) -> tuple[Any, Any]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise DataError(f"{task} expects batches of (inputs, targets), got {type(batch).__name__}")
+        raise _not_a_pair(batch, task)
     return batch[0], batch[1]
+
+
+def _not_a_pair(batch: Any, task: str) -> DataError:
+    return DataError(f"{task} expects batches of (inputs, targets), got {type(batch).__name__}")
 
 
 @dataclass
@@ -37,7 +41,9 @@ class ClassificationTask:
     train_metrics: bool = False
 
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
-        x, y = _pair(batch, "classification")
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise _not_a_pair(batch, "classification")
+        x, y = batch
         logits = model(x)
         loss = self.loss(logits, y)
         metrics: dict[str, float | torch.Tensor] = {}
@@ -54,7 +60,9 @@ class CausalLMTask:
     train_metrics: bool = False
 
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
-        x, y = _pair(batch, "causal_lm")
+        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            raise _not_a_pair(batch, "causal_lm")
+        x, y = batch
         logits = model(x)  # (B, T, V)
         flat, targets = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
         loss = self.loss(flat, targets)

@@ -78,50 +78,84 @@ class Trainer:
         self.stepper.track = bool(self.events) or self.dist.enabled
         self.metrics: dict[str, float] = {}
         self._evaluated_at = self._saved_at = -1
-        self.skipped_steps = 0
+        self._window_start, self._wait = time.perf_counter(), 0.0
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped for a non-finite loss (``training.nonfinite='skip'``)."""
+        return self.stepper.skipped
 
     # ------------------------------------------------------------ the loop
 
     def fit(self) -> dict[str, float]:
         """Train until ``schedule.last_step`` (or early stopping); the final metrics."""
-        s, stepper, data = self.schedule, self.stepper, self.data
-        last_step, accum, track = s.last_step, s.grad_accum, stepper.track
-        stepper.model.train()
-        window_start, loss_sum, items, wait, last_loss = time.perf_counter(), None, 0, 0.0, None
+        s, data = self.schedule, self.data
+        last_step = s.last_step
+        self.stepper.model.train()
+        self._window_start, self._wait = time.perf_counter(), 0.0
         epochs_done = data.epochs_completed
         try:
             while self.step < last_step:
-                # 1) fetch the accumulation window, timing how long we wait for data
-                t0 = time.perf_counter()
-                first_batch = data.batches_done
-                micro_batches = [next(data)] if accum == 1 else [next(data) for _ in range(accum)]
-                wait += time.perf_counter() - t0
-                # 2) forward, backward, clip, optimizer step
-                result = stepper(micro_batches, self.step, first_batch)
-                if self.scheduler is not None:
-                    self.scheduler.step()
-                self.step += 1
-                if result.skipped:
-                    self.skipped_steps += 1
-                else:
-                    last_loss = result.last_loss
-                # 3) what is not training happens only when something consumes it
-                if track and result.loss is not None:
-                    loss_sum = result.loss if loss_sum is None else loss_sum + result.loss
-                    items += result.items
-                if track and self.step % s.log_every == 0:
-                    self._log_step(loss_sum, items, wait, time.perf_counter() - window_start)
-                    window_start, loss_sum, items, wait = time.perf_counter(), None, 0, 0.0
-                # 4) epoch ends, evaluation and checkpoints, when due
+                # 1) train, and only train, until something else is due
+                self._train(self._steps_until_due(last_step))
+                # 2) then log, end the epoch, evaluate and save, as due
+                if self.stepper.track and self.step % s.log_every == 0:
+                    self._log_step()
                 new_epoch = data.epochs_completed != epochs_done
                 epochs_done = data.epochs_completed
                 if self._periodic(new_epoch, epochs_done):
                     break  # early stopping
-            self._finish(last_loss)
+            self._finish()
         except BaseException as exc:
             self._emit("error", message=f"{type(exc).__name__}: {exc}")
             raise
         return self.metrics
+
+    def _steps_until_due(self, last_step: int) -> int:
+        """Optimizer steps until the next log, evaluation, checkpoint, epoch end or the end."""
+        s, step = self.schedule, self.step
+        per_epoch = self.data.batches_per_epoch
+        batches_left = per_epoch - self.data.batches_done % per_epoch
+        due = [last_step, step + -(-batches_left // s.grad_accum)]
+        for every in (
+            s.log_every if self.stepper.track else None,
+            s.eval_every,
+            s.checkpoint_every,
+        ):
+            if every:
+                due.append(step - step % every + every)
+        return min(due) - step
+
+    def _train(self, steps: int) -> None:
+        """``steps`` optimizer steps; between them, only the data wait is timed, when logged."""
+        data, stepper, scheduler = self.data, self.stepper, self.scheduler
+        if self.schedule.grad_accum == 1 and not stepper.track:
+            # Nothing listens and nothing accumulates: the hand-written loop, plus a Task.
+            one = stepper.one
+            for step in range(self.step, self.step + steps):
+                one(next(data), step, data.batches_done - 1)
+                if scheduler is not None:
+                    scheduler.step()
+                self.step = step + 1
+            return
+        accum, per_epoch, clock, wait = (
+            self.schedule.grad_accum,
+            data.batches_per_epoch,
+            time.perf_counter,
+            0.0,
+        )
+        try:
+            for _ in range(steps):
+                first = data.batches_done % per_epoch
+                t0 = clock()
+                micro_batches = [next(data) for _ in range(accum)]
+                wait += clock() - t0
+                stepper(micro_batches, self.step, first)
+                if scheduler is not None:
+                    scheduler.step()
+                self.step += 1
+        finally:
+            self._wait += wait
 
     def _periodic(self, new_epoch: bool, epochs_done: int) -> bool:
         """Epoch-end event, evaluation and checkpoint when due; True to stop early."""
@@ -136,7 +170,8 @@ class Trainer:
             self.save()  # after evaluation, so keep-best sees this step's metrics
         return stop
 
-    def _finish(self, last_loss: torch.Tensor | None) -> None:
+    def _finish(self) -> None:
+        last_loss = self.stepper.last_loss
         if last_loss is not None:
             self.metrics["train_loss"] = float(last_loss.detach())
         if self.val_data is not None and self._evaluated_at != self.step:
@@ -158,10 +193,11 @@ class Trainer:
             )
             self.events.emit(event)
 
-    def _log_step(
-        self, loss_sum: torch.Tensor | None, items: int, wait: float, elapsed: float
-    ) -> None:
-        s = self.schedule
+    def _log_step(self) -> None:
+        now, s = time.perf_counter(), self.schedule
+        elapsed, wait = now - self._window_start, self._wait
+        self._window_start, self._wait = now, 0.0
+        loss_sum, items = self.stepper.pop_tracked()
         steps = s.log_every
         if self.dist.enabled and loss_sum is not None:
             packed = torch.stack([loss_sum.float(), torch.tensor(float(items)).to(loss_sum)])
