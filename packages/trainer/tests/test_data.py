@@ -80,6 +80,48 @@ def test_workers_are_seeded_deterministically() -> None:
     assert draw() == draw()
 
 
+class _Augmented(torch.utils.data.Dataset[tuple[torch.Tensor, int]]):
+    """Draws from python, numpy and torch per sample, as augmentations do."""
+
+    def __len__(self) -> int:
+        return 40
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        import random
+
+        noise = random.random() + float(np.random.rand()) + torch.rand(3)
+        return noise + i, i
+
+
+def _worker_stream(num_workers: int) -> BatchStream:
+    sampler = ResumableSampler(40, 4, seed=1)
+    loader = build_loader(_Augmented(), 4, sampler=sampler, num_workers=num_workers, seed=1)
+    return BatchStream(loader, sampler, seed=1)
+
+
+def test_worker_randomness_resumes_mid_epoch_exactly() -> None:
+    a = _worker_stream(num_workers=2)
+    seen = [next(a) for _ in range(25)]  # 10 batches per epoch: into epoch 2
+    resumed = _worker_stream(num_workers=2)
+    resumed.load_state_dict({"epoch": 1, "batches_done": 3})  # fresh workers, mid-epoch
+    for x, _ in seen[13:]:
+        assert torch.equal(next(resumed)[0], x)
+    # The batch decides the numbers, not the worker: one worker draws what two drew.
+    one = _worker_stream(num_workers=1)
+    assert all(torch.equal(next(one)[0], x) for x, _ in seen[:12])
+    # Epochs draw afresh: every sample gets new noise in the next epoch.
+    epochs = [
+        {
+            int(i): row
+            for x, ids in seen[e * 10 : e * 10 + 10]
+            for row, i in zip(x, ids, strict=True)
+        }
+        for e in (0, 1)
+    ]
+    assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(40))
+    assert not any(torch.equal(epochs[0][i], epochs[1][i]) for i in range(40))
+
+
 def test_digits_split_and_ranges() -> None:
     train, val = digits(0.2, seed=0)
     assert len(train) + len(val) == 1797 and len(val) == 359

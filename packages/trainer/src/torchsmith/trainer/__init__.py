@@ -30,7 +30,13 @@ from ._config import (  # noqa: E402
     apply_overrides,
     validate_config,
 )
-from ._data import BatchStream, ResumableSampler, build_loader, seed_worker  # noqa: E402
+from ._data import (  # noqa: E402
+    BatchSeeded,
+    BatchStream,
+    ResumableSampler,
+    build_loader,
+    seed_worker,
+)
 from ._datasets import Tokenizer, digits, text_corpus  # noqa: E402
 from ._evaluate import EarlyStopping, TextSampler, evaluate, generate  # noqa: E402
 from ._events import CallbackSink, EventBus, JsonlSink, ListSink, RichProgressSink  # noqa: E402
@@ -85,6 +91,7 @@ __all__ = [
     # data
     "ResumableSampler",
     "BatchStream",
+    "BatchSeeded",
     "build_loader",
     "seed_worker",
     "digits",

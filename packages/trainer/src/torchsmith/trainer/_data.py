@@ -9,6 +9,7 @@ may have prefetched further; those do not count).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Iterator, Sized
 from typing import Any
@@ -25,6 +26,9 @@ class ResumableSampler(Sampler[int]):
     world_size``; rank ``r`` takes the ``r``-th slice of ``batch_size`` of it, so the
     union over ranks is exactly what one process with batch ``G`` would see.
     The incomplete last global batch is dropped.
+
+    With ``tag_epochs`` each index is yielded as ``epoch * num_samples + index``, so a
+    DataLoader worker knows which epoch a batch belongs to (see :class:`BatchSeeded`).
     """
 
     def __init__(
@@ -36,8 +40,10 @@ class ResumableSampler(Sampler[int]):
         shuffle: bool = True,
         rank: int = 0,
         world_size: int = 1,
+        tag_epochs: bool = False,
     ) -> None:
         self.num_samples, self.batch_size = num_samples, batch_size
+        self.tag_epochs = tag_epochs
         self.seed, self.shuffle = seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start_batch = 0, 0
@@ -62,6 +68,8 @@ class ResumableSampler(Sampler[int]):
             perm = torch.arange(self.num_samples)
         nb, b, w = self.batches_per_epoch, self.batch_size, self.world_size
         mine = perm[: nb * w * b].view(nb, w, b)[self.start_batch :, self.rank]
+        if self.tag_epochs:
+            mine = mine + self.epoch * self.num_samples
         return iter(mine.reshape(-1).tolist())
 
     def __len__(self) -> int:
@@ -73,6 +81,36 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+class BatchSeeded(Dataset[Any]):
+    """A dataset whose randomness in DataLoader workers depends on the batch, not the worker.
+
+    A worker's RNG streams advance with every batch it serves, so a resumed run (fresh
+    workers, starting mid-epoch) would draw different augmentations. Before each batch this
+    wrapper reseeds python, numpy and torch from (seed, epoch, first index of the batch),
+    which identifies the batch within a run, so each batch draws the same numbers whichever
+    worker serves it and however the run was interrupted. It reads epoch-tagged indices
+    (``ResumableSampler(tag_epochs=True)``); :func:`build_loader` sets both up.
+    """
+
+    def __init__(self, dataset: Dataset[Any], num_samples: int, seed: int = 0) -> None:
+        self.dataset, self.num_samples, self.seed = dataset, num_samples, seed
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, key: int) -> Any:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: list[int]) -> list[Any]:
+        epoch, first = divmod(keys[0], self.num_samples)
+        digest = hashlib.blake2b(f"{self.seed}:{epoch}:{first}".encode(), digest_size=8).digest()
+        seed = int.from_bytes(digest, "little") >> 1  # < 2**63, as torch.manual_seed wants
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        return [self.dataset[key % self.num_samples] for key in keys]
 
 
 def build_loader(
@@ -89,9 +127,14 @@ def build_loader(
 
     The loader's own generator keeps iterator creation from consuming the global
     torch RNG (DataLoader draws a worker base seed on every ``iter()``), which
-    would otherwise make a resumed run drift from an uninterrupted one.
+    would otherwise make a resumed run drift from an uninterrupted one. With workers and
+    a :class:`ResumableSampler`, the dataset is wrapped in :class:`BatchSeeded` (and the
+    sampler tags its indices with the epoch), so randomness drawn in workers resumes exactly.
     """
     workers = num_workers > 0
+    if workers and isinstance(sampler, ResumableSampler):
+        sampler.tag_epochs = True
+        dataset = BatchSeeded(dataset, sampler.num_samples, seed)
     return DataLoader(
         dataset,
         batch_size=batch_size,
