@@ -115,3 +115,74 @@ def test_a_corrupt_database_is_reported_not_damaged(
     assert main(["list", "--db", str(db)]) == 2
     assert "may be corrupt" in capsys.readouterr().err
     assert db.read_bytes() == b"junk" * 100
+
+
+@pytest.fixture
+def truncated_db(tmp_path: Path, make_result) -> tuple[Path, Path]:
+    """A real store cut to half its size, and a valid JSON export of its runs."""
+    db, export = tmp_path / "cut.duckdb", tmp_path / "runs.json"
+    with BenchStore(db) as store:
+        for seed in range(3):
+            store.save_run([make_result("k", 1e-3, seed=seed, n=2000)])
+    assert main(["export", "1", "2", "--db", str(db), "--out", str(export)]) == 0
+    with db.open("r+b") as handle:
+        handle.truncate(db.stat().st_size // 2)
+    return db, export
+
+
+@pytest.mark.parametrize("argv", [["list"], ["compare", "1", "1"], ["import", "EXPORT"]])
+def test_a_truncated_database_is_a_one_line_error_and_stays_as_it_was(
+    truncated_db: tuple[Path, Path], argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, export = truncated_db
+    before = db.read_bytes()
+    capsys.readouterr()
+    full = [str(export) if arg == "EXPORT" else arg for arg in argv]
+    assert main([*full, "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(db) in err and "corrupt" in err
+    assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("base", "head", "message"),
+    [
+        ("history:abc", "latest", "bad base 'history:abc'"),
+        ("history:0", "latest", "history:N"),
+        ("latest~x", "latest", "bad run reference 'latest~x'"),
+        ("latest~-1", "latest", "'latest~N'"),
+        ("1", "", "empty run reference"),
+        ("_", "latest", "no run matches '_'"),
+    ],
+)
+def test_a_bad_run_reference_is_an_error_naming_it(
+    tmp_path: Path,
+    make_result,
+    base: str,
+    head: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    db = tmp_path / "b.duckdb"
+    with BenchStore(db) as store:
+        store.save_run([make_result()])
+        store.save_run([make_result(seed=1)])
+    before = db.read_bytes()
+    assert main(["compare", base, head, "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "latest~N" in err and len(err.strip().splitlines()) == 1
+    assert db.read_bytes() == before
+
+
+def test_a_bench_file_that_fails_to_import_names_its_file_and_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken, raising = tmp_path / "bench_broken.py", tmp_path / "bench_raising.py"
+    broken.write_text("x = 1\ndef oops(:\n")
+    raising.write_text("import math\n\nmath.sqrt(-1)\n")
+    for path, line, kind in ((broken, 2, "SyntaxError"), (raising, 3, "ValueError")):
+        db = tmp_path / "b.duckdb"
+        assert main(["run", str(path), "--db", str(db), "--no-entry-points", *FAST]) == 2
+        err = capsys.readouterr().err
+        assert f"{path.resolve()}:{line}" in err and kind in err
+        assert not db.exists()

@@ -230,7 +230,7 @@ def test_a_failing_migration_leaves_the_version_2_database_as_it_was(
     _version_2_database(db_path)
     broken = (*MIGRATIONS[3], "SELECT * FROM no_such_table")
     monkeypatch.setitem(store_module.MIGRATIONS, 3, broken)
-    with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+    with pytest.raises(StoreError, match=r"migrating schema 2 to 3 failed.*no_such_table"):
         BenchStore(db_path)
     con = duckdb.connect(str(db_path), read_only=True)
     columns = [row[0] for row in con.execute("DESCRIBE samples").fetchall()]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,13 +15,13 @@ from pathlib import Path
 from torchsmith.interfaces import ConfigError, TorchsmithError
 
 from ._compare import Comparison, compare, compare_history
-from ._exchange import export_runs, import_runs
+from ._exchange import add_runs, export_runs, read_archive
 from ._html import html_report, write_text
 from ._markdown import comparison_table, markdown_summary, results_table
 from ._registry import REGISTRY, discover, load_entry_points
 from ._runner import run
 from ._stats import DEFAULT_ALPHA, DEFAULT_THRESHOLD
-from ._store import BenchStore
+from ._store import RUN_REFERENCES, BenchStore
 from ._timer import MeasureConfig
 
 DB_VARIABLE = "TORCHSMITH_BENCH_DB"
@@ -149,11 +150,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return _exit_for(comparison, args.fail_on_regression)
 
 
+def history_window(base: str) -> int | None:
+    """N of a ``history[:N]`` base (5 when left out); None when ``base`` is not one."""
+    if not base.startswith("history"):
+        return None
+    match = re.fullmatch(r"history(?::(\d+))?", base, re.ASCII)
+    window = int(match.group(1) or 5) if match else 0
+    if window < 1:
+        raise ConfigError(
+            f"bad base {base!r}: give 'history' or 'history:N' (N earlier runs pooled, N >= 1), "
+            f"or {RUN_REFERENCES}"
+        )
+    return window
+
+
 def _compare(
     store: BenchStore, base: str | int, head: str | int, args: argparse.Namespace
 ) -> Comparison:
-    if isinstance(base, str) and base.startswith("history"):
-        window = int(base.partition(":")[2] or 5)
+    window = history_window(base) if isinstance(base, str) else None
+    if window is not None:
         return compare_history(store, head, window=window, threshold=args.threshold,
                                alpha=args.alpha)  # fmt: skip
     return compare(store, base, head, threshold=args.threshold, alpha=args.alpha,
@@ -210,9 +225,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_import(args: argparse.Namespace) -> int:
+    archives = [read_archive(path) for path in args.files]  # every file valid before writing
     with BenchStore(args.db) as store:
-        for path in args.files:
-            added = import_runs(store, path)
+        for path, runs in zip(args.files, archives, strict=True):
+            added = add_runs(store, runs)
             print(f"{path}: imported {len(added)} runs {added}")
     return 0
 

@@ -158,9 +158,14 @@ def import_runs(store: BenchStore, path: str | Path, *, fmt: str | None = None) 
 
     Each run is written in its own transaction; runs already present (same uid) are skipped.
     """
+    return add_runs(store, read_archive(path, fmt=fmt))
+
+
+def add_runs(store: BenchStore, runs: RunArchive) -> list[int]:
+    """Save the runs of an archive whose uid ``store`` lacks; returns the new run ids."""
     added = []
     known = {info.uid for info in store.runs()}
-    for run in read_archive(path, fmt=fmt).runs:
+    for run in runs.runs:
         if run.uid in known:
             continue
         added.append(

@@ -17,13 +17,14 @@ import importlib.util
 import itertools
 import json
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from torchsmith.interfaces import ConfigError, RegistryError
+from torchsmith.interfaces import ConfigError, RegistryError, TorchsmithError
 
 Scalar = str | int | float | bool | None
 Params = dict[str, Scalar]
@@ -192,9 +193,23 @@ def load_file(path: Path) -> None:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception:
+    except TorchsmithError:
         del sys.modules[module_name]
         raise
+    except Exception as exc:
+        del sys.modules[module_name]
+        where = f"{path}:{_failing_line(exc, path)}"
+        raise ConfigError(
+            f"benchmark file {where} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _failing_line(exc: BaseException, path: Path) -> int | str:
+    """The line of ``path`` where ``exc`` arose (or was raised from), '?' when unknown."""
+    if isinstance(exc, SyntaxError) and exc.lineno is not None:
+        return exc.lineno
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(path)]
+    return frames[-1].lineno or "?" if frames else "?"
 
 
 def discover(paths: Iterable[Path | str]) -> list[Path]:

@@ -11,10 +11,11 @@ left out of them (a disturbed round); reading gives them back as ``samples`` and
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,6 +74,24 @@ SAMPLE_LISTS = (
 )
 
 
+# The forms ``resolve_run`` accepts, for its error messages.
+RUN_REFERENCES = "a run id, 'latest', 'latest~N' (N runs before it), a run uid or git commit prefix"
+_LATEST = re.compile(r"latest(?:~(\d+))?", re.ASCII)
+
+
+@contextmanager
+def duckdb_errors(path: Path, doing: str) -> Iterator[None]:
+    """Re-raise DuckDB's errors as a one-line ``StoreError`` naming the file."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise StoreError(
+            f"bench database {path}: {doing} failed ({type(exc).__name__}: {first}); it may "
+            "be corrupt or damaged. Nothing was written to it"
+        ) from exc
+
+
 class BenchStore:
     """``BenchStore(path)``: open (creating or migrating) a bench database file."""
 
@@ -96,7 +115,8 @@ class BenchStore:
                     )
                 self._migrate(version)
         except BaseException:
-            self._con.close()
+            with suppress(duckdb.Error):
+                self._con.close()
             raise
 
     # ------------------------------------------------------------ lifecycle
@@ -112,20 +132,24 @@ class BenchStore:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """All statements inside commit together or, on any exception, not at all."""
-        with self._lock:
+    def transaction(self, doing: str = "writing") -> Iterator[duckdb.DuckDBPyConnection]:
+        """All statements inside commit together or, on any exception, not at all.
+
+        DuckDB's errors come out as ``StoreError`` saying what was being done (``doing``).
+        """
+        with self._lock, duckdb_errors(self.path, doing):
             self._con.execute("BEGIN TRANSACTION")
             try:
                 yield self._con
             except BaseException:
-                self._con.execute("ROLLBACK")
+                with suppress(duckdb.Error):  # a broken file may refuse even this
+                    self._con.execute("ROLLBACK")
                 raise
             self._con.execute("COMMIT")
 
     def _migrate(self, current: int) -> None:
         for version in range(current + 1, SCHEMA_VERSION + 1):
-            with self.transaction() as con:
+            with self.transaction(f"migrating schema {version - 1} to {version}") as con:
                 for statement in MIGRATIONS[version]:
                     con.execute(statement)
                 con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
@@ -135,7 +159,7 @@ class BenchStore:
             return _read_version(self._con, self.path)
 
     def _query(self, sql: str, args: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
-        with self._lock:
+        with self._lock, duckdb_errors(self.path, "reading"):
             return self._con.execute(sql, args).fetchall()
 
     # ------------------------------------------------------------ writing
@@ -238,25 +262,30 @@ class BenchStore:
     def resolve_run(self, ref: str | int) -> int:
         """A run id from an id, ``latest``/``latest~N``, a uid prefix or a git commit prefix."""
         text = str(ref).strip()
-        if text.isdigit():
+        if not text:
+            raise StoreError(f"empty run reference; give {RUN_REFERENCES}")
+        if re.fullmatch(r"\d+", text, re.ASCII):
             return self.run(int(text)).run_id
-        if text == "latest" or text.startswith("latest~"):
-            back = int(text.partition("~")[2] or 0)
-            runs = self.runs(limit=back + 1)
-            if len(runs) <= back:
-                raise StoreError(f"{text}: {self.path} holds only {len(runs)} runs")
-            return runs[back].run_id
+        if text.startswith("latest"):
+            return self._latest(text)
         rows = self._query(
-            "SELECT run_id FROM runs WHERE uid LIKE ? || '%' OR git_commit LIKE ? || '%'"
+            "SELECT run_id FROM runs WHERE starts_with(uid, ?) OR starts_with(git_commit, ?)"
             " ORDER BY created_at DESC, run_id DESC",
             [text, text],
         )
         if not rows:
-            raise StoreError(
-                f"no run matches {text!r} in {self.path}; give a run id, 'latest', "
-                "'latest~1', a run uid or a git commit"
-            )
+            raise StoreError(f"no run matches {text!r} in {self.path}; give {RUN_REFERENCES}")
         return int(rows[0][0])
+
+    def _latest(self, text: str) -> int:
+        match = _LATEST.fullmatch(text)
+        if match is None:
+            raise StoreError(f"bad run reference {text!r}; give {RUN_REFERENCES}")
+        back = int(match.group(1) or 0)
+        runs = self.runs(limit=back + 1)
+        if len(runs) <= back:
+            raise StoreError(f"{text}: {self.path} holds only {len(runs)} runs")
+        return runs[back].run_id
 
     def results(self, run_id: int) -> list[BenchmarkResult]:
         """Every result of one run, raw samples included (left-out ones apart), by case key."""
@@ -300,6 +329,11 @@ def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
 
 def _read_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     """The schema version, 0 for an empty database; refuses foreign and newer databases."""
+    with duckdb_errors(path, "reading the schema version"):
+        return _checked_version(con, path)
+
+
+def _checked_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     if not tables:
         return 0
