@@ -88,7 +88,11 @@ def test_export_then_import(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run", "--filter", "nothing-matches", "--no-entry-points"], "no benchmark cases"),
+        (["run", "--filter", "nothing-matches", "--no-entry-points"], "no benchmark matches"),
+        (
+            ["run", "--filter", "cli.sum", "--filter", "cli.summ", "--no-entry-points"],
+            "did you mean cli.sum",
+        ),
         (["compare", "1", "2"], "does not exist"),
         (["report"], "give --html"),
     ],

@@ -62,6 +62,16 @@ def test_select_by_glob_or_substring(registry: Registry) -> None:
     assert len(registry.select()) == 3
 
 
+def test_a_pattern_matching_nothing_is_an_error_even_beside_one_that_matches(
+    registry: Registry,
+) -> None:
+    for name in ("x.sum", "x.mean"):
+        benchmark(name, registry=registry)(lambda: lambda: None)
+    assert [c.name for c in registry.select(["x.sum", "x.*"])] == ["x.mean", "x.sum"]
+    with pytest.raises(RegistryError, match=r"no benchmark matches 'x.summ'.*did you mean x.sum"):
+        registry.select(["x.sum", "x.summ"])
+
+
 def test_items_per_call_defaults_to_batch_size(registry: Registry) -> None:
     benchmark("b", params={"batch_size": [8]}, registry=registry)(lambda batch_size: print)
     benchmark("c", items=128, registry=registry)(lambda: print)

@@ -114,11 +114,12 @@ def _load_cases(args: argparse.Namespace) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     _load_cases(args)
-    cases = REGISTRY.select(args.filter)
+    cases = REGISTRY.select(args.filter)  # a --filter matching nothing is an error
     if not cases:
-        where = f"matching {args.filter}" if args.filter else "registered"
-        known = ", ".join(REGISTRY.names()) or "none"
-        raise ConfigError(f"no benchmark cases {where} (known: {known})")
+        raise ConfigError(
+            "no benchmark cases registered: give bench_*.py files or directories, or run "
+            "where ./benchmarks holds them"
+        )
     if args.list:
         print("\n".join(case.name for case in cases))
         return 0

@@ -108,17 +108,27 @@ class Registry:
         try:
             return self._cases[name]
         except KeyError:
-            close = difflib.get_close_matches(name, self._cases, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            known = ", ".join(sorted(self._cases)) or "none registered"
-            raise RegistryError(f"unknown benchmark {name!r}{hint} (known: {known})") from None
+            raise RegistryError(f"unknown benchmark {name!r}{self._hint(name)}") from None
+
+    def _hint(self, name: str) -> str:
+        close = difflib.get_close_matches(name, self._cases, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        known = ", ".join(sorted(self._cases)) or "none registered"
+        return f"{hint} (known: {known})"
 
     def names(self) -> list[str]:
         return sorted(self._cases)
 
     def select(self, patterns: Sequence[str] = ()) -> list[Case]:
-        """Cases whose name matches any glob (or contains any text) of ``patterns``."""
+        """Cases whose name matches any glob (or contains any text) of ``patterns``.
+
+        A pattern that matches no case is an error (a typo would otherwise go unnoticed
+        beside a pattern that matches).
+        """
         cases = [self._cases[n] for n in self.names()]
+        for pattern in patterns:
+            if not any(_matches(c.name, pattern) for c in cases):
+                raise RegistryError(f"no benchmark matches {pattern!r}{self._hint(pattern)}")
         if not patterns:
             return cases
         return [c for c in cases if any(_matches(c.name, p) for p in patterns)]
