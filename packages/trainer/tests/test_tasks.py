@@ -3,23 +3,30 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchsmith.interfaces import MissingSuiteError, Task
+from torchsmith.interfaces import ConfigError, MissingSuiteError, Task
 from torchsmith.trainer import (
     CausalLMTask,
     ClassificationTask,
     CLIPTask,
     ContrastiveTask,
+    ExperimentConfig,
+    build_trainer,
     clip_loss,
     ntxent,
     resolve_loss,
 )
 from torchsmith.trainer._models import GPT, DualEncoder, Encoder
+from torchsmith.trainer._tasks import takes_logit_scale
+
+from .conftest import small_config
 
 
 def _ntxent_reference(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
@@ -125,3 +132,47 @@ def test_builtin_losses_without_the_losses_suite(monkeypatch: pytest.MonkeyPatch
     assert float(resolve_loss("ntxent", temperature=0.3)(z, z)) == float(ntxent(z, z, 0.3))
     with pytest.raises(MissingSuiteError, match=r"pip install \"torchsmith-trainer\[losses\]\""):
         resolve_loss("focal")
+    with pytest.raises(ConfigError, match="'temprature'; accepted keywords: temperature"):
+        resolve_loss("ntxent", temprature=0.3)  # at build time, not at the first step
+
+
+def _clip_config(tmp_path: Path, *overrides: str, **task: Any) -> ExperimentConfig:
+    return small_config(
+        tmp_path,
+        *overrides,
+        model={"kind": "clip"},
+        data={"kind": "digits", "captions": True},
+        task={"kind": "clip", **task},
+        training={"max_steps": 30},
+    )
+
+
+def test_clip_from_config_trains_the_models_logit_scale(tmp_path: Path) -> None:
+    # With torchsmith-losses installed, "clip" by name once meant ClipLoss, which takes
+    # no scale: the model's logit_scale got no gradient and never moved.
+    trainer = build_trainer(_clip_config(tmp_path))
+    model = trainer.stepper.model
+    assert isinstance(model, DualEncoder)
+    before = float(model.logit_scale.detach())
+    trainer.stepper.task(model, next(iter(trainer.val_data))).loss.backward()
+    assert model.logit_scale.grad is not None and float(model.logit_scale.grad) != 0.0
+    model.zero_grad()
+    metrics = trainer.fit()
+    assert float(model.logit_scale.detach()) != pytest.approx(before, abs=1e-4)
+    # Chance is ln(64) = 4.16 for a batch of 64 (the validation batch here).
+    assert metrics["val_loss"] < 0.75 * math.log(64)
+
+
+def test_clip_loss_named_explicitly_also_takes_the_models_scale(tmp_path: Path) -> None:
+    task = build_trainer(_clip_config(tmp_path, loss="clip")).stepper.task
+    assert task.loss is clip_loss
+
+
+def test_a_clip_loss_without_the_models_scale_is_refused() -> None:
+    def two_args(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return clip_loss(image, text)
+
+    assert not takes_logit_scale(two_args) and takes_logit_scale(clip_loss)
+    x, captions = torch.rand(4, 64), torch.randint(1, 256, (4, 6))
+    with pytest.raises(ConfigError, match=r"task\.loss: the model returns a logit scale"):
+        CLIPTask(two_args)(DualEncoder(64, 256, 16, 32), (x, captions))

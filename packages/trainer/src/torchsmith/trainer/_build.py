@@ -122,6 +122,25 @@ def _import_model(m: ImportedModelConfig) -> nn.Module:
     return model
 
 
+def build_config_task(config: ExperimentConfig) -> Any:
+    """The task of ``config.task``; its loss is reachable as ``task.loss``."""
+    t = config.task
+    clip_model = isinstance(config.model, CLIPConfig)  # DualEncoder returns its logit scale
+    return build_task(t.kind, t.loss, t.loss_kwargs, t.top_k, model_scale=clip_model)
+
+
+def add_loss_parameters(optimizer: torch.optim.Optimizer, loss: nn.Module) -> None:
+    """The loss module's trainable parameters as one more group, without weight decay.
+
+    A learnable temperature is a scalar like a norm gain: decaying it only pulls it to 0.
+    No group is added for a loss without parameters, so the optimizer's state layout
+    (and old checkpoints) stay as they were.
+    """
+    params = [p for p in loss.parameters() if p.requires_grad]
+    if params:
+        optimizer.add_param_group({"params": params, "weight_decay": 0.0})
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for dist in ("torchsmith-trainer", "torchsmith-interfaces", "torchsmith-losses"):
@@ -141,6 +160,7 @@ def build_trainer(
 ) -> Trainer:
     """Every part of a run, wired: seed, data, model, task, optimizer, loop, checkpoints."""
     device = resolve_device(config)
+    task = build_config_task(config)  # a bad task.loss fails here, before any data is read
     info = dist or init_distributed(device.type)
     seed_everything(config.seed + info.rank)
     data = build_data(config, base_dir)
@@ -148,13 +168,14 @@ def build_trainer(
     model = build_model(config, data.tokenizer).to(device)
     torch.manual_seed(config.seed + info.rank)
     optimizer = build_optimizer(model, config.optim)
+    loss = getattr(task, "loss", None)
+    if isinstance(loss, nn.Module):  # a learnable temperature, a memory bank
+        loss.to(device)
+        add_loss_parameters(optimizer, loss)
     tr, loader_cfg = config.training, config.loader
     if tr.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = wrap_ddp(model, info, device)
-    task = build_task(
-        config.task.kind, config.task.loss, config.task.loss_kwargs, config.task.top_k
-    )
     sampler = ResumableSampler(
         dataset_length(data.train),
         loader_cfg.batch_size,

@@ -6,13 +6,14 @@ eq. 1) and the symmetric InfoNCE of CLIP (Radford et al. 2021, fig. 3).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from torchsmith.interfaces import MissingSuiteError
+from torchsmith.interfaces import ConfigError, MissingSuiteError
 
 LossFn = Callable[..., torch.Tensor]
 
@@ -68,4 +69,11 @@ def _builtin(name: str, kwargs: dict[str, Any]) -> LossFn:
     builtin = BUILTIN[name]
     if not kwargs:
         return builtin
+    try:  # a misspelt keyword fails now, not at the first step
+        inspect.signature(builtin).bind_partial(None, None, **kwargs)
+    except TypeError as exc:
+        accepted = list(inspect.signature(builtin).parameters)[2:]
+        raise ConfigError(
+            f"loss {name!r}: {exc}; accepted keywords: {', '.join(accepted)}"
+        ) from None
     return lambda *args: builtin(*args, **kwargs)

@@ -6,6 +6,7 @@ with ``train_metrics=True``), so training steps pay for the loss alone.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchsmith.interfaces import DataError, TaskOutput
+from torchsmith.interfaces import ConfigError, DataError, TaskOutput, TorchsmithError
 
 from ._losses import LossFn, clip_loss, ntxent, resolve_loss
 from ._metrics import matched_accuracy, top_k_accuracy
@@ -112,21 +113,49 @@ class ContrastiveTask:
         return TaskOutput(loss, x.shape[0], metrics)
 
 
+def takes_logit_scale(loss: LossFn) -> bool:
+    """Whether ``loss(image, text, logit_scale)`` is a valid call.
+
+    A loss module is judged by its ``forward``: torchsmith-losses' ``ClipLoss`` owns
+    its temperature and takes two embeddings only. Unknown signatures count as yes,
+    so the call itself says what is wrong.
+    """
+    fn = loss.forward if isinstance(loss, nn.Module) else loss
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return (
+        any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+        or sum(p.kind in positional for p in params) >= 3
+    )
+
+
 @dataclass
 class CLIPTask:
-    """Image-text contrastive learning: ``model(images, texts)`` gives (image, text[, scale])."""
+    """Image-text contrastive learning: ``model(images, texts)`` gives (image, text[, scale]).
+
+    A scale the model returns (CLIP's learnable temperature) goes to the loss as its
+    third argument, so it trains. A loss that takes no scale cannot learn it: that is
+    an error, never a silently frozen parameter (under DDP, an unused one).
+    """
 
     loss: LossFn = field(default=clip_loss)
     train_metrics: bool = False
 
+    def __post_init__(self) -> None:
+        self._takes_scale = takes_logit_scale(self.loss)
+
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
         images, texts = _pair(batch, "clip")
         image, text, *rest = model(images, texts)
-        loss = (
-            self.loss(image, text, rest[0])
-            if self.loss is clip_loss and rest
-            else (self.loss(image, text))
-        )
+        if not rest:
+            loss = self.loss(image, text)
+        elif self._takes_scale:
+            loss = self.loss(image, text, rest[0])
+        else:
+            raise ConfigError(_scale_not_taken(self.loss))
         metrics: dict[str, float | torch.Tensor] = {}
         if self.train_metrics or not model.training:
             sim = F.normalize(image.detach(), dim=1) @ F.normalize(text.detach(), dim=1).T
@@ -137,12 +166,44 @@ class CLIPTask:
         return TaskOutput(loss, images.shape[0], metrics)
 
 
-def build_task(kind: str, loss: str | None, loss_kwargs: dict[str, Any], top_k: list[int]) -> Any:
-    """The task ``kind`` with its loss resolved by name (default: the task's usual loss)."""
+def _scale_not_taken(loss: LossFn) -> str:
+    name = type(loss).__name__ if isinstance(loss, nn.Module) else getattr(loss, "__name__", loss)
+    return (
+        f"task.loss: the model returns a logit scale but the loss {name} takes none, so the "
+        "model's temperature would never train; leave task.loss unset (the built-in clip "
+        "loss takes the model's scale) or use a loss that accepts (image, text, logit_scale)"
+    )
+
+
+def build_task(
+    kind: str,
+    loss: str | None,
+    loss_kwargs: dict[str, Any],
+    top_k: list[int],
+    *,
+    model_scale: bool = False,
+) -> Any:
+    """The task ``kind`` with its loss resolved by name (default: the task's usual loss).
+
+    ``model_scale``: the CLIP model returns its own logit scale. ``"clip"`` (the default)
+    is then the built-in loss, which takes that scale; torchsmith-losses' ``clip`` holds
+    its own temperature instead. Every failure to find or build the loss is a ConfigError
+    naming ``task.loss``.
+    """
+    default = {"classification": "cross_entropy", "causal_lm": "cross_entropy"}.get(kind)
+    default = default or ("ntxent" if kind == "contrastive" else "clip")
+    if kind == "clip" and model_scale and loss in (None, "clip") and not loss_kwargs:
+        return CLIPTask(clip_loss)
+    try:
+        fn = resolve_loss(loss or default, **loss_kwargs)
+    except (TorchsmithError, TypeError, ValueError) as exc:
+        raise ConfigError(f"task.loss: {exc}") from exc
     if kind == "classification":
-        return ClassificationTask(resolve_loss(loss or "cross_entropy", **loss_kwargs), top_k)
+        return ClassificationTask(fn, top_k)
     if kind == "causal_lm":
-        return CausalLMTask(resolve_loss(loss or "cross_entropy", **loss_kwargs))
+        return CausalLMTask(fn)
     if kind == "contrastive":
-        return ContrastiveTask(resolve_loss(loss or "ntxent", **loss_kwargs))
-    return CLIPTask(resolve_loss(loss or "clip", **loss_kwargs))
+        return ContrastiveTask(fn)
+    if model_scale and not takes_logit_scale(fn):
+        raise ConfigError(_scale_not_taken(fn))
+    return CLIPTask(fn)
