@@ -76,6 +76,34 @@ def test_saving_the_same_step_again_replaces_it(tmp_path: Path) -> None:
     assert torch.equal(manager.load()["model"]["w"], torch.full((2, 2), 5.0))  # type: ignore[index]
 
 
+@pytest.mark.parametrize("killed_after", ["moving the old copy away", "moving the new in"])
+def test_a_save_killed_while_replacing_a_step_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_after: str
+) -> None:
+    CheckpointManager(tmp_path).save(_state(1.0), step=3, metrics={})
+    renames = 0
+    real_rename = Path.rename
+
+    def rename_then_die(self: Path, target: Path) -> Path:
+        nonlocal renames
+        renames += 1
+        result = real_rename(self, target)
+        if renames == (1 if killed_after == "moving the old copy away" else 2):
+            raise SystemExit("killed")  # nothing after this point runs, as after SIGKILL
+        return result
+
+    monkeypatch.setattr(Path, "rename", rename_then_die)
+    with pytest.raises(SystemExit):
+        CheckpointManager(tmp_path).save(_state(2.0), step=3, metrics={})
+    monkeypatch.undo()
+
+    manager = CheckpointManager(tmp_path)  # a later run opens the directory
+    expected = 1.0 if killed_after == "moving the old copy away" else 2.0
+    loaded = manager.load()
+    assert loaded is not None and torch.equal(loaded["model"]["w"], torch.full((2, 2), expected))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path)
     assert manager.load() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 SCRIPT = "import sys; from torchsmith.trainer._cli import main; sys.exit(main(sys.argv[1:]))\n"
 COMMON = ["digits-classifier", "--no-progress", "--set", "model.hidden=[32]",
           "--set", "eval.every_steps=null", "--set", "training.grad_accum=2",
-          "--set", "model.dropout=0.1"]  # fmt: skip
+          "--set", "model.dropout=0.1", "--set", "training.log_every=4"]  # fmt: skip
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:
@@ -43,7 +44,13 @@ def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path: Path) -> None
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
-    assert len(list((tmp_path / "ddp" / "checkpoints").glob("step-*"))) == 1  # rank 0 only
+    assert len(list((tmp_path / "ddp" / "checkpoints").glob("step-*"))) == 1
+    # Only rank 0 logs: one end event, and each logged step once (two writers would double
+    # them). The logged loss is reduced over both ranks: it is one number per step.
+    events = [json.loads(line) for line in (tmp_path / "ddp" / "metrics.jsonl").open()]
+    assert [e["kind"] for e in events].count("end") == 1
+    logged = [e["step"] for e in events if e["kind"] == "step"]
+    assert logged and len(logged) == len(set(logged))
 
     # Stop the 2-process run at step 5 and resume it (per-rank RNG, sampler slices): bitwise.
     ddp(tmp_path / "resumed", "--max-steps", "5")

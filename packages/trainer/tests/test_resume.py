@@ -60,6 +60,34 @@ def test_resume_at_epoch_boundary_skips_no_batch(tmp_path: Path) -> None:
     _assert_bitwise_equal(_run(small_config(tmp_path / "b"), resume=True), reference)
 
 
+def test_resume_with_early_stopping_stops_where_the_uninterrupted_run_stops(
+    tmp_path: Path,
+) -> None:
+    # min_delta 100: no evaluation ever improves, so patience 2 stops at the 2nd evaluation
+    # after the first (step 6). The stop at step 3 evaluates once more for the checkpoint;
+    # that evaluation must not count towards patience.
+    def config(out: Path) -> ExperimentConfig:
+        return small_config(
+            out,
+            "eval.every_steps=2",
+            "eval.early_stopping_metric=val_loss",
+            "eval.patience=2",
+            "eval.min_delta=100",
+        )
+
+    reference = build_trainer(config(tmp_path / "a"))
+    reference.fit()
+    assert reference.step == 6
+    _run(config(tmp_path / "b"), stop_after=3)
+    resumed = build_trainer(config(tmp_path / "b"))
+    resumed.resume("latest")
+    resumed.fit()
+    assert resumed.step == 6
+    _assert_bitwise_equal(
+        unwrap(resumed.stepper.model).state_dict(), unwrap(reference.stepper.model).state_dict()
+    )
+
+
 def test_resume_does_not_read_skipped_batches(tmp_path: Path) -> None:
     config = small_config(tmp_path)
     _run(config, stop_after=20)

@@ -3,7 +3,8 @@
 A save writes a hidden temporary directory, fsyncs every file and the directory,
 then renames it into place and repoints the ``latest`` symlink with ``os.replace``.
 A process killed at any moment leaves the previous checkpoint untouched; a
-half-written ``.tmp-*`` directory is removed by the next manager.
+half-written ``.tmp-*`` directory is removed by the next manager, and a step being
+replaced (moved to ``.old-step-*`` for a moment) is put back if the new copy never landed.
 
     OUT/checkpoints/step-00000100/{model.safetensors, state.pt, meta.json}
     OUT/checkpoints/latest -> step-00000100
@@ -52,8 +53,18 @@ class CheckpointManager:
         self.keep_last, self.keep_best = keep_last, keep_best
         self.metric, self.mode = metric, mode
         if self.directory.is_dir():
-            for stale in self.directory.glob(".tmp-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+            self._recover()
+
+    def _recover(self) -> None:
+        """Undo what a process killed mid-save left: a temp directory, or a moved-away step."""
+        for stale in self.directory.glob(".tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        for old in self.directory.glob(".old-step-*"):
+            final = self.directory / old.name.removeprefix(".old-").rsplit("-", 1)[0]
+            if final.exists():  # the new copy made it into place: the old one can go
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # killed between the two renames: the old copy is the checkpoint
+                old.rename(final)
 
     # ------------------------------------------------------------ save
 
@@ -70,13 +81,17 @@ class CheckpointManager:
         _write_synced(tmp / STATE_FILE, lambda p: torch.save(rest, p))
         _write_synced(tmp / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2)))
         fsync_directory(tmp)
+        old = None
         if final.exists():  # saving the same step again (e.g. a resumed run's last step)
-            old = self.directory / f".tmp-old-{step:08d}-{os.getpid()}"
+            # Two renames, and a kill between them leaves the old copy under a name that
+            # _recover() puts back; it is deleted only once the new copy is in place.
+            old = self.directory / f".old-{final.name}-{os.getpid()}"
             final.rename(old)
-            shutil.rmtree(old)
         tmp.rename(final)
         self._point_latest(final.name)
         fsync_directory(self.directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         self._prune()
         return final
 

@@ -49,6 +49,7 @@ class Stepper:
     dist: Dist = field(default_factory=Dist)
     track: bool = False
     scaler: torch.amp.GradScaler | None = None
+    batches_per_epoch: int | None = None  # only to name a bad batch's place in its epoch
 
     def __post_init__(self) -> None:
         if self.precision == "fp16" and self.scaler is None:
@@ -189,6 +190,8 @@ class Stepper:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             return
+        if index >= 0 and self.batches_per_epoch:
+            index %= self.batches_per_epoch  # an accumulation window may cross an epoch's end
         where = f"batch {index} of the epoch" if index >= 0 else "another rank's batch"
         raise NonFiniteLossError(
             f"loss is {value} at step {step + 1}, {where} "

@@ -78,7 +78,9 @@ class Trainer:
         self.stepper.track = bool(self.events) or self.dist.enabled
         self.metrics: dict[str, float] = {}
         self._evaluated_at = self._saved_at = -1
+        self._eval_keys: set[str] = set()
         self._window_start, self._wait = time.perf_counter(), 0.0
+        self.stepper.batches_per_epoch = self.data.batches_per_epoch  # for error messages
 
     @property
     def skipped_steps(self) -> int:
@@ -103,7 +105,11 @@ class Trainer:
                     self._log_step()
                 new_epoch = data.epochs_completed != epochs_done
                 epochs_done = data.epochs_completed
-                if self._periodic(new_epoch, epochs_done):
+                started = time.perf_counter()
+                stop = self._periodic(new_epoch, epochs_done)
+                # Evaluation and saving are not steps: keep them out of step time and rates.
+                self._window_start += time.perf_counter() - started
+                if stop:
                     break  # early stopping
             self._finish()
         except BaseException as exc:
@@ -172,10 +178,14 @@ class Trainer:
 
     def _finish(self) -> None:
         last_loss = self.stepper.last_loss
-        if last_loss is not None:
+        logged = self.stepper.track and "train_loss" in self.metrics  # the last logged mean
+        if last_loss is not None and not logged:
             self.metrics["train_loss"] = float(last_loss.detach())
         if self.val_data is not None and self._evaluated_at != self.step:
-            self._evaluate()
+            # Not a scheduled evaluation (a stop before the plan's end, or an end between
+            # evaluations): it must not move early stopping, or a run resumed from here
+            # would stop differently from one that never stopped.
+            self._evaluate(scheduled=False)
         if self.checkpoints is not None and self._saved_at != self.step:
             self.save()
         self.metrics["step"] = float(self.step)
@@ -217,8 +227,8 @@ class Trainer:
         self.metrics["train_loss"] = metrics["loss"]
         self._emit("step", metrics=metrics)
 
-    def _evaluate(self) -> bool:
-        """Evaluate, run hooks, emit; True when early stopping says stop."""
+    def _evaluate(self, scheduled: bool = True) -> bool:
+        """Evaluate, run hooks, emit; True when (scheduled and) early stopping says stop."""
         self._evaluated_at = self.step
         if self.val_data is None:
             return False
@@ -235,9 +245,12 @@ class Trainer:
             metrics=self.eval_metrics,
         )
         self.metrics.update(values)
+        self._eval_keys = set(values)
         message = "\n".join(hook(unwrap(model), self.step) for hook in self.eval_hooks) or None
         self._emit("eval", metrics=values, message=message)
-        return self.early_stopping is not None and self.early_stopping.update(values)
+        if self.early_stopping is None or not scheduled:
+            return False
+        return self.early_stopping.update(values)
 
     # ------------------------------------------------------------ checkpoints
 
@@ -265,10 +278,20 @@ class Trainer:
         path = None
         state = self.state_dict()  # on every rank: gathering RNG states is collective
         if self.checkpoints is not None and self.dist.is_main:
-            path = self.checkpoints.save(state, step=self.step, metrics=self.metrics)
+            path = self.checkpoints.save(state, step=self.step, metrics=self._fresh_metrics())
             self._emit("checkpoint", message=str(path))
         barrier(self.dist)
         return path
+
+    def _fresh_metrics(self) -> dict[str, float]:
+        """The metrics for a checkpoint: evaluation results only if measured at this step.
+
+        A checkpoint between evaluations would otherwise carry the previous evaluation's
+        numbers as its own, and keep-best would rank it by a model it no longer is.
+        """
+        if self._evaluated_at == self.step:
+            return dict(self.metrics)
+        return {k: v for k, v in self.metrics.items() if k not in self._eval_keys}
 
     def load_state_dict(self, state: Mapping[str, Any], source: Path) -> None:
         load_model_state(unwrap(self.stepper.model), state["model"], source)
