@@ -29,7 +29,7 @@ def _assert_bitwise_equal(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), f"{key} differs"
 
 
-# 22 batches of 64 per epoch: 5 and 27 are mid-epoch, 11 is mid-epoch with accumulation 2.
+# 22 batches of 64 per epoch, 2 per step: 5 and 27 stop mid-epoch, 11 at epoch 0's end.
 @pytest.mark.parametrize("stop", [5, 11, 27])
 def test_classification_resume_is_bitwise_identical(tmp_path: Path, stop: int) -> None:
     config = small_config(tmp_path / "a", "training.grad_accum=2", "eval.every_steps=4")
