@@ -29,6 +29,8 @@ FAST = [
     "--quiet",
     "--rounds",
     "1",
+    "--memory",
+    "off",
 ]
 
 
@@ -54,6 +56,23 @@ def test_run_list_compare_report(
     html, md = tmp_path / "r.html", tmp_path / "s.md"
     assert main(["report", "--db", db, "--html", str(html), "--markdown", str(md)]) == 0
     assert "Plotly" in html.read_text() and "Run 2 against run 1" in md.read_text()
+
+
+def test_a_default_cpu_run_stores_peak_rss_and_the_calls_growth(tmp_path: Path) -> None:
+    (tmp_path / "bench_grow.py").write_text(
+        "from torchsmith.bench import benchmark\n"
+        "@benchmark('grow')\n"
+        "def grow():\n"
+        "    return lambda: bytearray(32 * 2**20)\n"
+    )
+    db = tmp_path / "b.duckdb"
+    fast = FAST[: FAST.index("--memory")]  # the default memory mode
+    assert main(["run", str(tmp_path / "bench_grow.py"), "--db", str(db), *fast]) == 0
+    with BenchStore(db, read_only=True) as store:
+        (result,) = store.results(1)
+    growth = result.extra["rss_growth_bytes"]
+    assert result.peak_memory_bytes is not None and result.peak_memory_bytes > growth
+    assert 30 * 2**20 <= growth < 200 * 2**20  # the 32 MiB the call allocates
 
 
 def test_fail_on_regression_sets_the_exit_code(

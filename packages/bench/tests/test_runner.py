@@ -108,6 +108,23 @@ def test_child_process_reports_peak_rss(tmp_path: Path) -> None:
     assert report["peak_rss_bytes"] - report["setup_rss_bytes"] >= 60 * 2**20
 
 
+def test_auto_memory_skips_the_probe_for_a_case_a_child_cannot_import(
+    registry: Registry, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    benchmark("local", registry=registry)(lambda: clock.work(1e-4))
+    (result,) = measure_cases(["local"], config=FAST, registry=registry)
+    assert result.peak_memory_bytes is None and "rss_growth_bytes" not in result.extra
+    assert "peak RSS of local not measured" in caplog.text
+
+
+def test_an_unknown_memory_mode_is_refused(registry: Registry) -> None:
+    from torchsmith.interfaces import ConfigError
+
+    benchmark("m", registry=registry)(lambda: lambda: None)
+    with pytest.raises(ConfigError, match="memory must be one of auto, cuda, child, off"):
+        measure_cases(["m"], config=FAST, registry=registry, memory="rss")  # type: ignore[arg-type]
+
+
 @pytest.mark.usefixtures("clean_registry")
 def test_rounds_pool_samples_from_worker_processes(tmp_path: Path) -> None:
     from torchsmith.bench import discover
@@ -124,7 +141,7 @@ def test_rounds_pool_samples_from_worker_processes(tmp_path: Path) -> None:
     )
     discover([tmp_path])
     seen: list[str] = []
-    results = measure_cases(["r.new", "r.pid"], config=FAST, rounds=2,
+    results = measure_cases(["r.new", "r.pid"], config=FAST, rounds=2, memory="off",
                             on_progress=lambda label, *_: seen.append(label))  # fmt: skip
     by_case = {r.case: r for r in results}
     assert set(by_case) == {"r.new", "r.ref", "r.pid"}

@@ -18,6 +18,7 @@ from ._compare import Comparison, compare, compare_history
 from ._exchange import add_runs, export_runs, read_archive
 from ._html import html_report, write_text
 from ._markdown import comparison_table, markdown_summary, results_table
+from ._memory import MEMORY_MODES
 from ._registry import REGISTRY, discover, load_entry_points
 from ._runner import run
 from ._stats import DEFAULT_ALPHA, DEFAULT_THRESHOLD
@@ -57,9 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, default=100)
     p.add_argument(
         "--memory",
-        choices=("auto", "child", "off"),
+        choices=MEMORY_MODES,
         default="auto",
-        help="peak memory: CUDA max allocated (auto), plus CPU peak RSS in a child",
+        help="peak memory: auto = CUDA max allocated for CUDA work, else peak RSS in a child "
+        "process (a few seconds per case); cuda = CUDA only; child = peak RSS always; off",
     )
     p.add_argument(
         "--rounds",

@@ -1,5 +1,11 @@
 """Peak memory of one call: CUDA max allocated in-process, or peak RSS in a child process.
 
+``memory`` modes: ``auto`` (the default) records CUDA max allocated when the work uses CUDA
+and otherwise peak RSS from the child probe; ``cuda`` only the CUDA peak (no child process);
+``child`` the child probe's peak RSS even for CUDA work; ``off`` nothing. From the probe,
+``peak_memory_bytes`` is the peak RSS (interpreter and torch included) and
+``extra["rss_growth_bytes"]`` the growth over the RSS after setup, the call's own share.
+
 RSS is a per-process high-water mark, so measuring it in the benchmarking process would
 report whatever ran before. The child imports the case afresh, runs setup, resets the mark
 (Linux ``clear_refs``; elsewhere the mark keeps the import peak), runs a few calls and
@@ -11,15 +17,64 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import resource
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Literal
+
+from torchsmith.interfaces import ConfigError
 
 from ._errors import MemoryProbeError
 from ._registry import REGISTRY, Case, Scalar, load_file
 from ._timer import cuda_in_use
+
+logger = logging.getLogger(__name__)
+
+MemoryMode = Literal["auto", "cuda", "child", "off"]
+MEMORY_MODES: tuple[MemoryMode, ...] = ("auto", "cuda", "child", "off")
+# What later worker rounds record: the probe's peak RSS hardly varies, so round 1's stands.
+LATER_ROUNDS: dict[str, MemoryMode] = {"auto": "cuda", "cuda": "cuda", "child": "off", "off": "off"}
+
+
+def check_mode(mode: str) -> MemoryMode:
+    for known in MEMORY_MODES:
+        if mode == known:
+            return known
+    raise ConfigError(f"memory must be one of {', '.join(MEMORY_MODES)}; got {mode!r}")
+
+
+def peak_memory(
+    case: Case, params: Mapping[str, Scalar], fn: Callable[[], object], mode: MemoryMode
+) -> tuple[int | None, dict[str, float]]:
+    """``(peak_memory_bytes, extra)`` of one call of ``fn`` as ``mode`` asks."""
+    if mode == "off":
+        return None, {}
+    if mode != "child":
+        peak = cuda_peak_bytes(fn)
+        if peak is not None or mode == "cuda":
+            return peak, {}
+    if mode == "auto" and not _probeable(case):
+        why = "its case cannot be imported in a child (define it in a bench_*.py file or module)"
+        logger.warning("peak RSS of %s not measured: %s", case.name, why)
+        return None, {}
+    try:
+        report = child_peak_rss(case, params)
+    except MemoryProbeError as exc:
+        if mode == "child":
+            raise
+        logger.warning("peak RSS of %s not measured: %s", case.name, exc)
+        return None, {}
+    growth = report["peak_rss_bytes"] - report["setup_rss_bytes"]
+    return report["peak_rss_bytes"], {"rss_growth_bytes": float(growth)}
+
+
+def _probeable(case: Case) -> bool:
+    """Whether the child can import ``case`` and find it in the global registry."""
+    registered = case.name in REGISTRY and REGISTRY.get(case.name) is case
+    return registered and bool(case.source) and case.source != "__main__"
 
 
 def cuda_peak_bytes(fn: Callable[[], object]) -> int | None:

@@ -31,6 +31,7 @@ import numpy as np
 from torchsmith.interfaces import BenchmarkResult, ConfigError, Environment
 
 from ._errors import CaseError
+from ._memory import LATER_ROUNDS
 from ._registry import Case, case_key
 from ._stats import decide, kept_rounds, round_spread, summarize
 from ._timer import MeasureConfig
@@ -96,7 +97,8 @@ def measure_rounds(
     with tempfile.TemporaryDirectory(prefix="torchsmith-bench-") as tmp:
         for index in range(rounds):
             out = Path(tmp) / f"round{index}.json"
-            request = _request(cases, baselines, config, memory, environment, out)
+            mode = memory if index == 0 else LATER_ROUNDS[memory]
+            request = _request(cases, baselines, config, mode, environment, out)
 
             def forward(line: str, index: int = index) -> None:
                 if on_progress is not None:
@@ -134,6 +136,9 @@ def _pool(rounds: Sequence[BenchmarkResult]) -> BenchmarkResult:
         merged.samples += rounds[index].samples
     peaks = [r.peak_memory_bytes for r in rounds if r.peak_memory_bytes]
     merged.peak_memory_bytes = max(peaks) if peaks else None
+    for r in rounds:  # the RSS probe runs in round 1 only, which may be the one left out
+        if "rss_growth_bytes" in r.extra:
+            merged.extra["rss_growth_bytes"] = r.extra["rss_growth_bytes"]
     merged.extra["round_spread"] = round_spread([medians[i] for i in kept])
     merged.extra["rounds"] = float(len(rounds))
     dropped = [i for i in range(len(rounds)) if i not in kept]

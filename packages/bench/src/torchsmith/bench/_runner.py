@@ -12,13 +12,12 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal
 
 from torchsmith.interfaces import BenchmarkResult, ConfigError, Environment, TorchsmithError
 
 from ._environment import capture_environment
 from ._errors import CaseError
-from ._memory import child_peak_rss, cuda_peak_bytes
+from ._memory import MemoryMode, check_mode, peak_memory
 from ._registry import REGISTRY, Case, Params, Registry, baseline_params, case_key, resolve_cases
 from ._rounds import measure_rounds
 from ._stats import decide, summarize
@@ -27,7 +26,6 @@ from ._timer import MeasureConfig, Measurement, measure, measure_interleaved
 
 logger = logging.getLogger(__name__)
 
-MemoryMode = Literal["auto", "child", "off"]
 # (what is being timed, jobs done, jobs in all, samples so far)
 OnProgress = Callable[[str, int, int, int], None]
 
@@ -74,11 +72,12 @@ def _result(
     params: Params,
     measured: Measurement,
     environment: Environment,
-    memory: int | None,
+    memory: tuple[int | None, dict[str, float]],
     fn: Callable[[], object],
 ) -> BenchmarkResult:
     stats = summarize(measured.samples)
-    extra = _own_extra(fn)
+    peak, memory_extra = memory
+    extra = {**_own_extra(fn), **memory_extra}
     load = _load_average()
     if load is not None:  # how busy the machine was: above the core count, distrust timings
         extra["load_average_1m"] = load
@@ -92,18 +91,9 @@ def _result(
         inner_loops=measured.inner_loops,
         statistics=stats,
         environment=environment,
-        peak_memory_bytes=memory,
+        peak_memory_bytes=peak,
         extra=extra,
     )
-
-
-def _peak_memory(
-    case: Case, params: Params, fn: Callable[[], object], mode: MemoryMode
-) -> int | None:
-    peak = cuda_peak_bytes(fn) if mode != "off" else None
-    if peak is None and mode == "child":
-        peak = child_peak_rss(case, params)["peak_rss_bytes"]
-    return peak
 
 
 @contextmanager
@@ -127,13 +117,13 @@ def _run_job(
         fn = job.case.setup(**job.params)
         if job.baseline is None:
             measured = measure(fn, config, on_sample)
-            peak = _peak_memory(job.case, job.params, fn, memory)
+            peak = peak_memory(job.case, job.params, fn, memory)
             return [_result(job.case, job.params, measured, environment, peak, fn)]
         base_params = baseline_params(job.baseline, job.params)
         base_fn = job.baseline.setup(**base_params)
         base, head = measure_interleaved(base_fn, fn, config, on_sample)
-        peak = _peak_memory(job.case, job.params, fn, memory)
-        base_peak = _peak_memory(job.baseline, base_params, base_fn, memory)
+        peak = peak_memory(job.case, job.params, fn, memory)
+        base_peak = peak_memory(job.baseline, base_params, base_fn, memory)
     head_result = _result(job.case, job.params, head, environment, peak, fn)
     decision = decide(base.samples, head.samples)
     head_result.baseline = case_key(job.baseline.name, base_params)
@@ -167,6 +157,7 @@ def measure_cases(
     jobs = plan(resolved, registry)
     if rounds < 1:
         raise ConfigError(f"rounds must be at least 1, got {rounds}")
+    memory = check_mode(memory)
     if rounds > 1:
         baselines = list({job.baseline.name: job.baseline for job in jobs if job.baseline}.values())
         return measure_rounds(
