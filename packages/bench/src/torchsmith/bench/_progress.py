@@ -1,4 +1,8 @@
-"""A rich live display of which case is timed and how many samples it has."""
+"""Progress while running: which case is timed and how many samples it has.
+
+On a terminal a rich live bar; elsewhere (CI logs, a pipe), where a live display prints
+nothing until it stops, one plain line when a case starts and one when it finishes.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,10 @@ def live_progress(
     also: OnProgress | None = None, console: Console | None = None
 ) -> Iterator[OnProgress]:
     """Yield a progress callback that drives a bar on stderr (and calls ``also``)."""
+    console = console or Console(stderr=True)
+    if not console.is_terminal:
+        yield plain_lines(console, also)
+        return
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -24,7 +32,7 @@ def live_progress(
         TextColumn("{task.fields[samples]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console or Console(stderr=True)) as bar:
+    with Progress(*columns, console=console) as bar:
         task = bar.add_task("benchmarks", total=None, samples="")
 
         def update(label: str, done: int, total: int, samples: int) -> None:
@@ -36,3 +44,25 @@ def live_progress(
                 also(label, done, total, samples)
 
         yield update
+
+
+def plain_lines(console: Console, also: OnProgress | None = None) -> OnProgress:
+    """A progress callback printing ``label: started`` and ``label: N samples`` lines."""
+    samples_of: dict[str, int] = {}
+
+    def update(label: str, done: int, total: int, samples: int) -> None:
+        if label not in samples_of:
+            samples_of[label] = 0
+            _line(console, f"[{done + 1}/{total}] {label}: started")
+        elif samples:
+            samples_of[label] = samples
+        elif done > 0:  # the runner's finishing call carries no sample count
+            _line(console, f"[{done}/{total}] {label}: {samples_of[label]} samples")
+        if also is not None:
+            also(label, done, total, samples)
+
+    return update
+
+
+def _line(console: Console, text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -173,6 +173,8 @@ def measure_cases(
 
         if job.baseline is None and case_key(job.case.name, job.params) in results:
             continue  # already timed as another case's baseline
+        if on_progress is not None:
+            on_progress(job.label, index, len(jobs), 0)  # started
         for result in _run_job(job, config, environment, memory, on_sample):
             # A baseline shared by several cases keeps its first measurement.
             results.setdefault(case_key(result.case, dict(result.params)), result)
