@@ -41,6 +41,41 @@ def test_bad_config_fails_before_any_work(
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize(
+    ("recipe", "override", "expected"),
+    [
+        ("digits-classifier", "eval.early_stopping_metric=val_acc", "(allowed: val_accuracy, "),
+        ("digits-classifier", "checkpoint.metric=val_los", "(allowed: train_loss, "),
+        ("char-gpt", "data.block_size=128", "data.block_size: 128 is longer than"),
+        ("digits-classifier", "task.loss=cross_entropyy", "task.loss: "),
+    ],
+)
+def test_configs_that_would_fail_mid_run_fail_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], recipe: str, override: str, expected: str
+) -> None:
+    out = tmp_path / "run"
+    fast = FAST if recipe == "digits-classifier" else ["--no-progress"]
+    assert main([recipe, "--out", str(out), "--set", override, *fast]) == 2
+    err = capsys.readouterr().err
+    field = override.partition("=")[0]
+    assert err.startswith(f"torchsmith train: error: invalid config:\n  {field}: ") or (
+        err.startswith(f"torchsmith train: error: {field}: ")
+    )
+    assert expected in err and "Traceback" not in err
+    assert not out.exists()  # nothing written, not even metrics.jsonl
+
+
+def test_max_steps_beyond_the_schedule_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["digits-classifier", "--out", str(out), "--max-steps", "31", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "(--max-steps): 31 is beyond training.max_steps 30" in err
+    assert "--set training.max_steps=31" in err
+    assert not out.exists()
+
+
 def test_missing_resume_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *FAST]) == 2
     assert "no checkpoint to resume" in capsys.readouterr().err

@@ -9,8 +9,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from torchsmith.interfaces import ConfigError
-from torchsmith.trainer import apply_overrides, list_recipes, load_config, validate_config
-from torchsmith.trainer._config import GPTConfig, TextDataConfig
+from torchsmith.trainer import (
+    apply_overrides,
+    build_trainer,
+    list_recipes,
+    load_config,
+    validate_config,
+)
+from torchsmith.trainer._config import GPTConfig, TextDataConfig, eval_metric_names
+from torchsmith.trainer._evaluate import evaluate
+
+from .conftest import small_config
 
 
 def test_toml_and_yaml_give_the_same_config(tmp_path: Path) -> None:
@@ -104,3 +113,61 @@ def test_override_round_trip(steps: int, lr: float) -> None:
         apply_overrides({}, [f"training.max_steps={steps}", f"optim.lr={lr!r}"])
     )
     assert config.training.max_steps == steps and config.optim.lr == lr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            ["eval.early_stopping_metric=val_acc"],
+            "eval.early_stopping_metric: 'val_acc' is not a metric a classification run produces"
+            " (allowed: val_accuracy, val_loss, val_top5_accuracy)",
+        ),
+        (
+            ["checkpoint.metric=val_los", "task.top_k=[1, 3, 20]"],  # 20 > 10 classes: none
+            "checkpoint.metric: 'val_los' is not a metric a classification run produces"
+            " (allowed: train_loss, val_accuracy, val_loss, val_top3_accuracy)",
+        ),
+        (
+            ["task.kind=causal_lm", "model.kind=gpt", "data.kind=text", "data.block_size=65"],
+            "data.block_size: 65 is longer than model.block_size 64",
+        ),
+        (
+            ["training.stop_after=31", "training.max_steps=30"],
+            "training.stop_after (--max-steps): 31 is beyond training.max_steps 30",
+        ),
+    ],
+)
+def test_fields_that_must_agree(overrides: list[str], expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate_config(apply_overrides({}, overrides))
+    assert str(info.value).startswith(f"invalid config:\n  {expected}")
+    assert str(info.value).count("\n") == 1  # one error, naming one field
+
+
+def test_metric_names_are_what_evaluate_reports(tmp_path: Path) -> None:
+    kinds = {
+        "classification": {"task": {"kind": "classification", "top_k": [1, 3, 5, 11]}},
+        "contrastive": {"task": {"kind": "contrastive"}, "model": {"kind": "encoder"}},
+        "clip": {
+            "task": {"kind": "clip"},
+            "model": {"kind": "clip"},
+            "data": {"kind": "digits", "captions": True},
+        },
+        "causal_lm": {
+            "task": {"kind": "causal_lm"},
+            "model": {"kind": "gpt", "block_size": 16, "n_layer": 1, "n_head": 2, "n_embd": 16},
+            "data": {"kind": "text", "block_size": 16},
+        },
+    }
+    for kind, sections in kinds.items():
+        config = small_config(tmp_path / kind, **sections)
+        trainer = build_trainer(config)
+        reported = evaluate(
+            trainer.stepper.model,
+            trainer.stepper.task,
+            trainer.val_data,
+            max_batches=1,
+            perplexity_of_loss=trainer.perplexity,
+        )
+        assert sorted(reported) == sorted(eval_metric_names(config)), kind

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from torchsmith.interfaces import ConfigError, EventSink
+from torchsmith.interfaces import ConfigError, EventSink, TrainingEvent
 
 from ._build import build_trainer
 from ._config import ExperimentConfig, apply_overrides, read_config_file, validate_config
@@ -59,6 +59,24 @@ def load_config(
     return validate_config(apply_overrides(raw, overrides)), base_dir
 
 
+class _JsonlOnFirstEvent:
+    """A :class:`JsonlSink` opened at the first event: a run that fails while it is built
+    (a bad loss, model or checkpoint) leaves nothing in its run directory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._sink: JsonlSink | None = None
+
+    def emit(self, event: TrainingEvent) -> None:
+        if self._sink is None:
+            self._sink = JsonlSink(self.path)
+        self._sink.emit(event)
+
+    def close(self) -> None:
+        if self._sink is not None:
+            self._sink.close()
+
+
 def train(
     config: str | Path | Mapping[str, Any] | ExperimentConfig,
     *,
@@ -95,7 +113,7 @@ def train(
     given = list(sinks)
     all_sinks = list(given)
     if log_jsonl:
-        all_sinks.append(JsonlSink(Path(cfg.out_dir) / "metrics.jsonl"))
+        all_sinks.append(_JsonlOnFirstEvent(Path(cfg.out_dir) / "metrics.jsonl"))
     if progress:
         all_sinks.append(RichProgressSink(min(cfg.training.max_steps, max_steps or 10**12)))
     owned = EventBus(all_sinks[len(given) :])  # the sinks made here; callers own theirs

@@ -216,6 +216,62 @@ class ExperimentConfig(_Section):
                     data = {**data, section: {"kind": kind, **value}}
         return data
 
+    @model_validator(mode="after")
+    def _fields_agree(self) -> ExperimentConfig:
+        # Each of these would otherwise fail (or silently do nothing) after training started.
+        problems = []
+        tr = self.training
+        if tr.stop_after is not None and tr.stop_after > tr.max_steps:
+            problems.append(
+                f"training.stop_after (--max-steps): {tr.stop_after} is beyond "
+                f"training.max_steps {tr.max_steps}, where the run and its LR schedule end; "
+                f"to train {tr.stop_after} steps, --set training.max_steps={tr.stop_after}"
+            )
+        if (
+            isinstance(self.data, TextDataConfig)
+            and isinstance(self.model, GPTConfig)
+            and self.data.block_size > self.model.block_size
+        ):
+            problems.append(
+                f"data.block_size: {self.data.block_size} is longer than model.block_size "
+                f"{self.model.block_size}, the longest sequence the model takes; set "
+                f"data.block_size <= {self.model.block_size} or "
+                f"model.block_size >= {self.data.block_size}"
+            )
+        produced = eval_metric_names(self)
+        wanted = [("eval.early_stopping_metric", self.eval.early_stopping_metric, produced)]
+        wanted.append(("checkpoint.metric", self.checkpoint.metric, ["train_loss", *produced]))
+        for where, name, allowed in wanted:
+            if name is not None and name not in allowed:
+                problems.append(
+                    f"{where}: {name!r} is not a metric a {self.task.kind} run produces "
+                    f"(allowed: {', '.join(sorted(allowed))})"
+                )
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
+
+
+def eval_metric_names(config: ExperimentConfig) -> list[str]:
+    """The names :func:`~torchsmith.trainer.evaluate` reports for ``config``'s task.
+
+    ``val_loss``; the task's metrics (classification: ``val_accuracy`` and
+    ``val_top{k}_accuracy`` for each k up to the number of classes, when it is known);
+    ``val_perplexity`` for language models; one ``val_<name>`` per ``eval.metrics``.
+    """
+    kind, names = config.task.kind, ["loss", *config.eval.metrics]
+    if kind == "classification":
+        classes = config.model.num_classes if isinstance(config.model, MLPConfig) else None
+        ks = {k for k in config.task.top_k if k > 1 and (classes is None or k <= classes)}
+        names += ["accuracy", *(f"top{k}_accuracy" for k in sorted(ks))]
+    elif kind == "causal_lm":
+        names += ["accuracy", "perplexity"]
+    elif kind == "contrastive":
+        names.append("pair_accuracy")
+    else:
+        names.append("retrieval_accuracy")
+    return [f"val_{name}" for name in names]
+
 
 # ---------------------------------------------------------------- loading
 
@@ -276,6 +332,9 @@ def validate_config(data: Mapping[str, Any]) -> ExperimentConfig:
 def _describe(exc: ValidationError) -> str:
     lines = []
     for error in exc.errors():
+        if error["type"] == "value_error" and not error["loc"]:
+            lines.append(str(error["ctx"]["error"]))  # cross-field: it names its fields
+            continue
         where = ".".join(str(p) for p in error["loc"]) or "config"
         message = error["msg"]
         allowed = (error.get("ctx") or {}).get("expected")
