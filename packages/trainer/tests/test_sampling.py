@@ -1,0 +1,69 @@
+"""Text sampling for language models: greedy at top_k=1, temperature and top-k really act."""
+
+from __future__ import annotations
+
+import torch
+
+from torchsmith.trainer._datasets import Tokenizer
+from torchsmith.trainer._evaluate import TextSampler
+from torchsmith.trainer._models import GPT
+
+TOKENIZER = Tokenizer.fit("char", "abcdefghijklmnop\n")
+BLOCK = 8  # shorter than the 24 sampled characters: the context window slides
+
+
+def _model() -> GPT:
+    torch.manual_seed(0)
+    model = GPT(TOKENIZER.vocab_size, BLOCK, n_layer=1, n_head=2, n_embd=16)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)  # peaked next-token distributions, as after training
+    return model
+
+
+def _samples(model: GPT, seeds: range, temperature: float, top_k: int | None) -> list[str]:
+    sampler = TextSampler(TOKENIZER, BLOCK, 24, "a", temperature, top_k)
+    return [sampler(model, step=seed) for seed in seeds]  # the generator's seed is seed + step
+
+
+def _greedy(model: GPT, prompt: str, n: int) -> str:
+    """Argmax decoding written out, one token at a time."""
+    tokens = TOKENIZER.encode(prompt)
+    with torch.no_grad():
+        for _ in range(n):
+            logits = model(torch.tensor([tokens[-BLOCK:]]))[0, -1]
+            tokens.append(int(logits.argmax()))
+    return TOKENIZER.decode(tokens)
+
+
+@torch.no_grad()
+def _outside_top(model: GPT, text: str, k: int) -> int:
+    """How many sampled characters were not among the model's k likeliest at their step."""
+    tokens, outside = TOKENIZER.encode(text), 0
+    for t in range(1, len(tokens)):
+        logits = model(torch.tensor([tokens[:t][-BLOCK:]]))[0, -1]
+        outside += tokens[t] not in logits.topk(k).indices.tolist()
+    return outside
+
+
+def test_top_k_one_is_greedy_whatever_the_seed() -> None:
+    model = _model()
+    texts = _samples(model, range(5), temperature=2.0, top_k=1)
+    assert texts == [_greedy(model, "a", 24)] * 5
+
+
+def test_temperature_spreads_and_sharpens_the_samples() -> None:
+    model = _model()
+    hot = _samples(model, range(6), temperature=5.0, top_k=None)
+    assert len(set(hot)) == 6  # every seed a different text
+    cold = _samples(model, range(6), temperature=1e-3, top_k=None)
+    assert cold == [_greedy(model, "a", 24)] * 6  # T -> 0 is argmax
+
+
+def test_top_k_draws_only_from_the_k_likeliest() -> None:
+    model = _model()
+    texts = _samples(model, range(4), temperature=5.0, top_k=2)
+    assert len(set(texts)) > 1  # still random among the two
+    assert [_outside_top(model, text, 2) for text in texts] == [0, 0, 0, 0]
+    # Without the cut, the same hot sampler does leave the top two.
+    free = _samples(model, range(4), temperature=5.0, top_k=None)
+    assert sum(_outside_top(model, text, 2) for text in free) > 0
