@@ -202,3 +202,29 @@ def test_merge_rounds_keeps_left_out_samples_in_round_order(make_result) -> None
     assert merged.extra["dropped_round_ratio"] == pytest.approx(1.3 / 1.02, rel=0.02)
     assert merged.statistics == summarize(merged.samples)  # the kept rounds only
     assert merged.statistics.n == 24
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_rounds_default_to_three_worker_processes_for_importable_cases(tmp_path: Path) -> None:
+    from torchsmith.bench import discover
+
+    (tmp_path / "bench_three.py").write_text(
+        "import os\nfrom torchsmith.bench import benchmark\n"
+        "@benchmark('three.pid')\ndef pid():\n    return lambda: os.getpid()\n"
+    )
+    discover([tmp_path])
+    (result,) = measure_cases(["three.pid"], config=FAST, memory="off")
+    assert result.extra["rounds"] == 3.0
+    assert 3 * FAST.min_samples <= len(result.samples) + len(result.left_out_samples)
+
+
+def test_rounds_fall_back_to_one_with_a_warning_for_a_case_a_worker_cannot_import(
+    registry: Registry, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    benchmark("here", registry=registry)(lambda: clock.work(1e-4))
+    (result,) = measure_cases(["here"], config=FAST, registry=registry, memory="off")
+    assert "rounds" not in result.extra and FAST.min_samples <= len(result.samples)
+    assert "timing in 1 round" in caplog.text and "here" in caplog.text
+    caplog.clear()
+    measure_cases(["here"], config=FAST, registry=registry, memory="off", rounds=1)
+    assert "timing in 1 round" not in caplog.text  # asked for: no warning

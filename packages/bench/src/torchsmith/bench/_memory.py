@@ -28,7 +28,7 @@ from typing import Literal
 from torchsmith.interfaces import ConfigError
 
 from ._errors import MemoryProbeError
-from ._registry import REGISTRY, Case, Scalar, load_file
+from ._registry import REGISTRY, Case, Scalar, is_importable, load_file
 from ._timer import cuda_in_use
 
 logger = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def peak_memory(
         peak = cuda_peak_bytes(fn)
         if peak is not None or mode == "cuda":
             return peak, {}
-    if mode == "auto" and not _probeable(case):
+    if mode == "auto" and not is_importable(case):
         why = "its case cannot be imported in a child (define it in a bench_*.py file or module)"
         logger.warning("peak RSS of %s not measured: %s", case.name, why)
         return None, {}
@@ -69,12 +69,6 @@ def peak_memory(
         return None, {}
     growth = report["peak_rss_bytes"] - report["setup_rss_bytes"]
     return report["peak_rss_bytes"], {"rss_growth_bytes": float(growth)}
-
-
-def _probeable(case: Case) -> bool:
-    """Whether the child can import ``case`` and find it in the global registry."""
-    registered = case.name in REGISTRY and REGISTRY.get(case.name) is case
-    return registered and bool(case.source) and case.source != "__main__"
 
 
 def cuda_peak_bytes(fn: Callable[[], object]) -> int | None:

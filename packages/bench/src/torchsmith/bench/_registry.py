@@ -258,6 +258,14 @@ def resolve_cases(
     return [c if isinstance(c, Case) else reg.get(c) for c in cases]
 
 
+def is_importable(case: Case) -> bool:
+    """Whether another process can import ``case`` (from its bench file or module) and find
+    it in the global ``REGISTRY``: not so for ``__main__`` or a private ``Registry``."""
+    if not case.source or case.source == "__main__":
+        return False
+    return case.name in REGISTRY and REGISTRY.get(case.name) is case
+
+
 def baseline_params(baseline: Case, params: Mapping[str, Any]) -> Params:
     """The baseline's parameters for one variant of its case: the shared ones take the
     case's values, the baseline's own ones their first value."""

@@ -32,7 +32,7 @@ from torchsmith.interfaces import BenchmarkResult, ConfigError, Environment
 
 from ._errors import CaseError
 from ._memory import LATER_ROUNDS
-from ._registry import Case, case_key
+from ._registry import Case, case_key, is_importable
 from ._stats import decide, kept_rounds, round_spread, summarize
 from ._timer import MeasureConfig
 
@@ -45,7 +45,7 @@ def _request(
     environment: Environment, out: Path,
 ) -> dict[str, Any]:  # fmt: skip
     for case in [*cases, *baselines]:
-        if not case.source or case.source == "__main__":
+        if not is_importable(case):
             raise ConfigError(
                 f"benchmark {case.name!r} is not importable from a file or module, so it "
                 "cannot run in worker processes; use rounds=1 or define it in a bench_*.py file"

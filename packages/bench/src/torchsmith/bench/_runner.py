@@ -18,13 +18,24 @@ from torchsmith.interfaces import BenchmarkResult, ConfigError, Environment, Tor
 from ._environment import capture_environment
 from ._errors import CaseError
 from ._memory import MemoryMode, check_mode, peak_memory
-from ._registry import REGISTRY, Case, Params, Registry, baseline_params, case_key, resolve_cases
+from ._registry import (
+    REGISTRY,
+    Case,
+    Params,
+    Registry,
+    baseline_params,
+    case_key,
+    is_importable,
+    resolve_cases,
+)
 from ._rounds import measure_rounds
 from ._stats import decide, summarize
 from ._store import BenchStore
 from ._timer import MeasureConfig, Measurement, measure, measure_interleaved
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_ROUNDS = 3  # worker processes per run; see _rounds and tests/test_decision_study.py
 
 # (what is being timed, jobs done, jobs in all, samples so far)
 OnProgress = Callable[[str, int, int, int], None]
@@ -144,22 +155,25 @@ def measure_cases(
     environment: Environment | None = None,
     registry: Registry | None = None,
     on_progress: OnProgress | None = None,
-    rounds: int = 1,
+    rounds: int | None = None,
 ) -> list[BenchmarkResult]:
     """Time the cases (all registered ones when ``None``); nothing is stored.
 
     ``rounds > 1`` times them in that many fresh worker processes, one after another, and
-    pools the samples (cases must then come from bench files or importable modules).
+    pools the samples, leaving a disturbed round out (cases must then come from bench files
+    or importable modules). ``rounds=None`` (the default) means 3 rounds, the number the
+    decision study needs for <= 1% false flags (one round flags identical code 2.6% of the
+    time), or 1 round, with a warning, when a case cannot be imported by a worker (defined
+    in ``__main__`` or in a private ``Registry``).
     """
     config = config or MeasureConfig()
     environment = environment or capture_environment()
     resolved = resolve_cases(cases, registry)
     jobs = plan(resolved, registry)
-    if rounds < 1:
-        raise ConfigError(f"rounds must be at least 1, got {rounds}")
     memory = check_mode(memory)
+    baselines = list({job.baseline.name: job.baseline for job in jobs if job.baseline}.values())
+    rounds = _choose_rounds(rounds, [*resolved, *baselines])
     if rounds > 1:
-        baselines = list({job.baseline.name: job.baseline for job in jobs if job.baseline}.values())
         return measure_rounds(
             resolved, baselines, rounds=rounds, config=config, memory=memory,
             environment=environment, on_progress=on_progress,
@@ -184,6 +198,23 @@ def measure_cases(
     return list(results.values())
 
 
+def _choose_rounds(rounds: int | None, cases: list[Case]) -> int:
+    if rounds is not None:
+        if rounds < 1:
+            raise ConfigError(f"rounds must be at least 1, got {rounds}")
+        return rounds
+    stuck = sorted({case.name for case in cases if not is_importable(case)})
+    if not stuck:
+        return DEFAULT_ROUNDS
+    logger.warning(
+        "timing in 1 round, in this process, instead of %d worker rounds: %s cannot be "
+        "imported by a worker (define cases in a bench_*.py file or a module). One round "
+        "flags identical code as changed about 2.6%% of the time; pass rounds=1 to say so",
+        DEFAULT_ROUNDS, ", ".join(stuck),
+    )  # fmt: skip
+    return 1
+
+
 def run(
     cases: Iterable[Case | str] | None = None,
     *,
@@ -191,12 +222,15 @@ def run(
     label: str | None = None,
     config: MeasureConfig | None = None,
     memory: MemoryMode = "auto",
-    rounds: int = 1,
+    rounds: int | None = None,
     registry: Registry | None = None,
     progress: bool = False,
     on_progress: OnProgress | None = None,
 ) -> int:
     """Time the cases and store them as one run (one transaction); returns the run id.
+
+    ``rounds`` as in :func:`measure_cases`: 3 worker rounds by default, 1 (with a warning)
+    for cases a worker cannot import.
 
     ``progress=True`` shows a live display on stderr; ``on_progress`` receives the same
     updates as ``(label, jobs_done, jobs_total, samples)``.

@@ -36,6 +36,7 @@ def serve(request: dict[str, Any]) -> None:
         memory=request["memory"],
         environment=Environment.read(request["environment"]),
         on_progress=_emit,
+        rounds=1,  # this is one round
     )
     Path(request["out"]).write_text(json.dumps([r.model_dump(mode="json") for r in results]))
 
