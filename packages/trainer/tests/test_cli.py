@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import signal
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import torch
 
+from torchsmith.trainer import validate_config
 from torchsmith.trainer._cli import main
 
 FAST = [
@@ -116,6 +121,39 @@ def test_stop_and_resume_give_the_same_bytes(tmp_path: Path) -> None:
     b = (two / "checkpoints" / "latest" / "model.safetensors").read_bytes()
     assert a == b
     assert (two / "checkpoints" / "step-00000009").is_dir()
+
+
+def test_resume_from_an_explicit_checkpoint_path(tmp_path: Path) -> None:
+    straight, first, second = tmp_path / "straight", tmp_path / "first", tmp_path / "second"
+    assert main(["digits-classifier", "--out", str(straight), "--max-steps", "7", *FAST]) == 0
+    every3 = ["--set", "checkpoint.every_steps=3"]
+    assert main(["digits-classifier", "--out", str(first), "--max-steps", "9", *every3, *FAST]) == 0
+    step6 = first / "checkpoints" / "step-00000006"
+    assert step6.is_dir() and (first / "checkpoints" / "latest").resolve().name == "step-00000009"
+    # From a checkpoint that is not the latest, into a fresh run directory.
+    resume = ["--resume", str(step6), "--max-steps", "7"]
+    assert main(["digits-classifier", "--out", str(second), *resume, *FAST]) == 0
+    latest = second / "checkpoints" / "latest"
+    assert latest.resolve().name == "step-00000007"
+    expected = (straight / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+    assert (latest / "model.safetensors").read_bytes() == expected
+
+
+def test_meta_json_holds_versions_epoch_step_and_config(tmp_path: Path) -> None:
+    args = ["--max-steps", "25", "--seed", "5", *FAST]
+    assert main(["digits-classifier", "--out", str(tmp_path), *args]) == 0
+    meta = json.loads((tmp_path / "checkpoints" / "latest" / "meta.json").read_text())
+    assert meta["step"] == 25
+    assert meta["epoch"] == 1  # 1438 training digits, 22 full batches of 64 an epoch
+    assert meta["versions"]["torch"] == torch.__version__
+    assert meta["versions"]["python"] == platform.python_version()
+    for dist in ("torchsmith-trainer", "torchsmith-interfaces"):
+        assert meta["versions"][dist] == version(dist)
+    config = validate_config(meta["config"])  # the run can be repeated from its metadata
+    assert config.seed == 5 and config.out_dir == str(tmp_path)
+    assert config.training.stop_after == 25 and config.training.max_steps == 30
+    assert config.model.hidden == [32]  # type: ignore[union-attr]
+    assert set(meta["metrics"]) >= {"val_loss", "val_accuracy", "train_loss"}
 
 
 def test_seed_changes_the_run(tmp_path: Path) -> None:
