@@ -12,11 +12,12 @@ forward with the default MeasureConfig, one thread, on this 2-core VM):
   machine: with probability 1/12 a round gets an extra offset of log(1 + Exp(mean 0.15)).
 
 The default MeasureConfig took 11 to 100 samples per run; 20 per round is the cautious end.
-The rule under test is the one ``run`` and ``compare`` apply: with 3 rounds (``--rounds 3``,
-the CLI default) a round whose median is more than 3% from the median of the round medians
-is left out of the pool (``kept_rounds``, as ``merge_rounds`` does); ``decide``
-(Mann-Whitney p < 0.01 and ratio of medians beyond 5%) on the pooled samples of the kept
-rounds; and ``noisy`` when a run's kept round medians still differ by more than 6%.
+The rule under test is the shipped one, driven through the same functions ``run`` and
+``compare`` use: each round is a ``BenchmarkResult``, ``merge_rounds`` pools a run's rounds
+(with 3 rounds, the default, a round whose median is more than 3% from the median of the
+round medians is left out), and ``compare_results`` decides (Mann-Whitney p < 0.01 and ratio
+of medians beyond 5%, ``noisy`` when a run's kept round medians still differ by more than
+6%). Only the number of bootstrap resamples is lowered, for speed.
 
 When the machine was under sustained load (five other test suites on 2 cores, load 6-8),
 runs differed by up to 5x with steady samples: no statistic on separate runs can tell that
@@ -26,47 +27,63 @@ and rerunning noisy verdicts are for.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
-from torchsmith.bench import decide
-from torchsmith.bench._stats import DEFAULT_MAX_ROUND_SPREAD, kept_rounds, round_spread
+from torchsmith.bench import _compare, _stats, compare_results
+from torchsmith.bench._rounds import merge_rounds
+from torchsmith.interfaces import BenchmarkResult, Environment, Statistics
 
 TRIALS = 1000
 SAMPLES_PER_ROUND = 20
 ROUNDS = 3
 SLOWDOWN = 1.10
 DISTURBED = 1 / 12
+ENVIRONMENT = Environment(fingerprint="study")
 
 
-def _round(rng: np.random.Generator, time: float, disturbed_rate: float) -> np.ndarray:
+@pytest.fixture(autouse=True)
+def fewer_resamples(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 bootstrap resamples instead of 2000 keep 4000 comparisons to seconds. The interval
+    only separates noisy from unchanged; the rule itself is the shipped one."""
+    monkeypatch.setattr(_compare, "decide", functools.partial(_stats.decide, resamples=200))
+    fast_ci = functools.partial(_stats.bootstrap_median_ci, resamples=200)
+    monkeypatch.setattr(_stats, "bootstrap_median_ci", fast_ci)
+
+
+def _round(rng: np.random.Generator, time: float, disturbed_rate: float) -> BenchmarkResult:
+    """One worker round's result for case ``c``, with this machine's noise."""
     offset = rng.normal(0.0, 0.015)
     if rng.random() < disturbed_rate:
         offset += np.log1p(rng.exponential(0.15))
     samples = time * np.exp(offset + rng.normal(0.0, 0.016, SAMPLES_PER_ROUND))
     outliers = rng.random(SAMPLES_PER_ROUND) < 0.10
     samples[outliers] *= 1.1 + rng.exponential(0.2, outliers.sum())
-    return samples
+    # merge_rounds only reads a round's median; it recomputes the pooled statistics.
+    median = float(np.median(samples))
+    stats = Statistics(n=SAMPLES_PER_ROUND, median=median, mean=median, stdev=0.0, iqr=0.0,
+                       min=float(samples.min()), max=float(samples.max()))  # fmt: skip
+    return BenchmarkResult(case="c", params={}, samples=samples.tolist(), statistics=stats,
+                           environment=ENVIRONMENT)  # fmt: skip
 
 
-def _run(rng: np.random.Generator, time: float, rounds: int, disturbed_rate: float):
-    parts = [_round(rng, time, disturbed_rate) for _ in range(rounds)]
-    medians = [float(np.median(p)) for p in parts]
-    kept = kept_rounds(medians)
-    pooled = np.concatenate([parts[i] for i in kept])
-    return pooled, round_spread([medians[i] for i in kept])
+def _run(
+    rng: np.random.Generator, time: float, rounds: int, disturbed_rate: float
+) -> list[BenchmarkResult]:
+    """A run as ``measure_rounds`` makes it: rounds pooled by the shipped ``merge_rounds``."""
+    return merge_rounds([[_round(rng, time, disturbed_rate)] for _ in range(rounds)])
 
 
 def _verdicts(factor: float, *, rounds: int, disturbed_rate: float, seed: int) -> dict[str, int]:
     rng = np.random.default_rng(seed)
     counts: dict[str, int] = {}
-    for trial in range(TRIALS):
-        base, base_spread = _run(rng, 1.0, rounds, disturbed_rate)
-        head, head_spread = _run(rng, factor, rounds, disturbed_rate)
-        unstable = max(base_spread, head_spread) > DEFAULT_MAX_ROUND_SPREAD
-        # The interval only separates noisy from unchanged; 200 resamples keep this fast.
-        verdict = decide(base, head, unstable=unstable, resamples=200, seed=trial).verdict
-        counts[verdict] = counts.get(verdict, 0) + 1
+    for _ in range(TRIALS):
+        base = _run(rng, 1.0, rounds, disturbed_rate)
+        head = _run(rng, factor, rounds, disturbed_rate)
+        (row,) = compare_results(base, head).rows  # what compare() decides per case
+        counts[row.verdict] = counts.get(row.verdict, 0) + 1
     return counts
 
 
