@@ -53,6 +53,7 @@ def test_bad_config_fails_before_any_work(
         ("digits-classifier", "checkpoint.metric=val_los", "(allowed: train_loss, "),
         ("char-gpt", "data.block_size=128", "data.block_size: 128 is longer than"),
         ("digits-classifier", "task.loss=cross_entropyy", "task.loss: "),
+        ("digits-classifier", "task.loss_kwargs={smoothing: 0.1}", "'smoothing'"),
     ],
 )
 def test_configs_that_would_fail_mid_run_fail_before_any_work(

@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchsmith.interfaces import ConfigError, DataError, TaskOutput, TorchsmithError
+from torchsmith.interfaces import (
+    ConfigError,
+    DataError,
+    MissingSuiteError,
+    RegistryError,
+    TaskOutput,
+    TorchsmithError,
+)
 
 from ._losses import LossFn, clip_loss, ntxent, resolve_loss
 from ._metrics import matched_accuracy, top_k_accuracy
@@ -188,7 +195,7 @@ def build_task(
     ``model_scale``: the CLIP model returns its own logit scale. ``"clip"`` (the default)
     is then the built-in loss, which takes that scale; torchsmith-losses' ``clip`` holds
     its own temperature instead. Every failure to find or build the loss is a ConfigError
-    naming ``task.loss``.
+    naming ``task.loss`` (an unknown name) or ``task.loss_kwargs``.
     """
     default = {"classification": "cross_entropy", "causal_lm": "cross_entropy"}.get(kind)
     default = default or ("ntxent" if kind == "contrastive" else "clip")
@@ -197,7 +204,8 @@ def build_task(
     try:
         fn = resolve_loss(loss or default, **loss_kwargs)
     except (TorchsmithError, TypeError, ValueError) as exc:
-        raise ConfigError(f"task.loss: {exc}") from exc
+        unknown = isinstance(exc, (RegistryError, MissingSuiteError)) or not loss_kwargs
+        raise ConfigError(f"{'task.loss' if unknown else 'task.loss_kwargs'}: {exc}") from exc
     if kind == "classification":
         return ClassificationTask(fn, top_k)
     if kind == "causal_lm":
