@@ -55,6 +55,28 @@ def test_a_baseline_run_alongside_is_measured_once(registry: Registry) -> None:
     assert sorted(r.case for r in results) == ["new", "ref"]
 
 
+def test_a_baseline_sorting_first_is_measured_once_interleaved(
+    registry: Registry, clock: FakeClock
+) -> None:
+    from torchsmith.bench import decide
+
+    setups: list[str] = []
+
+    def setup(name: str, seconds: float):
+        setups.append(name)
+        return clock.work(seconds, name)
+
+    benchmark("a.ref", registry=registry)(lambda: setup("a.ref", 2e-4))
+    benchmark("b.new", baseline="a.ref", registry=registry)(lambda: setup("b.new", 1e-4))
+    measured = measure_cases(["a.ref", "b.new"], config=FAST, registry=registry, rounds=1,
+                             memory="off")  # fmt: skip
+    results = {r.case: r for r in measured}
+    assert setups == ["b.new", "a.ref"]  # a.ref set up once, as b.new's baseline
+    ref, new = results["a.ref"], results["b.new"]
+    assert len(ref.samples) == len(new.samples)  # the interleaved measurement was stored
+    assert new.extra["baseline_ratio"] == decide(ref.samples, new.samples).ratio
+
+
 def test_unknown_baseline_is_an_error_before_any_timing(registry: Registry) -> None:
     benchmark("orphan", baseline="nobody", registry=registry)(lambda: _spin(1e-5))
     with pytest.raises(KeyError, match="unknown benchmark 'nobody'"):

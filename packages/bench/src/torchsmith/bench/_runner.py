@@ -48,19 +48,33 @@ class Job:
     baseline: Case | None = None
 
     @property
+    def key(self) -> str:
+        return case_key(self.case.name, self.params)
+
+    @property
+    def baseline_key(self) -> str | None:
+        if self.baseline is None:
+            return None
+        return case_key(self.baseline.name, baseline_params(self.baseline, self.params))
+
+    @property
     def label(self) -> str:
-        text = case_key(self.case.name, self.params)
-        return f"{text} vs {self.baseline.name}" if self.baseline else text
+        return f"{self.key} vs {self.baseline.name}" if self.baseline else self.key
 
 
 def plan(cases: Iterable[Case], registry: Registry | None = None) -> list[Job]:
-    """One job per case and parameter combination; baselines are looked up now."""
+    """One job per case and parameter combination; baselines are looked up now.
+
+    A case variant that is another job's baseline is measured there, interleaved, and not
+    again on its own: its stored result is the one the ratio came from.
+    """
     reg = REGISTRY if registry is None else registry
     jobs: list[Job] = []
     for case in cases:
         baseline = reg.get(case.baseline) if case.baseline else None
         jobs.extend(Job(case, params, baseline) for params in case.variants())
-    return jobs
+    as_baseline = {job.baseline_key for job in jobs if job.baseline is not None}
+    return [job for job in jobs if job.baseline is not None or job.key not in as_baseline]
 
 
 def _load_average() -> float | None:
@@ -185,12 +199,10 @@ def measure_cases(
             if on_progress is not None:
                 on_progress(label, index, len(jobs), n)
 
-        if job.baseline is None and case_key(job.case.name, job.params) in results:
-            continue  # already timed as another case's baseline
         if on_progress is not None:
             on_progress(job.label, index, len(jobs), 0)  # started
         for result in _run_job(job, config, environment, memory, on_sample):
-            # A baseline shared by several cases keeps its first measurement.
+            # A baseline shared by several cases keeps its first (interleaved) measurement.
             results.setdefault(case_key(result.case, dict(result.params)), result)
         logger.info("timed %s", job.label)
         if on_progress is not None:
