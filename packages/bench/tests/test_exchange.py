@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 from torchsmith.bench import BenchStore, StoreError, export_runs, import_runs, read_archive
+from torchsmith.bench._cli import main
 from torchsmith.interfaces import SchemaVersionError
 
 
@@ -56,8 +57,22 @@ def test_unknown_format_and_bad_files_are_clear_errors(tmp_path: Path, make_resu
         read_archive(tmp_path / "none.json")
 
 
+@pytest.mark.parametrize("text", ["{}", "[]", '{"format": "other", "runs": []}', '"x"'])
+def test_json_without_the_export_format_name_is_refused(
+    tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "other.json").write_text(text)
+    with pytest.raises(StoreError, match=r"its 'format' is .*not 'torchsmith-bench-runs'"):
+        read_archive(tmp_path / "other.json")
+    db = tmp_path / "s.duckdb"
+    assert main(["import", str(tmp_path / "other.json"), "--db", str(db)]) == 2
+    assert "torchsmith bench export" in capsys.readouterr().err
+    assert not db.exists()  # nothing opened or created for a bad file
+
+
 def test_a_newer_major_json_export_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "new.json").write_text('{"schema_version": "2.0", "runs": []}')
+    text = '{"format": "torchsmith-bench-runs", "schema_version": "2.0", "runs": []}'
+    (tmp_path / "new.json").write_text(text)
     with pytest.raises(SchemaVersionError, match="newer major"):
         read_archive(tmp_path / "new.json")
 

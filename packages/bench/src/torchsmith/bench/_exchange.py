@@ -35,10 +35,13 @@ class ExportedRun(Record):
     results: list[BenchmarkResult] = Field(default_factory=list)
 
 
+ARCHIVE_FORMAT = "torchsmith-bench-runs"
+
+
 class RunArchive(Record):
     """The JSON export format: runs with their raw samples."""
 
-    format: str = "torchsmith-bench-runs"
+    format: str = ARCHIVE_FORMAT
     runs: list[ExportedRun] = Field(default_factory=list)
 
 
@@ -103,11 +106,25 @@ def read_archive(path: str | Path, *, fmt: str | None = None) -> RunArchive:
     if not source.is_file():
         raise StoreError(f"run export {source} does not exist")
     if _format_of(source, fmt) == "json":
-        try:
-            return RunArchive.read(source.read_text())
-        except ValueError as exc:
-            raise StoreError(f"{source} is not a torchsmith-bench JSON export: {exc}") from exc
+        return _read_json(source)
     return _read_parquet(source)
+
+
+def _read_json(source: Path) -> RunArchive:
+    try:
+        data = json.loads(source.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{source} is not a torchsmith-bench JSON export: {exc}") from exc
+    found = data.get("format") if isinstance(data, dict) else None
+    if found != ARCHIVE_FORMAT:
+        raise StoreError(
+            f"{source} is not a torchsmith-bench JSON export: its 'format' is {found!r}, not "
+            f"{ARCHIVE_FORMAT!r}; write one with `torchsmith bench export RUN --out FILE.json`"
+        )
+    try:
+        return RunArchive.read(data)
+    except ValueError as exc:
+        raise StoreError(f"{source} is not a valid torchsmith-bench JSON export: {exc}") from exc
 
 
 def _read_parquet(source: Path) -> RunArchive:
