@@ -104,3 +104,18 @@ def test_markdown_says_which_cases_had_a_round_left_out(make_result) -> None:
     assert "Its samples are stored, apart from the statistics." in text
     assert "fine.case` (" not in text
     assert "left out" not in markdown_summary([make_result("fine.case", 1e-3)])
+
+
+def test_peak_memory_and_extras_appear_in_both_reports(db_path: Path, make_result) -> None:
+    result = make_result("trainer.step", 1e-3)
+    result.peak_memory_bytes = 300 * 2**20
+    result.extra.update(data_wait_fraction=0.125, rss_growth_bytes=32 * 2**20)
+    with BenchStore(db_path) as store:
+        run_id = store.save_run([result])
+        html = html_report(store, run_id)
+        text = markdown_summary(store.results(run_id))
+    for report in (html, text):
+        assert "300.0 MiB" in report
+        assert "data_wait_fraction 12.5%" in report and "rss_growth_bytes 32.0 MiB" in report
+    results_rows = text.split("### Results")[1].split("###")[0]
+    assert "MiB" not in results_rows  # the results table stays narrow

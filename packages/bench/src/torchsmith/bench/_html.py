@@ -19,7 +19,7 @@ from torchsmith.interfaces import BenchmarkResult, Environment, atomic_write
 
 from ._charts import baseline_figure, comparison_figure, history_figure
 from ._compare import Comparison, history
-from ._markdown import format_value
+from ._markdown import extra_notes, format_bytes, format_value
 from ._registry import case_key
 from ._stats import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 from ._store import BenchStore
@@ -98,6 +98,8 @@ def html_report(
         environments=_environments(results, comparison),
         env_fields=ENV_FIELDS,
         fmt=format_value,
+        mib=format_bytes,
+        notes=extra_notes,
         key=lambda r: case_key(r.case, dict(r.params)),
     )
 

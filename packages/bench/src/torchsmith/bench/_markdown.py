@@ -32,6 +32,40 @@ def format_value(value: float | None, unit: str = "s") -> str:
     return f"{value / 1e-9:.3g} ns"
 
 
+# Extras with a column of their own; the rest are listed as notes.
+SHOWN_EXTRAS = ("throughput", "baseline_ratio", "baseline_ratio_ci_low",
+                "baseline_ratio_ci_high", "baseline_p_value")  # fmt: skip
+
+
+def format_bytes(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _extra_value(name: str, value: float) -> str:
+    if name.endswith("_bytes"):
+        return format_bytes(value)
+    if name.endswith(("_fraction", "_spread")):
+        return f"{value:.1%}"
+    return f"{value:.4g}"
+
+
+def extra_notes(result: BenchmarkResult) -> str:
+    """The result's other extras as ``name value`` pairs, e.g. ``data_wait_fraction 12.0%``."""
+    pairs = [(k, v) for k, v in sorted(result.extra.items()) if k not in SHOWN_EXTRAS]
+    return ", ".join(f"{name} {_extra_value(name, value)}" for name, value in pairs) or "-"
+
+
+def details_table(results: Sequence[BenchmarkResult]) -> str:
+    """Peak memory and the other extras, kept out of the results table to keep it narrow."""
+    lines = ["| case | peak memory | notes |", "|---|---:|---|"]
+    for r in sorted(results, key=lambda r: case_key(r.case, dict(r.params))):
+        lines.append(
+            f"| `{_cell(case_key(r.case, dict(r.params)))}` | "
+            f"{format_bytes(r.peak_memory_bytes)} | {_cell(extra_notes(r))} |"
+        )
+    return "\n".join(lines)
+
+
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -130,6 +164,8 @@ def markdown_summary(
         parts += [
             "### Results",
             results_table(results),
+            "### Memory and notes",
+            details_table(results),
             f"Environment `{env.fingerprint}`: {env.cpu or '?'}, GPU {env.gpu or 'none'}, "
             f"torch {env.torch_version or '?'}, {env.num_threads} threads, commit "
             f"`{(env.git_commit or '?')[:10]}` ({env.git_branch or '?'}).",
