@@ -12,6 +12,7 @@ pytest.importorskip("torchsmith.losses")
 from torchsmith.interfaces import ConfigError
 from torchsmith.trainer import (
     TaskConfig,
+    Trainer,
     build_trainer,
     clip_loss,
     load_config,
@@ -89,3 +90,38 @@ def test_a_loss_that_cannot_take_the_models_scale_is_a_config_error(tmp_path: Pa
         build_trainer(config)
     with pytest.raises(ConfigError, match=r"task\.loss: unknown loss 'clipp'"):
         build_trainer(config.model_copy(update={"task": TaskConfig(kind="clip", loss="clipp")}))
+
+
+def test_loss_state_resumes_exactly(tmp_path: Path) -> None:
+    """A learnable temperature and a memory bank live in the loss: checkpoints carry them."""
+    torch.set_num_threads(1)
+
+    def trainer(out: Path, stop_after: int | None = None) -> Trainer:
+        config, _ = load_config(
+            "simclr-digits",
+            [
+                "training.max_steps=8",
+                "eval.every_steps=null",
+                "checkpoint.every_steps=null",
+                "loader.batch_size=32",
+                "model.hidden=32",
+                f"out_dir={out}",
+                "task.loss_kwargs={temperature: 0.5, learnable_temperature: true, "
+                "memory_bank_size: 64}",
+            ],
+        )
+        config.training.stop_after = stop_after
+        return build_trainer(config)
+
+    reference = trainer(tmp_path / "a")
+    reference.fit()
+    trainer(tmp_path / "b", stop_after=4).fit()
+    resumed = trainer(tmp_path / "b")
+    resumed.resume("latest")
+    resumed.fit()
+    assert "logit_scale.log_scale" in resumed.state_dict()["loss"]
+    for part in ("model", "loss"):
+        expected, got = reference.state_dict()[part], resumed.state_dict()[part]
+        assert expected.keys() == got.keys()
+        for key in expected:
+            assert torch.equal(expected[key], got[key]), f"{part}.{key} differs"

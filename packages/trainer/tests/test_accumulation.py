@@ -106,3 +106,27 @@ def test_single_micro_batch_path_is_exactly_the_hand_written_step() -> None:
     opt_b.step()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+class _ScaledCE(nn.Module):
+    """Cross-entropy over logits times a learnable scale: a loss with its own parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits * self.scale, targets)
+
+
+def test_a_loss_parameter_is_accumulated_like_the_model() -> None:
+    x, y = _data(23)
+    reference, ref_loss = _model(), _ScaledCE()
+    ref_loss(reference(x), y).backward()
+
+    model, loss = _model(), _ScaledCE()
+    groups = [{"params": list(model.parameters())}, {"params": list(loss.parameters())}]
+    stepper = Stepper(model, ClassificationTask(loss=loss), _KeepGrads(groups, lr=0.0))
+    stepper([(x[a:b], y[a:b]) for a, b in [(0, 3), (3, 16), (16, 23)]], step=0)
+    assert loss.scale.grad is not None and ref_loss.scale.grad is not None
+    torch.testing.assert_close(loss.scale.grad, ref_loss.scale.grad, rtol=1e-12, atol=1e-14)

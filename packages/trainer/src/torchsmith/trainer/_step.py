@@ -54,7 +54,11 @@ class Stepper:
     def __post_init__(self) -> None:
         if self.precision == "fp16" and self.scaler is None:
             self.scaler = torch.amp.GradScaler(self.device.type)
-        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        # Every trained tensor, the loss's own parameters included (a learnable temperature
+        # sits in its own optimizer group): all are normalised and clipped together.
+        self._params = [
+            p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad
+        ]
         self._move = self.device.type != "cpu"
         self._ddp = self.dist.enabled
         # Context managers are built once and re-entered each micro-batch.

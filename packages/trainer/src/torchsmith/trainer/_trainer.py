@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from torchsmith.interfaces import EventSink, TrainingEvent
+from torchsmith.interfaces import CheckpointError, EventSink, TrainingEvent
 
 from ._checkpoint import CheckpointManager, load_checkpoint, load_model_state
 from ._data import BatchStream
@@ -270,7 +270,14 @@ class Trainer:
             state["scaler"] = self.stepper.scaler.state_dict()
         if self.early_stopping is not None:
             state["early_stopping"] = self.early_stopping.state_dict()
+        loss = self._loss_module()
+        if loss is not None and loss.state_dict():  # a learnable temperature, a memory bank
+            state["loss"] = loss.state_dict()
         return state
+
+    def _loss_module(self) -> nn.Module | None:
+        loss = getattr(self.stepper.task, "loss", None)
+        return loss if isinstance(loss, nn.Module) else None
 
     def save(self) -> Path | None:
         """Write a checkpoint (rank 0 only; every rank waits for it)."""
@@ -302,6 +309,15 @@ class Trainer:
             self.stepper.scaler.load_state_dict(state["scaler"])
         if self.early_stopping is not None and "early_stopping" in state:
             self.early_stopping.load_state_dict(state["early_stopping"])
+        loss = self._loss_module()
+        if loss is not None and loss.state_dict():
+            if "loss" not in state:
+                raise CheckpointError(
+                    f"checkpoint {source} holds no state for the loss "
+                    f"{type(loss).__name__} (its {', '.join(loss.state_dict())}), "
+                    "so the run cannot resume exactly; it was saved with another task.loss"
+                )
+            loss.load_state_dict(state["loss"])
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.data.load_state_dict(state["data"])
