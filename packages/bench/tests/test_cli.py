@@ -209,3 +209,19 @@ def test_a_bench_file_that_fails_to_import_names_its_file_and_line(
         err = capsys.readouterr().err
         assert f"{path.resolve()}:{line}" in err and kind in err
         assert not db.exists()
+
+
+def test_compare_history_honours_any_environment(
+    tmp_path: Path, make_result, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from torchsmith.interfaces import Environment
+
+    db = tmp_path / "b.duckdb"
+    with BenchStore(db) as store:
+        store.save_run([make_result("k", 1e-3, env=Environment(fingerprint="ci-a"))])
+        store.save_run([make_result("k", 1.5e-3, env=Environment(fingerprint="ci-b"))])
+    argv = ["compare", "history", "latest", "--db", str(db), "--fail-on-regression"]
+    assert main(argv) == 2
+    assert "no earlier run in environment ci-b" in capsys.readouterr().err
+    assert main([*argv, "--any-environment"]) == 1  # the ci-a run is the base now
+    assert "regressed: k" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import pytest
 from torchsmith.bench import (
     BenchStore,
     ComparisonError,
+    StoreError,
     compare,
     compare_history,
     compare_results,
@@ -80,6 +81,8 @@ def test_a_run_against_its_pooled_history(db_path: Path, make_result) -> None:
         assert row.ratio == pytest.approx(1.2, rel=0.03)
         with pytest.raises(ComparisonError, match="no earlier run"):
             compare_history(store, first)
+        with pytest.raises(StoreError, match="give fingerprint="):
+            history(store, "h")
 
 
 def test_stored_left_out_samples_take_no_part_in_decisions(db_path: Path, make_result) -> None:

@@ -73,7 +73,19 @@ def test_ids_come_from_sequences_and_cases_are_shared(db_path: Path, make_result
         second = store.save_run([make_result("a", seed=2)])
         assert second == first + 1
         assert [key for key, _, _ in store.cases()] == ["a"]
-        assert [p.run_id for p in store.history("a")] == [first, second]
+        assert [p.run_id for p in store.history("a", fingerprint="fp-test")] == [first, second]
+
+
+def test_history_needs_a_fingerprint_unless_any_environment_is_asked(
+    db_path: Path, make_result
+) -> None:
+    with BenchStore(db_path) as store:
+        here = store.save_run([make_result("a")])
+        there = store.save_run([make_result("a", env=Environment(fingerprint="other"))])
+        with pytest.raises(StoreError, match="give fingerprint="):
+            store.history("a")
+        assert [p.run_id for p in store.history("a", fingerprint="other")] == [there]
+        assert [p.run_id for p in store.history("a", any_environment=True)] == [here, there]
 
 
 def test_a_failure_mid_write_leaves_no_half_run(

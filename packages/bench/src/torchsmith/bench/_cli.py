@@ -173,7 +173,7 @@ def _compare(
     window = history_window(base) if isinstance(base, str) else None
     if window is not None:
         return compare_history(store, head, window=window, threshold=args.threshold,
-                               alpha=args.alpha)  # fmt: skip
+                               alpha=args.alpha, any_environment=args.any_environment)  # fmt: skip
     return compare(store, base, head, threshold=args.threshold, alpha=args.alpha,
                    any_environment=args.any_environment)  # fmt: skip
 

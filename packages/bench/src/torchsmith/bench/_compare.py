@@ -151,22 +151,25 @@ def compare_history(
     window: int = 5,
     threshold: float = DEFAULT_THRESHOLD,
     alpha: float = DEFAULT_ALPHA,
+    any_environment: bool = False,
 ) -> Comparison:
     """Compare run ``head`` with the pooled samples of up to ``window`` earlier runs of the
-    same environment (per case, the most recent runs that have it).
+    same environment (of any environment with ``any_environment``; per case, the most
+    recent runs that have it).
 
     Pooling runs puts their run-to-run spread into the base, so the test is the more
     cautious for it, as with rounds.
     """
     head_info = store.run(store.resolve_run(head))
+    fingerprint = None if any_environment else head_info.fingerprint
     earlier = [
-        r for r in store.runs(fingerprint=head_info.fingerprint)
+        r for r in store.runs(fingerprint=fingerprint)
         if (r.created_at, r.run_id) < (head_info.created_at, head_info.run_id)
     ]  # fmt: skip
     if not earlier:
+        where = "any environment" if any_environment else f"environment {fingerprint}"
         raise ComparisonError(
-            f"run {head_info.run_id} has no earlier run in environment "
-            f"{head_info.fingerprint} to compare with"
+            f"run {head_info.run_id} has no earlier run in {where} to compare with"
         )
     pooled: dict[str, BenchmarkResult] = {}
     used: dict[str, int] = {}
@@ -209,12 +212,14 @@ def history(
     key: str,
     *,
     fingerprint: str | None = None,
+    any_environment: bool = False,
     min_effect: float = 0.05,
     limit: int | None = None,
 ) -> History:
-    """A case's medians over runs (one environment when given; the last ``limit`` runs when
-    given) with the steps change-point detection finds in them."""
-    points = store.history(key, fingerprint=fingerprint)
+    """A case's medians over the runs of environment ``fingerprint`` (the last ``limit`` runs
+    when given) with the steps change-point detection finds in them. Mixing environments
+    needs ``any_environment=True`` instead of a fingerprint (see ``BenchStore.history``)."""
+    points = store.history(key, fingerprint=fingerprint, any_environment=any_environment)
     if limit:
         points = points[-limit:]
     steps = change_points([p.median for p in points], min_effect=min_effect) if points else []

@@ -302,8 +302,19 @@ class BenchStore:
         rows = self._query("SELECT key, name, params FROM cases ORDER BY key")
         return [(k, n, json.loads(p)) for k, n, p in rows]
 
-    def history(self, key: str, *, fingerprint: str | None = None) -> list[HistoryPoint]:
-        """One case's median over runs, oldest first; only one environment when given."""
+    def history(
+        self, key: str, *, fingerprint: str | None = None, any_environment: bool = False
+    ) -> list[HistoryPoint]:
+        """One case's median over the runs of environment ``fingerprint``, oldest first.
+
+        Timings from several machines make no series, so leaving ``fingerprint`` out is an
+        error unless ``any_environment=True`` asks for every environment's runs.
+        """
+        if fingerprint is None and not any_environment:
+            raise StoreError(
+                f"history of {key!r}: give fingerprint= (one environment's runs), or "
+                "any_environment=True to mix the runs of every environment"
+            )
         sql = (
             "SELECT r.run_id, r.created_at, r.git_commit, s.median, s.ci_low, s.ci_high"
             " FROM summaries s JOIN runs r USING (run_id) JOIN cases c USING (case_id)"
