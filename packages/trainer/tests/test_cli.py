@@ -46,6 +46,21 @@ def test_bad_config_fails_before_any_work(
     assert not (tmp_path / "checkpoints").exists()
 
 
+def test_a_fresh_run_into_another_runs_checkpoints_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["digits-classifier", "--out", str(tmp_path), *FAST, "--max-steps", "3"]) == 0
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    capsys.readouterr()
+    assert main(["digits-classifier", "--out", str(tmp_path), *FAST, "--max-steps", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "out_dir:" in err and "step-00000003" in err and "--resume latest" in err
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
+    # Continuing it is what --resume is for.
+    assert main(["digits-classifier", "--out", str(tmp_path), *FAST, "--max-steps", "5",
+                 "--resume", "latest"]) == 0  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("recipe", "override", "expected"),
     [

@@ -77,6 +77,17 @@ class _JsonlOnFirstEvent:
             self._sink.close()
 
 
+def _refuse_another_runs_checkpoints(out_dir: Path) -> None:
+    """A fresh run must not share a checkpoint directory with an earlier one: keep-last and
+    keep-best would prune across both, and ``latest`` would name the other run's step."""
+    found = sorted((out_dir / "checkpoints").glob("step-*"))
+    if found:
+        raise ConfigError(
+            f"out_dir: {out_dir} already holds checkpoints of an earlier run (newest: "
+            f"{found[-1].name}); continue it with --resume latest, or choose another --out"
+        )
+
+
 def train(
     config: str | Path | Mapping[str, Any] | ExperimentConfig,
     *,
@@ -110,6 +121,8 @@ def train(
         updates["training"] = {**cfg.training.model_dump(), "stop_after": max_steps}
     if updates:
         cfg = validate_config({**cfg.model_dump(), **updates})
+    if resume is None:
+        _refuse_another_runs_checkpoints(Path(cfg.out_dir))
     given = list(sinks)
     all_sinks = list(given)
     if log_jsonl:
