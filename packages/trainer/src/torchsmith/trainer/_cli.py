@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from torchsmith.interfaces import TorchsmithError
@@ -65,6 +66,7 @@ def main(argv: list[str]) -> int:
     except TorchsmithError as exc:
         print(f"torchsmith train: error: {exc}", file=sys.stderr)
         return 2
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-    print(f"done: {shown}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one a rank
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        print(f"done: {shown}")
     return 0
