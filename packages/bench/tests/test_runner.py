@@ -250,3 +250,31 @@ def test_rounds_fall_back_to_one_with_a_warning_for_a_case_a_worker_cannot_impor
     caplog.clear()
     measure_cases(["here"], config=FAST, registry=registry, memory="off", rounds=1)
     assert "timing in 1 round" not in caplog.text  # asked for: no warning
+
+
+def test_a_non_finite_extra_is_left_out_with_a_warning_and_the_run_stored(
+    registry: Registry, clock: FakeClock, db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def setup():
+        fn = clock.work(1e-3)
+        fn.extra = lambda: {"ok": 0.5, "bad": float("nan"), "huge": float("inf")}  # type: ignore[attr-defined]
+        return fn
+
+    benchmark("nan", registry=registry)(setup)
+    with BenchStore(db_path) as store:
+        run_id = run(["nan"], store=store, config=FAST, registry=registry, memory="off",
+                     rounds=1)  # fmt: skip
+        (result,) = store.results(run_id)
+    assert result.extra["ok"] == 0.5 and "bad" not in result.extra and "huge" not in result.extra
+    assert "benchmark nan: extra() gave non-finite bad=nan, huge=inf" in caplog.text
+
+
+def test_an_extra_that_is_not_a_number_names_the_case(registry: Registry, clock: FakeClock) -> None:
+    def setup():
+        fn = clock.work(1e-3)
+        fn.extra = lambda: {"label": "fast"}  # type: ignore[attr-defined]
+        return fn
+
+    benchmark("words", registry=registry)(setup)
+    with pytest.raises(CaseError, match=r"benchmark words \(its extra\(\)\) failed: ValueError"):
+        measure_cases(["words"], config=FAST, registry=registry, memory="off", rounds=1)

@@ -8,6 +8,7 @@ those paired samples. The whole run is measured first and written in one transac
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -84,12 +85,22 @@ def _load_average() -> float | None:
         return None
 
 
-def _own_extra(fn: Callable[[], object]) -> dict[str, float]:
-    """Numbers the timed callable reports itself, through an ``extra()`` method (optional)."""
+def _own_extra(fn: Callable[[], object], case: Case) -> dict[str, float]:
+    """Numbers the timed callable reports itself, through an ``extra()`` method (optional).
+
+    A NaN or infinite number is left out with a warning (the database would refuse the whole
+    run at the end); anything that is not a number is a ``CaseError``, raised now.
+    """
     method = getattr(fn, "extra", None)
     if not callable(method):
         return {}
-    return {str(k): float(v) for k, v in dict(method()).items()}
+    with _failing_case(f"{case.name} (its extra())"):
+        numbers = {str(k): float(v) for k, v in dict(method()).items()}
+    bad = sorted(k for k, v in numbers.items() if not math.isfinite(v))
+    if bad:
+        logger.warning("benchmark %s: extra() gave non-finite %s; left out of the result",
+                       case.name, ", ".join(f"{k}={numbers[k]}" for k in bad))  # fmt: skip
+    return {k: v for k, v in numbers.items() if k not in bad}
 
 
 def _result(
@@ -102,7 +113,7 @@ def _result(
 ) -> BenchmarkResult:
     stats = summarize(measured.samples)
     peak, memory_extra = memory
-    extra = {**_own_extra(fn), **memory_extra}
+    extra = {**_own_extra(fn, case), **memory_extra}
     load = _load_average()
     if load is not None:  # how busy the machine was: above the core count, distrust timings
         extra["load_average_1m"] = load
