@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,34 @@ def test_discover_imports_bench_files_in_a_directory(tmp_path: Path) -> None:
 def test_discover_rejects_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="neither a file nor a directory"):
         discover([tmp_path / "nope"])
+
+
+@pytest.mark.usefixtures("clean_registry")
+def test_load_entry_points_imports_each_listed_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib import metadata
+
+    from torchsmith.bench import load_entry_points
+
+    (tmp_path / "fake_suite_benchmarks.py").write_text(
+        "from torchsmith.bench import benchmark\n"
+        "@benchmark('fake_suite.step')\n"
+        "def step():\n    return lambda: None\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "fake_suite_benchmarks", raising=False)
+    entry = metadata.EntryPoint(
+        name="fake_suite", value="fake_suite_benchmarks", group="torchsmith.benchmarks"
+    )
+    asked: list[str] = []
+
+    def entry_points(*, group: str) -> list[metadata.EntryPoint]:
+        asked.append(group)
+        return [entry] if group == entry.group else []
+
+    monkeypatch.setattr(metadata, "entry_points", entry_points)
+    assert load_entry_points() == ["fake_suite"]
+    assert asked == ["torchsmith.benchmarks"]
+    assert REGISTRY.get("fake_suite.step").source == "fake_suite_benchmarks"
+    monkeypatch.delitem(sys.modules, "fake_suite_benchmarks")
