@@ -119,9 +119,13 @@ def test_override_round_trip(steps: int, lr: float) -> None:
     ("overrides", "expected"),
     [
         (
-            ["eval.early_stopping_metric=val_acc"],
+            ["eval.early_stopping_metric=val_acc", "eval.every_steps=10"],
             "eval.early_stopping_metric: 'val_acc' is not a metric a classification run produces"
             " (allowed: val_accuracy, val_loss, val_top5_accuracy)",
+        ),
+        (
+            ["eval.early_stopping_metric=val_loss"],  # and no periodic evaluation
+            "eval.early_stopping_metric: 'val_loss' is never measured during training",
         ),
         (
             ["checkpoint.metric=val_los", "task.top_k=[1, 3, 20]"],  # 20 > 10 classes: none

@@ -238,6 +238,13 @@ class ExperimentConfig(_Section):
                 f"data.block_size <= {self.model.block_size} or "
                 f"model.block_size >= {self.data.block_size}"
             )
+        ev = self.eval
+        if ev.early_stopping_metric is not None and not (ev.every_steps or ev.every_epochs):
+            problems.append(
+                f"eval.early_stopping_metric: {ev.early_stopping_metric!r} is never measured "
+                "during training (eval.every_steps and eval.every_epochs are both unset), so "
+                "nothing could stop early; set one of them"
+            )
         produced = eval_metric_names(self)
         wanted = [("eval.early_stopping_metric", self.eval.early_stopping_metric, produced)]
         wanted.append(("checkpoint.metric", self.checkpoint.metric, ["train_loss", *produced]))
