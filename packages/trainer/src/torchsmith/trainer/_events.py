@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from torchsmith.interfaces import EventSink, TrainingEvent
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 _CALLBACKS = {
     "step": "on_step_end",
@@ -90,7 +93,9 @@ class ListSink:
 class RichProgressSink:
     """A rich progress bar over optimizer steps with loss, samples/s and tokens/s."""
 
-    def __init__(self, total_steps: int, description: str = "train") -> None:
+    def __init__(
+        self, total_steps: int, description: str = "train", console: Console | None = None
+    ) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -105,6 +110,7 @@ class RichProgressSink:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[stats]}"),
+            console=console,
         )
         self.task_id = self.progress.add_task(description, total=total_steps, stats="")
         self._started = False
