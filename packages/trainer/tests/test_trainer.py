@@ -156,9 +156,15 @@ def test_running_mean_is_item_weighted() -> None:
 
 
 @pytest.mark.parametrize("accum", [1, 2])
-@pytest.mark.parametrize("policy", ["error", "skip"])
-def test_nonfinite_loss(tmp_path: Path, policy: str, accum: int) -> None:
-    overrides = (f"training.nonfinite={policy}", f"training.grad_accum={accum}")
+@pytest.mark.parametrize(("policy", "check"), [("error", "step"), ("error", "window"),
+                                               ("skip", "step")])  # fmt: skip
+def test_nonfinite_loss(tmp_path: Path, policy: str, check: str, accum: int) -> None:
+    overrides = (
+        f"training.nonfinite={policy}",
+        f"training.grad_accum={accum}",
+        f"training.nonfinite_check={check}",
+        "checkpoint.every_steps=5",  # a due save after the bad step: it must not happen
+    )
     trainer = build_trainer(small_config(tmp_path, *overrides))
     trainer.save()  # a last good checkpoint
     good = (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes()
@@ -176,6 +182,9 @@ def test_nonfinite_loss(tmp_path: Path, policy: str, accum: int) -> None:
         with pytest.raises(NonFiniteLossError, match=f"loss is nan at step 4, batch {batch} of"):
             trainer.fit()
         assert (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes() == good
+        assert not (tmp_path / "checkpoints" / "step-00000005").exists()
+        # 'window' finds it at the loop's next pause (the save due at step 5), not before.
+        assert trainer.step == (5 if check == "window" else 3)
     else:
         before = [p.clone() for p in trainer.stepper.model.parameters()]
         metrics = trainer.fit()
@@ -252,6 +261,11 @@ def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
     # Learns (from about ln 10 = 2.30; fp32 reaches about 2.07 in these 30 small steps)
     # and tracks fp32 within bf16's rounding.
     assert bf16 < 2.2 and abs(bf16 - fp32) < 0.05, (bf16, fp32)
+
+
+def test_a_window_check_cannot_skip(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"training\.nonfinite_check: 'window' cannot skip"):
+        small_config(tmp_path, "training.nonfinite=skip", "training.nonfinite_check=window")
 
 
 def test_fp16_needs_cuda(tmp_path: Path) -> None:

@@ -225,6 +225,7 @@ def build_trainer(
         clip_grad_norm=tr.clip_grad_norm,
         nonfinite=tr.nonfinite,
         dist=info,
+        defer_nonfinite_check={"auto": None, "step": False, "window": True}[tr.nonfinite_check],
     )
     ev, ck = config.eval, config.checkpoint
     out_dir = Path(config.out_dir)

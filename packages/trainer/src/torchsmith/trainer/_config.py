@@ -161,6 +161,12 @@ class TrainingConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
     nonfinite: Literal["error", "skip"] = "error"
+    nonfinite_check: Literal["auto", "step", "window"] = Field(
+        default="auto",
+        description="When a NaN/Inf loss is looked for: every micro-batch ('step', a host sync "
+        "on CUDA) or at the loop's next log/eval/save ('window', error policy only); 'auto' "
+        "is 'window' on CUDA on one process and 'step' otherwise.",
+    )
     log_every: int = Field(default=10, gt=0)
 
 
@@ -237,6 +243,11 @@ class ExperimentConfig(_Section):
                 f"{self.model.block_size}, the longest sequence the model takes; set "
                 f"data.block_size <= {self.model.block_size} or "
                 f"model.block_size >= {self.data.block_size}"
+            )
+        if tr.nonfinite_check == "window" and tr.nonfinite == "skip":
+            problems.append(
+                "training.nonfinite_check: 'window' cannot skip a bad step after it was taken; "
+                "use 'step' or 'auto' with training.nonfinite='skip'"
             )
         ev = self.eval
         if ev.early_stopping_metric is not None and not (ev.every_steps or ev.every_epochs):

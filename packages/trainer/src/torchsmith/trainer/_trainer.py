@@ -100,6 +100,7 @@ class Trainer:
             while self.step < last_step:
                 # 1) train, and only train, until something else is due
                 self._train(self._steps_until_due(last_step))
+                self.stepper.check_pending()  # a deferred NaN check, before anything is saved
                 # 2) then log, end the epoch, evaluate and save, as due
                 if self.stepper.track and self.step % s.log_every == 0:
                     self._log_step()
@@ -281,6 +282,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint (rank 0 only; every rank waits for it)."""
+        self.stepper.check_pending()  # never save over a good checkpoint after a bad step
         self._saved_at = self.step
         path = None
         state = self.state_dict()  # on every rank: gathering RNG states is collective
