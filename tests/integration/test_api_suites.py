@@ -148,6 +148,25 @@ def test_bench_routes_read_the_bench_store(tmp_path: Path) -> None:
         assert html.status_code == 200 and "matmul" in html.text
 
 
+def test_bench_history_stays_in_one_environment_unless_asked(tmp_path: Path) -> None:
+    from torchsmith.bench import BenchStore
+
+    settings = Settings(data_dir=tmp_path / "data")
+    here, there = Environment(fingerprint="here"), Environment(fingerprint="there")
+    with BenchStore(settings.data_dir / "bench.duckdb") as store:
+        for value, env in [(1.0, here), (1.1, here), (3.0, there)]:
+            store.save_run([_result("matmul", value, env)], environment=env)
+    with TestClient(create_app(settings)) as client:
+
+        def points(**params: str) -> int:
+            got = client.get("/api/v1/bench/history", params={"case": "matmul", **params})
+            return len(got.json())
+
+        assert points() == 1  # the newest run's machine ("there")
+        assert points(fingerprint="here") == 2
+        assert points(any_environment="true") == 3
+
+
 @pytest.mark.slow
 def test_the_model_test_suite_runs_on_a_generated_model(app_client) -> None:
     client, auth = app_client
@@ -175,7 +194,8 @@ def test_a_bench_job_measures_registered_cases_and_the_server_stores_the_run(app
     client, auth = app_client
     unknown = client.post("/api/v1/bench/run", json={"cases": ["no.such.case"]}, headers=auth)
     failed = _wait(client, unknown.json()["id"])
-    assert failed["state"] == "failed" and "no benchmark case matches" in failed["error"]
+    assert failed["state"] == "failed" and "no benchmark matches 'no.such.case'" in failed["error"]
+    assert "losses.ntxent" in failed["error"]  # the known cases are listed
     job = client.post(
         "/api/v1/bench/run", json={"cases": ["losses.ntxent"], "label": "api"}, headers=auth
     ).json()

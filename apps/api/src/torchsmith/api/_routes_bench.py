@@ -153,13 +153,20 @@ async def cases(request: Request) -> list[str]:
     return sorted({name for _, name, _ in rows})
 
 
-def _history(request: Request, case: str) -> list[HistoryPoint]:
+def _history(
+    request: Request, case: str, fingerprint: str | None, any_environment: bool
+) -> list[HistoryPoint]:
     store = _store(request)
+    if fingerprint is None and not any_environment:
+        newest = store.runs(limit=1)  # by default, the environment of the newest run
+        if not newest:
+            return []
+        fingerprint = newest[0].fingerprint
     points = []
     for key, name, params in store.cases():
         if name != case:
             continue
-        for p in store.history(key):
+        for p in store.history(key, fingerprint=fingerprint, any_environment=any_environment):
             points.append(HistoryPoint(
                 key=key, params_label=_label(params), run_id=p.run_id,
                 time=p.created_at.timestamp(), git_commit=p.git_commit, median=p.median,
@@ -173,12 +180,16 @@ def _history(request: Request, case: str) -> list[HistoryPoint]:
     response_model=list[HistoryPoint],
     dependencies=[Depends(read_access)],
     summary="A case's median per run, with confidence intervals",
+    description="Runs of one environment only: ``fingerprint``, by default the newest run's. "
+    "``any_environment=true`` mixes machines.",
 )
 async def history(
     request: Request,
     case: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.:/\-]{1,200}$")],
+    fingerprint: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_.:\-]{1,200}$")] = None,
+    any_environment: bool = False,
 ) -> list[HistoryPoint]:
-    return await run_in_threadpool(_history, request, case)
+    return await run_in_threadpool(_history, request, case, fingerprint, any_environment)
 
 
 def _compare(request: Request, base: str, head: str) -> Comparison:
