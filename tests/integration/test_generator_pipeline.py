@@ -80,7 +80,8 @@ def test_generate_test_and_bench_from_python(family: str, tmp_path: Path) -> Non
     discover([out / "bench_model.py"])
     config = MeasureConfig(warmup_time=0.0, min_samples=3, max_samples=5, max_time=0.2)
     with BenchStore(tmp_path / "bench.duckdb") as store:
-        run_id = run([f"{name}-forward"], store=store, config=config, memory="off")
+        # One round: this checks the pipeline; the CLI test below runs the default rounds.
+        run_id = run([f"{name}-forward"], store=store, config=config, memory="off", rounds=1)
         results = store.results(run_id)
     assert sorted(r.params["batch_size"] for r in results) == [1, 8]
     assert all(r.case == f"{name}-forward" for r in results)
