@@ -57,3 +57,65 @@ def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path: Path) -> None
     ddp(tmp_path / "resumed", "--max-steps", "12", "--resume", "latest")
     full, resumed = _weights(tmp_path / "ddp"), _weights(tmp_path / "resumed")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
+LOSS_PARAMETER_SCRIPT = """
+import os, sys, torch, torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torchsmith.trainer import ClassificationTask, Stepper
+from torchsmith.trainer._distributed import Dist
+
+class ScaledCE(nn.Module):  # a loss with its own learnable parameter, outside DDP
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+    def forward(self, logits, targets):
+        return F.cross_entropy(logits * self.scale, targets)
+
+class KeepGrads(torch.optim.SGD):
+    def zero_grad(self, set_to_none=True):
+        return None
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+loss = ScaledCE()
+g = torch.Generator().manual_seed(1)
+x, y = torch.randn(23, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (23,), generator=g)
+ddp = nn.parallel.DistributedDataParallel(model)
+groups = [{"params": list(model.parameters())}, {"params": list(loss.parameters())}]
+stepper = Stepper(ddp, ClassificationTask(loss=loss), KeepGrads(groups, lr=0.0), dist=Dist(rank, 2))
+# Unequal shares, two micro-batches each: rank 0 takes 3 + 7 items, rank 1 takes 6 + 7.
+cuts = [(0, 3), (3, 10)] if rank == 0 else [(10, 16), (16, 23)]
+stepper([(x[a:b], y[a:b]) for a, b in cuts], step=0)
+grads = {"scale": loss.scale.grad, **{n: p.grad for n, p in model.named_parameters()}}
+torch.save(grads, os.path.join(sys.argv[1], f"rank{rank}.pt"))
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_a_loss_parameter_gets_the_one_batch_gradient_under_ddp(tmp_path: Path) -> None:
+    script = tmp_path / "loss_parameter.py"
+    script.write_text(LOSS_PARAMETER_SCRIPT)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*torchrun, str(script), str(tmp_path)], env=env, check=True)
+
+    # The reference: one process, one batch of all 23 items.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)
+    ).double()
+    scale = torch.nn.Parameter(torch.tensor(1.5, dtype=torch.float64))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(23, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (23,), generator=g)
+    torch.nn.functional.cross_entropy(model(x) * scale, y).backward()
+    expected = {"scale": scale.grad, **{n: p.grad for n, p in model.named_parameters()}}
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        for name, want in expected.items():
+            torch.testing.assert_close(got[name], want, rtol=1e-10, atol=1e-12, msg=name)

@@ -141,22 +141,6 @@ def add_loss_parameters(optimizer: torch.optim.Optimizer, loss: nn.Module) -> No
         optimizer.add_param_group({"params": params, "weight_decay": 0.0})
 
 
-def _check_loss_under_ddp(task: Any, info: Dist) -> None:
-    # Loss parameters live outside the DDP-wrapped model: nothing would average their
-    # gradients, and each rank's temperature would drift its own way.
-    loss = getattr(task, "loss", None)
-    if not info.enabled or not isinstance(loss, nn.Module):
-        return
-    names = [name for name, p in loss.named_parameters() if p.requires_grad]
-    if names:
-        raise ConfigError(
-            f"task.loss_kwargs: the loss {type(loss).__name__} has learnable parameters "
-            f"({', '.join(names)}), whose gradients are not averaged across the "
-            f"{info.world_size} DDP ranks; train it in one process, or keep the loss fixed "
-            "(e.g. learnable_temperature=false)"
-        )
-
-
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for dist in ("torchsmith-trainer", "torchsmith-interfaces", "torchsmith-losses"):
@@ -178,7 +162,6 @@ def build_trainer(
     device = resolve_device(config)
     task = build_config_task(config)  # a bad task.loss fails here, before any data is read
     info = dist or init_distributed(device.type)
-    _check_loss_under_ddp(task, info)
     seed_everything(config.seed + info.rank)
     data = build_data(config, base_dir)
     torch.manual_seed(config.seed)  # the same initial weights on every rank

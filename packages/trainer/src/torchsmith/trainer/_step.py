@@ -63,6 +63,8 @@ class Stepper:
         self._params = [
             p for group in self.optimizer.param_groups for p in group["params"] if p.requires_grad
         ]
+        in_model = {id(p) for p in self.model.parameters()}
+        self._outside_ddp = [p for p in self._params if id(p) not in in_model]
         self._move = self.device.type != "cpu"
         self._ddp = self.dist.enabled
         # Context managers are built once and re-entered each micro-batch.
@@ -198,11 +200,23 @@ class Stepper:
             total, bad = float(packed[0]), float(packed[1])
         if bad:
             return True
+        if self._ddp and self._outside_ddp:
+            self._average_outside_ddp()
         # DDP averaged the per-rank sums over world_size; undo that and divide by N.
         scale = self.dist.world_size / total
         grads = [p.grad for p in self._params if p.grad is not None]
         torch._foreach_mul_(grads, scale)
         return False
+
+    def _average_outside_ddp(self) -> None:
+        """Average over ranks, as DDP does for the model, the gradients of parameters DDP
+        does not hold (a loss's learnable temperature): one collective for all of them."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._outside_ddp]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        all_reduce_sum(flat, self.dist).div_(self.dist.world_size)
+        parts = torch.split(flat, [g.numel() for g in grads])
+        for p, part in zip(self._outside_ddp, parts, strict=True):
+            p.grad = part.view_as(p).clone()
 
     def _clip_and_step(self) -> None:
         if self.scaler is not None:
