@@ -273,7 +273,8 @@ class Trainer:
             state["early_stopping"] = self.early_stopping.state_dict()
         loss = self._loss_module()
         if loss is not None and loss.state_dict():  # a learnable temperature, a memory bank
-            state["loss"] = loss.state_dict()
+            # Per rank, like the RNGs: under DDP each rank's memory bank holds its own batches.
+            state["loss"] = gather_objects(loss.state_dict(), self.dist)
         return state
 
     def _loss_module(self) -> nn.Module | None:
@@ -319,7 +320,8 @@ class Trainer:
                     f"{type(loss).__name__} (its {', '.join(loss.state_dict())}), "
                     "so the run cannot resume exactly; it was saved with another task.loss"
                 )
-            loss.load_state_dict(state["loss"])
+            per_rank = state["loss"]
+            loss.load_state_dict(per_rank[self.dist.rank if self.dist.rank < len(per_rank) else 0])
         rngs = state["rng"]
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.data.load_state_dict(state["data"])
