@@ -119,3 +119,63 @@ def test_a_loss_parameter_gets_the_one_batch_gradient_under_ddp(tmp_path: Path) 
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         for name, want in expected.items():
             torch.testing.assert_close(got[name], want, rtol=1e-10, atol=1e-12, msg=name)
+
+
+EVALUATION_SCRIPT = """
+import json, os, sys, torch, torch.distributed as dist
+from torch.utils.data import DataLoader
+from torchsmith.trainer import ClassificationTask, digits, evaluate
+from torchsmith.trainer._distributed import Dist
+from torchsmith.trainer._models import mlp
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+model = mlp(64, [32], 10)
+_, val = digits()
+loader = DataLoader(val, batch_size=50)  # 359 examples: 8 batches, the last of 9
+task = ClassificationTask(top_k=[1, 3])
+seen = []
+def count(model, batch, out):
+    seen.append(len(batch[1]))
+    return 0.0
+out = {}
+for max_batches in (None, 3, 1):  # 1: rank 1 evaluates nothing and still agrees
+    out[str(max_batches)] = evaluate(model, task, loader, max_batches=max_batches,
+                                     metrics={"zero": count}, dist=Dist(rank, 2))
+out["batches_seen"] = len(seen)
+with open(os.path.join(sys.argv[1], f"eval{rank}.json"), "w") as f:
+    json.dump(out, f)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_evaluation_is_split_across_ranks_and_reduced(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from torchsmith.trainer import ClassificationTask, digits, evaluate
+    from torchsmith.trainer._models import mlp
+
+    script = tmp_path / "evaluation.py"
+    script.write_text(EVALUATION_SCRIPT)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*torchrun, str(script), str(tmp_path)], env=env, check=True)
+
+    torch.manual_seed(0)
+    model = mlp(64, [32], 10)
+    _, val = digits()
+    loader = DataLoader(val, batch_size=50)
+    task = ClassificationTask(top_k=[1, 3])
+    ranks = [json.loads((tmp_path / f"eval{r}.json").read_text()) for r in (0, 1)]
+    # Rank 0 takes batches 0, 2, 4, 6 (+0, 2, +0), rank 1 batches 1, 3, 5, 7 (+1, +0).
+    assert [r["batches_seen"] for r in ranks] == [4 + 2 + 1, 4 + 1 + 0]
+    for max_batches in (None, 3, 1):
+        single = evaluate(model, task, loader, max_batches=max_batches,
+                          metrics={"zero": lambda *_: 0.0})  # fmt: skip
+        for rank in ranks:
+            got = rank[str(max_batches)]
+            assert got.keys() == single.keys()
+            for name, value in single.items():
+                assert got[name] == pytest.approx(value, rel=1e-6), (max_batches, name)

@@ -12,6 +12,7 @@ from torch import nn
 
 from ._data import move_to
 from ._datasets import Tokenizer
+from ._distributed import Dist, all_reduce_sum, gather_objects
 from ._metrics import RunningMean, perplexity
 
 TaskFn = Callable[[nn.Module, Any], Any]
@@ -31,10 +32,13 @@ def evaluate(
     seed: int = 0,
     perplexity_of_loss: bool = False,
     metrics: Mapping[str, MetricFn] | None = None,
+    dist: Dist | None = None,
 ) -> dict[str, float]:
     """``val_loss`` and ``val_<metric>`` averaged over items, plus ``val_perplexity`` for LMs.
 
     ``metrics`` adds user callables ``fn(model, batch, output)``, averaged the same way.
+    Under DDP (``dist``) rank ``r`` evaluates batches ``r, r + world, ...`` and the sums
+    are reduced, so every rank returns the numbers one process would, for 1/world the work.
 
     The model is put in eval mode and restored; any randomness the task uses
     (contrastive views) comes from a forked, fixed-seed RNG, so evaluating never
@@ -45,9 +49,12 @@ def evaluate(
     means = RunningMean()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
+        rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
         for index, batch in enumerate(data):
             if max_batches is not None and index >= max_batches:
                 break
+            if index % world != rank:
+                continue
             if device is not None and device.type != "cpu":
                 batch = move_to(batch, device, non_blocking=True)
             with autocast or contextlib.nullcontext():
@@ -55,10 +62,25 @@ def evaluate(
             extra = {name: fn(model, batch, out) for name, fn in (metrics or {}).items()}
             means.update({"loss": out.loss, **out.metrics, **extra}, out.num_items)
     model.train(was_training)
+    if dist is not None and dist.enabled:
+        _reduce(means, dist, device)
     result = {f"val_{k}": v for k, v in means.compute().items()}
     if perplexity_of_loss and "val_loss" in result:
         result["val_perplexity"] = perplexity(result["val_loss"])
     return result
+
+
+def _reduce(means: RunningMean, dist: Dist, device: torch.device | None) -> None:
+    """Sum every rank's item-weighted sums and item counts into ``means``, on every rank.
+
+    A rank may have seen no batch (fewer batches than ranks), so the names are agreed first.
+    """
+    names = sorted({n for names in gather_objects(sorted(means.sums), dist) for n in names})
+    local = [float(means.items)] + [float(means.sums.get(n, 0.0)) for n in names]
+    packed = torch.tensor(local, dtype=torch.float64, device=device)
+    total = all_reduce_sum(packed, dist).cpu()
+    means.items = int(total[0])
+    means.sums = {n: float(v) for n, v in zip(names, total[1:].tolist(), strict=True)}
 
 
 @dataclass

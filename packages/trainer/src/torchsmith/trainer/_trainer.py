@@ -244,6 +244,7 @@ class Trainer:
             seed=self.seed,
             perplexity_of_loss=self.perplexity,
             metrics=self.eval_metrics,
+            dist=self.dist,
         )
         self.metrics.update(values)
         self._eval_keys = set(values)
