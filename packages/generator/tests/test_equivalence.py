@@ -121,3 +121,25 @@ def test_load_weights_names_missing_parameters(generated: Any, tmp_path: Path) -
     )
     with pytest.raises(KeyError, match="ln_f"):
         module.load_weights(model, tmp_path / "w.safetensors")
+
+
+FAMILY_PRESETS = ["gpt2", "bert-base-uncased", "smollm-135m", "vit-base-patch16-224", "t5-small"]
+
+
+@pytest.mark.parametrize("preset", [*FAMILY_PRESETS, "clip-vit-base-patch32"])
+@pytest.mark.parametrize("backend", ["cuda", "mps"])
+def test_runs_example_inputs_in_the_backends_dtype(
+    preset: str, backend: str, generated: Any
+) -> None:
+    """example_inputs() stay float32 (pixel values too); the model casts them to its dtype.
+
+    Built on the CPU in the backend's half dtype, as build_model() builds it on the GPU.
+    """
+    _, module = generated(preset, tiny_overrides(preset, {}), backend=backend)
+    assert module.DTYPE in (torch.bfloat16, torch.float16)
+    model = module.build_model(device="cpu", dtype=module.DTYPE).eval()
+    inputs = module.example_inputs(batch_size=2, device="cpu")
+    with torch.no_grad():
+        output = model(**inputs)
+    assert output.dtype == module.DTYPE
+    assert torch.isfinite(output.float()).all()
