@@ -162,7 +162,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """``{"model": tensors, "meta": {...}, **training state}``; never unpickles objects."""
     try:
         model = load_file(str(path / MODEL_FILE))
-        state: dict[str, Any] = torch.load(path / STATE_FILE, weights_only=True)
+        # On the CPU: optimizer.load_state_dict and load_state_dict move tensors to their
+        # parameters' devices, and a CUDA-saved run must load where CUDA is absent too.
+        state: dict[str, Any] = torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     return {**state, "model": model, "meta": read_meta(path)}

@@ -47,7 +47,11 @@ def evaluate(
     was_training = model.training
     model.eval()
     means = RunningMean()
-    with torch.random.fork_rng(devices=[]):
+    # manual_seed reseeds the GPUs too: fork this process's GPU with the CPU generator.
+    gpus = []
+    if device is not None and device.type == "cuda":
+        gpus = [torch.cuda.current_device() if device.index is None else device.index]
+    with torch.random.fork_rng(devices=gpus):
         torch.manual_seed(seed)
         rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
         for index, batch in enumerate(data):

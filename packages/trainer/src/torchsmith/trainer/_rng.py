@@ -17,7 +17,11 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """The state of python's, numpy's, torch's CPU and every CUDA generator."""
+    """The state of python's, numpy's and torch's CPU generator, and this process's GPU's.
+
+    One GPU a process (its ``LOCAL_RANK`` under DDP): a run resumed where fewer GPUs are
+    visible must still find the state it needs, which a list indexed by GPU would not.
+    """
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     state: dict[str, Any] = {
@@ -26,7 +30,7 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # the current device's
     return state
 
 
@@ -37,5 +41,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        # Older checkpoints held every GPU's state as a list; this process uses the current one.
+        current = torch.cuda.current_device()
+        if isinstance(cuda, (list, tuple)):
+            cuda = cuda[current] if current < len(cuda) else cuda[0]
+        torch.cuda.set_rng_state(cuda)

@@ -76,7 +76,9 @@ class Stepper:
         defer = self.defer_nonfinite_check
         if defer is None:
             defer = self.device.type == "cuda" and not self._ddp
-        self._defer = defer and self.nonfinite == "error"  # skipping must decide before the step
+        # Skipping must decide before the step; under DDP ranks must decide together (a rank
+        # raising alone would leave the others waiting in a collective), so both check now.
+        self._defer = defer and self.nonfinite == "error" and not self._ddp
         self._pending: list[tuple[torch.Tensor, int, int]] = []  # (loss, step, batch index)
         self.last_loss: torch.Tensor | None = None
         self.skipped = 0
