@@ -34,10 +34,10 @@ def init_distributed(device_type: str) -> Dist:
     if world_size <= 1:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device_type == "cuda":  # before the group starts, so nccl binds this rank's GPU
+        torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    if device_type == "cuda":
-        torch.cuda.set_device(local_rank)
     return Dist(rank, world_size, local_rank)
 
 
