@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 from torchsmith.interfaces import Environment
+
+logger = logging.getLogger(__name__)
 
 FINGERPRINT_VARIABLE = "TORCHSMITH_BENCH_FINGERPRINT"
 
@@ -61,10 +65,30 @@ def _memory_bytes() -> int | None:
 def _gpu() -> str | None:
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available():  # asks the driver; torch stays uninitialised
         return None
-    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return ", ".join(names)
+    return _device_names()
+
+
+# torch.cuda.get_device_name() initialises CUDA; asked here, the measuring process would
+# then treat every case as CUDA work, so a child process asks instead.
+_NAMES_SCRIPT = (
+    "import torch; n = torch.cuda.device_count(); "
+    "print(', '.join(torch.cuda.get_device_name(i) for i in range(n)))"
+)
+
+
+def _device_names(timeout: float = 120) -> str:
+    """The CUDA device names as a child process sees them (same CUDA_VISIBLE_DEVICES)."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _NAMES_SCRIPT],
+            capture_output=True, text=True, timeout=timeout, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        logger.warning("GPU name not recorded (the environment says 'unknown'): %s", exc)
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def fingerprint(parts: dict[str, object]) -> str:

@@ -29,7 +29,7 @@ from torchsmith.interfaces import ConfigError
 
 from ._errors import MemoryProbeError
 from ._registry import REGISTRY, Case, Scalar, is_importable, load_file
-from ._timer import cuda_in_use
+from ._timer import cuda_allocations, cuda_in_use
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +73,18 @@ def peak_memory(
 
 def cuda_peak_bytes(fn: Callable[[], object]) -> int | None:
     """CUDA max allocated bytes during one call, or None when the work does not use CUDA."""
-    if not cuda_in_use():
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
         return None
-    import torch
-
+    if not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        return None
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
+    before = cuda_allocations()
     fn()
     torch.cuda.synchronize()
+    if not cuda_in_use(before):  # CUDA is initialised, but this call allocated nothing there
+        return None
     return int(torch.cuda.max_memory_allocated())
 
 

@@ -55,22 +55,36 @@ class Measurement:
     inner_loops: int = 1
 
 
-def cuda_in_use() -> bool:
-    """Whether this process has initialised CUDA (the work being timed uses it).
+def cuda_allocations() -> int:
+    """How many CUDA allocations this process has made (0 while CUDA is not initialised).
 
     Work that uses CUDA has imported torch, so torch is not imported here for work that
     does not (a worker timing plain Python need not pay for it).
     """
     torch = sys.modules.get("torch")
-    if torch is None:
+    if torch is None or not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        return 0
+    return int(torch.cuda.memory_stats().get("allocation.all.allocated", 0))
+
+
+def cuda_in_use(since: int = 0) -> bool:
+    """Whether the work uses CUDA: CUDA memory is held, or was allocated after ``since``.
+
+    ``since`` is a ``cuda_allocations()`` count taken before the work ran. CUDA being
+    initialised is not enough: anything may initialise it (a device-name query does), and
+    an earlier case in the same process leaves it initialised for a CPU-only one.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
         return False
-    initialized: bool = torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
-    return bool(torch.cuda.is_available() and initialized)
+    if not torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        return False
+    return torch.cuda.memory_allocated() > 0 or cuda_allocations() > since
 
 
-def cuda_sync() -> Callable[[], None]:
-    """``torch.cuda.synchronize`` when the work has touched CUDA, else a no-op."""
-    if not cuda_in_use():
+def cuda_sync(since: int = 0) -> Callable[[], None]:
+    """``torch.cuda.synchronize`` when the work uses CUDA (see ``cuda_in_use``), else a no-op."""
+    if not cuda_in_use(since):
         return _no_sync
     import torch
 
@@ -151,8 +165,9 @@ def measure(
 ) -> Measurement:
     """Warm up, calibrate, then sample ``fn`` until the config says stop."""
     config = config or MeasureConfig()
+    before = cuda_allocations()
     warm_up(fn, config.warmup_time)
-    sync = cuda_sync()
+    sync = cuda_sync(before)
     result = Measurement(inner_loops=calibrate(fn, config.min_block_time, sync))
     started = time.perf_counter()
     while not _done(result.samples, started, config):
@@ -170,9 +185,10 @@ def measure_interleaved(
 ) -> tuple[Measurement, Measurement]:
     """Time two callables in alternating rounds (A B A B ...) so drift hits both alike."""
     config = config or MeasureConfig()
+    before = cuda_allocations()
     warm_up(fn_a, config.warmup_time)
     warm_up(fn_b, config.warmup_time)
-    sync = cuda_sync()
+    sync = cuda_sync(before)
     a = Measurement(inner_loops=calibrate(fn_a, config.min_block_time, sync))
     b = Measurement(inner_loops=calibrate(fn_b, config.min_block_time, sync))
     started = time.perf_counter()
