@@ -58,8 +58,9 @@ class CrossEntropyLoss(LossModule):
 
     ``loss(logits (N, C, ...), targets (N, ...) long)``. With ``weight``, the mean is
     weighted by the targets' class weights (as ``torch.nn.functional.cross_entropy``).
-    A batch whose targets are all ``ignore_index`` gives 0 with a RuntimeWarning instead
-    of NaN. Components: ``accuracy`` over non-ignored targets.
+    A batch whose targets are all ``ignore_index`` gives 0 instead of NaN (with a
+    RuntimeWarning on the CPU; on an accelerator the check would cost a host sync per step).
+    Components: ``accuracy`` over non-ignored targets.
     """
 
     weight: torch.Tensor | None
@@ -83,24 +84,33 @@ class CrossEntropyLoss(LossModule):
         _check_weights(self.weight, logits.shape[1])
         logits = logits.to(compute_dtype(logits))
         kept = targets != self.ignore_index
-        if not bool(kept.any()):
-            warnings.warn(
-                "cross_entropy: every target equals ignore_index; loss is 0",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            zero = 0.0 * logits.sum()
-            return self._record(zero, accuracy=zero)
+        _warn_if_all_ignored("cross_entropy", kept)
         weight = None if self.weight is None else self.weight.to(logits)
-        loss = F.cross_entropy(
+        # The mean as F.cross_entropy takes it (sum / total weight of the kept targets), with
+        # the all-ignored batch giving 0 rather than 0/0, decided on the device, not the host.
+        total = F.cross_entropy(
             logits,
             targets,
             weight=weight,
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
+            reduction="sum",
         )
+        if weight is None:
+            denominator = kept.sum().to(total.dtype)
+        else:
+            denominator = torch.where(kept, weight[torch.where(kept, targets, 0)], 0.0).sum()
+        loss = total / torch.where(denominator > 0, denominator, 1.0)
         correct = (logits.detach().argmax(1) == targets) & kept
-        return self._record(loss, accuracy=correct.sum() / kept.sum())
+        return self._record(loss, accuracy=correct.sum() / kept.sum().clamp_min(1))
+
+
+def _warn_if_all_ignored(name: str, kept: torch.Tensor) -> None:
+    """Warn when no target is kept, on the CPU only: elsewhere asking would sync the device."""
+    if kept.device.type == "cpu" and not kept.any():
+        warnings.warn(
+            f"{name}: every target equals ignore_index; loss is 0", RuntimeWarning, stacklevel=3
+        )
 
 
 @register_loss("focal")
@@ -155,10 +165,7 @@ class FocalLoss(LossModule):
             _check_weights(weight, logits.shape[1])
             loss = loss * weight.to(logits)[safe]
         count = kept.sum()
-        if int(count) == 0:
-            warnings.warn(
-                "focal: every target equals ignore_index; loss is 0", RuntimeWarning, stacklevel=2
-            )
+        _warn_if_all_ignored("focal", kept)
         return self._record(torch.where(kept, loss, 0.0).sum() / count.clamp_min(1))
 
     def _sigmoid(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,9 @@ class FeatureQueue(nn.Module):
         self.size = size
         self.register_buffer("features", torch.empty(0, 0))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
+        # The pointer as a Python int: reading the buffer back each push would sync the device.
+        # The buffer is written alongside it (for checkpoints) and read only on load.
+        self._start = 0
         if dim is not None:
             self._allocate(dim, torch.device("cpu"), torch.get_default_dtype())
 
@@ -51,10 +54,11 @@ class FeatureQueue(nn.Module):
     def push(self, batch: torch.Tensor) -> None:
         """Overwrite the oldest entries with ``batch`` (n, dim), wrapping around."""
         batch = batch.detach()[-self.size :].to(self.features)
-        n, start = batch.shape[0], int(self.pointer)
+        n, start = batch.shape[0], self._start
         index = (torch.arange(n, device=self.features.device) + start) % self.size
         self.features[index] = batch
-        self.pointer.fill_((start + n) % self.size)
+        self._start = (start + n) % self.size
+        self.pointer.fill_(self._start)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
@@ -63,3 +67,4 @@ class FeatureQueue(nn.Module):
         if isinstance(saved, torch.Tensor) and saved.shape != self.features.shape:
             self.features = torch.empty_like(saved, device=self.features.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._start = int(self.pointer)
