@@ -30,10 +30,9 @@ def no_host_reads(monkeypatch: pytest.MonkeyPatch) -> None:
         CrossEntropyLoss(),
         CrossEntropyLoss(label_smoothing=0.1, weight=[1.0, 2.0, 0.5]),
         FocalLoss(),
+        FocalLoss(alpha=[1.0, 2.0, 0.5]),
     ],
-    # FocalLoss(alpha=[...]) validates its CPU weights each call (no device sync, but a
-    # host read this test would flag), so it is left out.
-    ids=["cross_entropy", "cross_entropy-weighted-smoothed", "focal"],
+    ids=["cross_entropy", "cross_entropy-weighted-smoothed", "focal", "focal-alpha"],
 )
 def test_classification_losses_read_nothing_back(loss: torch.nn.Module) -> None:
     logits = torch.randn(4, 3, device="meta", requires_grad=True)

@@ -126,6 +126,8 @@ class FocalLoss(LossModule):
     With gamma 0 and no alpha this is plain cross-entropy (softmax) or BCE (sigmoid).
     """
 
+    class_alpha: torch.Tensor | None
+
     def __init__(
         self,
         *,
@@ -140,6 +142,9 @@ class FocalLoss(LossModule):
         if isinstance(alpha, int | float) and not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1] for the sigmoid form, got {alpha}")
         self.alpha = alpha
+        # Per-class alpha, validated once and moved with the module (not rebuilt per call).
+        per_class = None if alpha is None or isinstance(alpha, int | float) else alpha
+        self.register_buffer("class_alpha", _class_weights("alpha", per_class), persistent=False)
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -160,7 +165,7 @@ class FocalLoss(LossModule):
         if self.alpha is not None:
             if isinstance(self.alpha, int | float):
                 raise ConfigError("alpha for class-index targets must be one weight per class")
-            weight = _class_weights("alpha", self.alpha)
+            weight = self.class_alpha
             assert weight is not None
             _check_weights(weight, logits.shape[1])
             loss = loss * weight.to(logits)[safe]
