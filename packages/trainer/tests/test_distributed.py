@@ -59,6 +59,15 @@ def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path: Path) -> None
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
+def _two_ranks(script: str, out: Path) -> None:
+    """Run ``script`` in 2 gloo processes under torchrun; it writes its results into ``out``."""
+    path = out / "two_ranks.py"
+    path.write_text(script)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*torchrun, str(path), str(out)], env=env, check=True)
+
+
 LOSS_PARAMETER_SCRIPT = """
 import os, sys, torch, torch.distributed as dist
 import torch.nn.functional as F
@@ -98,11 +107,7 @@ dist.destroy_process_group()
 
 @pytest.mark.slow
 def test_a_loss_parameter_gets_the_one_batch_gradient_under_ddp(tmp_path: Path) -> None:
-    script = tmp_path / "loss_parameter.py"
-    script.write_text(LOSS_PARAMETER_SCRIPT)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*torchrun, str(script), str(tmp_path)], env=env, check=True)
+    _two_ranks(LOSS_PARAMETER_SCRIPT, tmp_path)
 
     # The reference: one process, one batch of all 23 items.
     torch.manual_seed(0)
@@ -157,11 +162,7 @@ def test_evaluation_is_split_across_ranks_and_reduced(tmp_path: Path) -> None:
     from torchsmith.trainer import ClassificationTask, digits, evaluate
     from torchsmith.trainer._models import mlp
 
-    script = tmp_path / "evaluation.py"
-    script.write_text(EVALUATION_SCRIPT)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*torchrun, str(script), str(tmp_path)], env=env, check=True)
+    _two_ranks(EVALUATION_SCRIPT, tmp_path)
 
     torch.manual_seed(0)
     model = mlp(64, [32], 10)
