@@ -69,10 +69,6 @@ class Stepper:
         self._ddp = self.dist.enabled
         # Context managers are built once and re-entered each micro-batch.
         self._autocast = self.autocast()
-        self._plain = (
-            self.precision == "fp32" and not self._move and self.scaler is None
-            and self.clip_grad_norm is None
-        )  # fmt: skip
         defer = self.defer_nonfinite_check
         if defer is None:
             defer = self.device.type == "cuda" and not self._ddp
@@ -132,11 +128,9 @@ class Stepper:
     def one(self, batch: Any, step: int, index: int = 0) -> None:
         """One micro-batch on one process: a hand-written loop's step plus a finiteness check.
 
-        The loss is already the batch mean, so no weighting is needed. This is the hot
-        path of most training: every line here is paid on every step, so the plain case
-        (fp32 on the CPU, no scaler, no clipping) calls the task and the optimizer directly.
+        The loss is already the batch mean, so no weighting is needed.
         """
-        out = self.task(self.model, batch) if self._plain else self._forward(batch)
+        out = self._forward(batch)
         loss = out.loss
         if self._defer:
             self._pending.append((loss.detach(), step, index))
@@ -144,13 +138,8 @@ class Stepper:
         elif not math.isfinite(loss.item()):
             self._nonfinite((float(loss.detach()), index), step)
             return
-        if self._plain:
-            loss.backward()  # type: ignore[no-untyped-call]
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-        else:
-            self._backward(loss)
-            self._clip_and_step()
+        self._backward(loss)
+        self._clip_and_step()
         self.last_loss = loss
         if self.track:
             self._track(loss.detach() * out.num_items, out.num_items)

@@ -32,12 +32,8 @@ Augment = Callable[[torch.Tensor], torch.Tensor]
 
 def _pair(batch: Any, task: str) -> tuple[Any, Any]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise _not_a_pair(batch, task)
+        raise DataError(f"{task} expects batches of (inputs, targets), got {type(batch).__name__}")
     return batch[0], batch[1]
-
-
-def _not_a_pair(batch: Any, task: str) -> DataError:
-    return DataError(f"{task} expects batches of (inputs, targets), got {type(batch).__name__}")
 
 
 @dataclass
@@ -49,9 +45,7 @@ class ClassificationTask:
     train_metrics: bool = False
 
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise _not_a_pair(batch, "classification")
-        x, y = batch
+        x, y = _pair(batch, "classification")
         logits = model(x)
         loss = self.loss(logits, y)
         metrics: dict[str, float | torch.Tensor] = {}
@@ -68,9 +62,7 @@ class CausalLMTask:
     train_metrics: bool = False
 
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
-        if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-            raise _not_a_pair(batch, "causal_lm")
-        x, y = batch
+        x, y = _pair(batch, "causal_lm")
         logits = model(x)  # (B, T, V)
         flat, targets = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
         loss = self.loss(flat, targets)
