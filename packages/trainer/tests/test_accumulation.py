@@ -35,13 +35,16 @@ class _KeepGrads(torch.optim.SGD):
         return None
 
 
-def test_unequal_micro_batches_give_the_large_batch_gradient() -> None:
+# items_per_micro_batch only sizes each backward's gradients; the step's gradient is the same.
+@pytest.mark.parametrize("nominal", [1.0, 8.0])
+def test_unequal_micro_batches_give_the_large_batch_gradient(nominal: float) -> None:
     x, y = _data(23)
     reference = _model()
     F.cross_entropy(reference(x), y).backward()  # one batch of 23: the mean over 23 items
 
     model = _model()
-    stepper = Stepper(model, ClassificationTask(), _KeepGrads(model.parameters(), lr=0.0))
+    opt = _KeepGrads(model.parameters(), lr=0.0)
+    stepper = Stepper(model, ClassificationTask(), opt, items_per_micro_batch=nominal)
     sizes = [(0, 3), (3, 16), (16, 23)]  # 3 + 13 + 7 items
     stepper([(x[a:b], y[a:b]) for a, b in sizes], step=0)
     for got, want in zip(_grads(model), _grads(reference), strict=True):
@@ -52,6 +55,21 @@ def test_unequal_micro_batches_give_the_large_batch_gradient() -> None:
     for a, b in sizes:
         (F.cross_entropy(naive(x[a:b]), y[a:b]) / len(sizes)).backward()
     assert not torch.allclose(_grads(naive)[0], _grads(reference)[0], rtol=1e-6)
+
+
+def test_each_backward_carries_gradients_the_size_of_one_mean_loss() -> None:
+    # With loss * n_i instead, an fp16 backward over 2048 tokens would be 2^11 times larger
+    # and overflow; GradScaler would then skip steps that one large batch does not.
+    x, y = _data(32)
+    first = _model()
+    F.cross_entropy(first(x[:16]), y[:16]).backward()
+    model = _model()
+    seen: list[torch.Tensor] = []
+    model[0].weight.register_hook(lambda grad: seen.append(grad.clone()))
+    opt = _KeepGrads(model.parameters(), lr=0.0)
+    stepper = Stepper(model, ClassificationTask(), opt, items_per_micro_batch=16)
+    stepper([(x[:16], y[:16]), (x[16:], y[16:])], step=0)
+    torch.testing.assert_close(seen[0], first[0].weight.grad, rtol=1e-12, atol=1e-14)
 
 
 def test_accumulated_adamw_training_matches_large_batches() -> None:

@@ -29,6 +29,7 @@ from ._config import (
     GPTConfig,
     ImportedModelConfig,
     MLPConfig,
+    TextDataConfig,
 )
 from ._data import BatchStream, ResumableSampler, build_loader, dataset_length
 from ._datasets import Tokenizer, digits, shipped_corpus, text_corpus
@@ -209,6 +210,7 @@ def build_trainer(
         nonfinite=tr.nonfinite,
         dist=info,
         defer_nonfinite_check={"auto": None, "step": False, "window": True}[tr.nonfinite_check],
+        items_per_micro_batch=loader_cfg.batch_size * _tokens_per_example(config),
     )
     ev, ck = config.eval, config.checkpoint
     out_dir = Path(config.out_dir)
@@ -250,6 +252,13 @@ def build_trainer(
         dist=info,
         seed=config.seed,
     )
+
+
+def _tokens_per_example(config: ExperimentConfig) -> int:
+    """A language model's loss is a mean over tokens: a block's worth per example."""
+    if config.task.kind == "causal_lm" and isinstance(config.data, TextDataConfig):
+        return config.data.block_size
+    return 1
 
 
 def _eval_hooks(config: ExperimentConfig, tokenizer: Tokenizer | None) -> list[Any]:

@@ -2,10 +2,13 @@
 
 Accumulation weights micro-batch i by ``n_i / N`` where ``N`` is the number of
 items (examples, or tokens) in the whole window, over every rank: each
-backward gets ``loss_i * n_i`` and the summed gradient is scaled by ``1 / N``
-once, before clipping. N micro-batches therefore give the gradient of one
-batch of N items: averaging per-micro-batch means instead (the bug fixed in
-transformers PR #34191) overweights short micro-batches.
+backward gets ``loss_i * n_i / m`` and the summed gradient is scaled by
+``m / N`` once, before clipping. N micro-batches therefore give the gradient
+of one batch of N items: averaging per-micro-batch means instead (the bug
+fixed in transformers PR #34191) overweights short micro-batches. ``m`` is the
+nominal item count of a micro-batch, the same on every rank: it keeps each
+backward's gradients the size of one mean loss's, so fp16 ones do not overflow
+(``loss_i * n_i`` with 2048 tokens would be 2^11 times larger).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Stepper:
     # for the loop's next pause instead (check_pending: one read for the whole window);
     # None defers on CUDA on one process, where it saves a host sync per micro-batch.
     defer_nonfinite_check: bool | None = None
+    # The nominal items (examples, or tokens) of one micro-batch; the same on every rank.
+    items_per_micro_batch: float = 1.0
 
     def __post_init__(self) -> None:
         if self.precision == "fp16" and self.scaler is None:
@@ -112,7 +117,7 @@ class Stepper:
                     return
                 # Under DDP every rank must reach the all-reduce below; decide together there.
             with self._sync_context(last=index == len(micro_batches) - 1):
-                self._backward(out.loss * out.num_items)
+                self._backward(out.loss * (out.num_items / self.items_per_micro_batch))
             items += out.num_items
             if self.track:
                 part = out.loss.detach() * out.num_items
@@ -193,8 +198,8 @@ class Stepper:
             return True
         if self._ddp and self._outside_ddp:
             self._average_outside_ddp()
-        # DDP averaged the per-rank sums over world_size; undo that and divide by N.
-        scale = self.dist.world_size / total
+        # DDP averaged the per-rank sums over world_size; undo that, and turn n_i / m into n_i / N.
+        scale = self.dist.world_size * self.items_per_micro_batch / total
         grads = [p.grad for p in self._params if p.grad is not None]
         torch._foreach_mul_(grads, scale)
         return False
