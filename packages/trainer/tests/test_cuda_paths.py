@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import torch
 
+from torchsmith.interfaces import ConfigError
 from torchsmith.trainer import CheckpointManager, ClassificationTask, Stepper, load_checkpoint
-from torchsmith.trainer._distributed import Dist
+from torchsmith.trainer._distributed import Dist, init_distributed
 from torchsmith.trainer._rng import rng_state, set_rng_state
 
 
@@ -55,3 +56,13 @@ def test_the_deferred_nan_check_is_never_used_under_ddp() -> None:
     kwargs: dict[str, Any] = {"defer_nonfinite_check": True}
     assert Stepper(model, ClassificationTask(), opt, **kwargs)._defer
     assert not Stepper(model, ClassificationTask(), opt, dist=Dist(0, 2), **kwargs)._defer
+
+
+def test_more_processes_than_gpus_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch.cuda.set_device(1) on a one-GPU machine says only "invalid device ordinal".
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK is 1 and 1 GPU\(s\) are visible"):
+        init_distributed("cuda")

@@ -13,9 +13,11 @@ import torch
 from safetensors.torch import load_file
 
 SCRIPT = "import sys; from torchsmith.trainer._cli import main; sys.exit(main(sys.argv[1:]))\n"
+# gloo on the CPU, also where a GPU is present.
 COMMON = ["digits-classifier", "--no-progress", "--set", "model.hidden=[32]",
           "--set", "eval.every_steps=null", "--set", "training.grad_accum=2",
-          "--set", "model.dropout=0.1", "--set", "training.log_every=4"]  # fmt: skip
+          "--set", "model.dropout=0.1", "--set", "training.log_every=4",
+          "--set", "training.device=cpu"]  # fmt: skip
 
 
 def _weights(out: Path) -> dict[str, torch.Tensor]:

@@ -10,6 +10,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from torchsmith.interfaces import ConfigError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -35,6 +37,13 @@ def init_distributed(device_type: str) -> Dist:
         return Dist()
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":  # before the group starts, so nccl binds this rank's GPU
+        visible = torch.cuda.device_count()
+        if local_rank >= visible:
+            raise ConfigError(
+                f"training.device: 'cuda' gives each process its own GPU, but LOCAL_RANK is "
+                f"{local_rank} and {visible} GPU(s) are visible; start at most {visible} "
+                "processes per node, or train on the CPU with training.device='cpu' (gloo)"
+            )
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
