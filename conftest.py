@@ -7,6 +7,7 @@ whose tests run without it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 
 import pytest
@@ -14,7 +15,8 @@ import pytest
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     # torchsmith-testing's plugin adds the same option when installed.
-    with contextlib.suppress(ValueError):
+    # pytest 9 reports the clash as ValueError, pytest 8 as argparse.ArgumentError.
+    with contextlib.suppress(ValueError, argparse.ArgumentError):
         parser.addoption("--run-slow", action="store_true", help="run tests marked slow")
 
 
