@@ -12,6 +12,7 @@ ratio on the same work is reported when it is installed.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -243,7 +244,12 @@ def test_digits_peak_memory() -> None:
             capture_output=True,
             text=True,
             check=True,
-            env={"OMP_NUM_THREADS": "1", "PATH": ""},
+            # A bare environment, but for where the packages are (PYTHONPATH, if set).
+            env={
+                "OMP_NUM_THREADS": "1",
+                "PATH": "",
+                "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            },
         )
         peaks[kind] = json.loads(out.stdout.strip().splitlines()[-1])
     ratio = peaks["trainer"] / peaks["hand"]

@@ -172,6 +172,7 @@ def test_metric_names_are_what_evaluate_reports(tmp_path: Path) -> None:
             trainer.stepper.task,
             trainer.val_data,
             max_batches=1,
+            device=trainer.stepper.device,
             perplexity_of_loss=trainer.perplexity,
         )
         assert sorted(reported) == sorted(eval_metric_names(config)), kind

@@ -23,6 +23,7 @@ from torchsmith.trainer import (
     ntxent,
     resolve_loss,
 )
+from torchsmith.trainer._data import move_to
 from torchsmith.trainer._models import GPT, DualEncoder, Encoder
 from torchsmith.trainer._tasks import takes_logit_scale
 
@@ -154,7 +155,8 @@ def test_clip_from_config_trains_the_models_logit_scale(tmp_path: Path) -> None:
     model = trainer.stepper.model
     assert isinstance(model, DualEncoder)
     before = float(model.logit_scale.detach())
-    trainer.stepper.task(model, next(iter(trainer.val_data))).loss.backward()
+    batch = move_to(next(iter(trainer.val_data)), trainer.stepper.device)
+    trainer.stepper.task(model, batch).loss.backward()
     assert model.logit_scale.grad is not None and float(model.logit_scale.grad) != 0.0
     model.zero_grad()
     metrics = trainer.fit()

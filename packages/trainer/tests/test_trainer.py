@@ -252,12 +252,13 @@ def test_a_checkpoint_between_evaluations_carries_no_stale_evaluation(tmp_path: 
 
 
 def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:
-    trainer = build_trainer(small_config(tmp_path / "bf16", "training.precision=bf16"))
+    on_cpu = "training.device=cpu"
+    trainer = build_trainer(small_config(tmp_path / "bf16", on_cpu, "training.precision=bf16"))
     with trainer.stepper.autocast():
         out = trainer.stepper.model(torch.randn(2, 64))
     assert out.dtype == torch.bfloat16
     bf16 = trainer.fit()["train_loss"]
-    fp32 = build_trainer(small_config(tmp_path / "fp32")).fit()["train_loss"]
+    fp32 = build_trainer(small_config(tmp_path / "fp32", on_cpu)).fit()["train_loss"]
     # Learns (from about ln 10 = 2.30; fp32 reaches about 2.07 in these 30 small steps)
     # and tracks fp32 within bf16's rounding.
     assert bf16 < 2.2 and abs(bf16 - fp32) < 0.05, (bf16, fp32)
