@@ -9,6 +9,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+import torch
 
 from torchsmith.testing import CHECK_METHODS
 
@@ -65,8 +66,11 @@ class Base(ModelTest):
         return {"x": torch.randn(batch_size, 6)}
 """
 
-# Checks that skip on this CPU-only machine or without a declaration, whatever the model.
-ALWAYS_SKIPPED = {"device_move", "gradient_checkpointing", "compile", "fresh_process"}
+# Checks that skip without a declaration (or as slow), whatever the model; device_move
+# also skips where there is no GPU.
+ALWAYS_SKIPPED = {"gradient_checkpointing", "compile", "fresh_process"}
+if not torch.cuda.is_available():
+    ALWAYS_SKIPPED.add("device_move")
 
 
 def run_case(pytester: pytest.Pytester, body: str, *args: str) -> dict[str, str]:
