@@ -77,9 +77,9 @@ class SupConLoss(LossModule):
         if self.gather_distributed and dist.world_size() > 1:
             offset = dist.rank() * n
             cands, cand_labels = dist.gather(x), dist.gather(lab)
+        # By comparison: assigning True into a CUDA mask copies it from the host (a sync).
         rows = torch.arange(n, device=x.device)
-        is_self = torch.zeros(n, cands.shape[0], dtype=torch.bool, device=x.device)
-        is_self[rows, rows + offset] = True
+        is_self = torch.arange(cands.shape[0], device=x.device)[None, :] == (rows + offset)[:, None]
         logits = ((x @ cands.T) * self.logit_scale(x)).masked_fill(is_self, float("-inf"))
         log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
         positive = (lab[:, None] == cand_labels[None, :]) & ~is_self

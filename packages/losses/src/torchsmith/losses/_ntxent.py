@@ -93,8 +93,9 @@ class NTXentLoss(LossModule):
     ) -> torch.Tensor:
         if self.chunk_size is None or self.chunk_size >= anchors.shape[0]:
             logits = (anchors @ candidates.T) * scale  # (2n, 2N [+ bank])
-            rows = torch.arange(anchors.shape[0], device=anchors.device)
-            logits = logits.index_put((rows, self_cols), logits.new_tensor(float("-inf")))
+            # A scalar fill: a -inf tensor built from a Python float would be a host-to-device
+            # copy, which waits for the GPU on every step.
+            logits = logits.scatter(1, self_cols[:, None], float("-inf"))
             return F.cross_entropy(logits, pos_cols)
         lse, _ = logsumexp_blocks(
             anchors, candidates, scale, chunk_size=self.chunk_size, self_cols=self_cols
