@@ -51,7 +51,8 @@ def test_not_a_check():
 
 
 @pytest.fixture
-def report(pytester: pytest.Pytester) -> SuiteReport:
+def report(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> SuiteReport:
+    monkeypatch.setenv("TORCHSMITH_DEVICE", "cpu")  # the same rows where a GPU is present
     pytester.makepyfile(test_suites=SUITES)
     result = pytester.runpytest("--torchsmith-report=out/report.json", "-p", "no:cacheprovider")
     result.stdout.fnmatch_lines(["torchsmith report: *report.json and *report.md"])
