@@ -33,10 +33,15 @@ pytest=(python3 -m pytest -q -p no:cacheprovider -rs)
 
 # The whole trainer suite runs on the GPU (training.device defaults to auto), slow tests too.
 check trainer 300 "${pytest[@]}" packages/trainer/tests --run-slow
+# Every loss on CUDA against the CPU, and under CUDA's sync debug mode.
+check losses 120 "${pytest[@]}" packages/losses/tests/test_on_cuda.py \
+    tests/integration/test_trainer_losses.py
 check bench 120 "${pytest[@]}" packages/bench/tests/test_cuda.py \
     packages/bench/tests/test_cuda_detection.py packages/bench/tests/test_timer.py
-check testing 120 "${pytest[@]}" packages/testing/tests/test_plugin.py \
-    packages/testing/tests/test_device.py packages/testing/tests/test_hardware.py
+# ModelTest's checks run on cuda:0 there (device_move included); the transformers models
+# are left out: the machine's transformers need not be the locked one.
+check testing 120 "${pytest[@]}" packages/testing/tests \
+    --ignore packages/testing/tests/test_real_models.py
 check generator 120 "${pytest[@]}" packages/generator/tests/test_generate.py -k cuda
 # Performance: the trainer against a hand-written loop (CPU, one thread, and CUDA), with
 # PyTorch Lightning's ratio where it is installed; chunked clip's peak GPU memory.
