@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from torchsmith.trainer import ExperimentConfig, apply_overrides, validate_config
+from torchsmith.trainer import ExperimentConfig, Trainer, apply_overrides, validate_config
 
 
 @pytest.fixture(autouse=True)
@@ -36,3 +36,16 @@ def small_config(out_dir: Path, *overrides: str, **sections: dict[str, Any]) -> 
         replace = name == "model" and values.get("kind", "mlp") != "mlp"
         base[name] = values if replace else {**base.get(name, {}), **values}
     return validate_config(apply_overrides(base, overrides))
+
+
+def poison_step(trainer: Trainer, step: int) -> None:
+    """Make the task's loss NaN for every micro-batch of optimizer step ``step`` (0-based)."""
+    task = trainer.stepper.task
+
+    def poisoned(model: torch.nn.Module, batch: Any) -> Any:
+        out = task(model, batch)
+        if trainer.step == step:
+            out.loss = out.loss * float("nan")
+        return out
+
+    trainer.stepper.task = poisoned

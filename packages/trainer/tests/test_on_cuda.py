@@ -14,7 +14,7 @@ import torch
 from torchsmith.trainer import ListSink, NonFiniteLossError, build_trainer, load_checkpoint
 from torchsmith.trainer._distributed import unwrap
 
-from .conftest import small_config
+from .conftest import poison_step, small_config
 from .test_resume import _assert_bitwise_equal, _run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -73,15 +73,7 @@ def test_a_nan_is_found_at_the_next_pause_and_no_checkpoint_follows(tmp_path: Pa
     assert trainer.stepper._defer  # 'auto' on CUDA: no host sync per step
     trainer.save()
     good = (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes()
-    task = trainer.stepper.task
-
-    def poisoned(model: torch.nn.Module, batch: tuple) -> object:
-        out = task(model, batch)
-        if trainer.step == 3:
-            out.loss = out.loss * float("nan")
-        return out
-
-    trainer.stepper.task = poisoned
+    poison_step(trainer, 3)
     with pytest.raises(NonFiniteLossError, match="loss is nan at step 4, batch 3 of the epoch"):
         trainer.fit()
     assert (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes() == good

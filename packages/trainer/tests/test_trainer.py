@@ -24,7 +24,7 @@ from torchsmith.trainer import (
 )
 from torchsmith.trainer._metrics import RunningMean
 
-from .conftest import small_config
+from .conftest import poison_step, small_config
 
 
 def test_events_flow_to_sinks_with_timing(tmp_path: Path) -> None:
@@ -168,15 +168,7 @@ def test_nonfinite_loss(tmp_path: Path, policy: str, check: str, accum: int) -> 
     trainer = build_trainer(small_config(tmp_path, *overrides))
     trainer.save()  # a last good checkpoint
     good = (tmp_path / "checkpoints" / "latest" / "model.safetensors").read_bytes()
-    task = trainer.stepper.task
-
-    def poisoned(model: torch.nn.Module, batch: tuple) -> object:
-        out = task(model, batch)
-        if trainer.step == 3:
-            out.loss = out.loss * float("nan")
-        return out
-
-    trainer.stepper.task = poisoned
+    poison_step(trainer, 3)
     if policy == "error":
         batch = 3 * accum  # the first micro-batch of step 4
         with pytest.raises(NonFiniteLossError, match=f"loss is nan at step 4, batch {batch} of"):
