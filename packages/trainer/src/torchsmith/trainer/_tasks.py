@@ -73,20 +73,24 @@ class CausalLMTask:
 
 
 def digit_views(x: torch.Tensor) -> torch.Tensor:
-    """A random view of flattened 8x8 digits: small affine jitter, intensity scale and noise."""
-    b = x.shape[0]
+    """A random view of flattened 8x8 digits: small affine jitter, intensity scale and noise.
+
+    Drawn on ``x``'s device (checkpoints save that generator too): a GPU step copies nothing
+    from the host, which would wait for the GPU.
+    """
+    b, device = x.shape[0], x.device
     images = x.view(b, 1, 8, 8)
-    angle = (torch.rand(b) - 0.5) * 0.5  # about +-15 degrees
-    scale = 1.0 + (torch.rand(b) - 0.5) * 0.2
-    shift = (torch.rand(b, 2) - 0.5) * 0.5
+    angle = (torch.rand(b, device=device) - 0.5) * 0.5  # about +-15 degrees
+    scale = 1.0 + (torch.rand(b, device=device) - 0.5) * 0.2
+    shift = (torch.rand(b, 2, device=device) - 0.5) * 0.5
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
     )  # (B, 2, 3)
     grid = F.affine_grid(theta.to(x), [b, 1, 8, 8], align_corners=False)
     warped = F.grid_sample(images, grid, align_corners=False).view(b, 64)
-    gain = 0.8 + 0.4 * torch.rand(b, 1).to(x)
-    return (warped * gain + 0.05 * torch.randn(b, 64).to(x)).clamp(0.0, 1.0)
+    gain = 0.8 + 0.4 * torch.rand(b, 1, device=device).to(x)
+    return (warped * gain + 0.05 * torch.randn(b, 64, device=device).to(x)).clamp(0.0, 1.0)
 
 
 @dataclass
