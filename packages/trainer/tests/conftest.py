@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,17 @@ def small_config(out_dir: Path, *overrides: str, **sections: dict[str, Any]) -> 
 
 
 def poison_step(trainer: Trainer, step: int) -> None:
-    """Make the task's loss NaN for every micro-batch of optimizer step ``step`` (0-based)."""
-    task = trainer.stepper.task
+    """Make the task's loss NaN for every micro-batch of optimizer step ``step`` (0-based).
+
+    Without accumulation the trainer runs a window of steps in one call and moves
+    ``trainer.step`` after it, so steps are counted here: one training call is one step.
+    """
+    task, accum = trainer.stepper.task, trainer.schedule.grad_accum
+    calls = itertools.count(trainer.step)
 
     def poisoned(model: torch.nn.Module, batch: Any) -> Any:
         out = task(model, batch)
-        if trainer.step == step:
+        if model.training and (next(calls) if accum == 1 else trainer.step) == step:
             out.loss = out.loss * float("nan")
         return out
 

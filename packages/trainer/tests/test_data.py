@@ -65,6 +65,41 @@ def test_batch_stream_counts_and_resumes() -> None:
     assert all(torch.equal(next(b)[0], seen[i]) for i in range(16, 23))
 
 
+def _counting_stream() -> BatchStream:
+    sampler = ResumableSampler(40, 4, seed=0)
+    return BatchStream(build_loader(TensorDataset(torch.arange(40)), 4, sampler=sampler), sampler)
+
+
+def test_take_and_advance_match_one_batch_at_a_time() -> None:
+    one_by_one, runs = _counting_stream(), _counting_stream()
+    expected = [next(one_by_one)[0] for _ in range(23)]  # 10 per epoch: into epoch 2
+    got: list[torch.Tensor] = []
+    for count in (4, 6, 7, 3, 3):  # windows end at the epoch ends, as the trainer's do
+        batches = [b[0] for b in runs.take(count)]
+        assert len(batches) == count
+        runs.advance(count)
+        got += batches
+    assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+    assert runs.state_dict() == one_by_one.state_dict() == {"epoch": 2, "batches_done": 3}
+
+
+def test_a_batch_read_but_not_used_is_read_again() -> None:
+    stream, reference = _counting_stream(), _counting_stream()
+    order = [next(reference)[0] for _ in range(5)]
+    batches = stream.take(5)
+    for _ in range(3):  # batches 0 and 1 used; batch 2 read, then its step raised
+        next(batches)
+    stream.advance(2, read_all=False)
+    assert torch.equal(next(stream)[0], order[2])
+    assert stream.state_dict() == {"epoch": 0, "batches_done": 3}
+
+
+def test_a_loader_batch_size_other_than_the_samplers_is_refused() -> None:
+    sampler = ResumableSampler(40, 4)
+    with pytest.raises(ValueError, match="batch_size 8 differs from its sampler's 4"):
+        BatchStream(build_loader(TensorDataset(torch.arange(40)), 8, sampler=sampler), sampler)
+
+
 def test_workers_are_seeded_deterministically() -> None:
     class Noisy(torch.utils.data.Dataset[float]):
         def __len__(self) -> int:

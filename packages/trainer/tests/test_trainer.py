@@ -14,10 +14,12 @@ import torch
 from torchsmith.interfaces import ConfigError, TrainingEvent
 from torchsmith.trainer import (
     CallbackSink,
+    ClassificationTask,
     EarlyStopping,
     ListSink,
     NonFiniteLossError,
     RichProgressSink,
+    Stepper,
     build_trainer,
     evaluate,
     train,
@@ -177,6 +179,8 @@ def test_nonfinite_loss(tmp_path: Path, policy: str, check: str, accum: int) -> 
         assert not (tmp_path / "checkpoints" / "step-00000005").exists()
         # 'window' finds it at the loop's next pause (the save due at step 5), not before.
         assert trainer.step == (5 if check == "window" else 3)
+        if accum == 1 and check == "step":  # the failed step's batch is not counted as used
+            assert trainer.data.state_dict() == {"epoch": 0, "batches_done": 3}
     else:
         before = [p.clone() for p in trainer.stepper.model.parameters()]
         metrics = trainer.fit()
@@ -186,6 +190,26 @@ def test_nonfinite_loss(tmp_path: Path, policy: str, check: str, accum: int) -> 
             not torch.equal(a, b)
             for a, b in zip(before, trainer.stepper.model.parameters(), strict=True)
         )
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_a_window_steps_the_schedule_and_counts_steps_around_a_bad_loss(policy: str) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    batches = [(torch.randn(8, 4), torch.randint(0, 3, (8,))) for _ in range(5)]
+    batches[2] = (batches[2][0] * float("nan"), batches[2][1])  # step 2's loss is NaN
+    stepper = Stepper(model, ClassificationTask(), opt, nonfinite=policy)
+    if policy == "error":
+        with pytest.raises(NonFiniteLossError, match="at step 3, batch 12 of the epoch"):
+            stepper.window(iter(batches), 5, step=0, first_batch=10, scheduler=schedule)
+        assert stepper.steps_done == 2 and schedule.last_epoch == 2
+    else:
+        stepper.window(iter(batches), 5, step=0, first_batch=10, scheduler=schedule)
+        # The skipped step still counts and moves the schedule on, as a taken one does.
+        assert stepper.steps_done == 5 and schedule.last_epoch == 5 and stepper.skipped == 1
+        assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_nonfinite_batch_index_across_an_epoch_end(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ may have prefetched further; those do not count).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 from collections.abc import Iterator, Sized
 from typing import Any
@@ -155,9 +156,16 @@ class BatchStream:
 
     ``epoch`` and ``batches_done`` count what was handed out; saving them and
     calling :meth:`resume` restarts exactly there, without reading skipped batches.
+    Batches come one at a time (``next``), or as a run of them from one epoch
+    (:meth:`take`, then :meth:`advance` by the number used).
     """
 
     def __init__(self, loader: DataLoader[Any], sampler: ResumableSampler, seed: int = 0) -> None:
+        if loader.batch_size not in (None, sampler.batch_size):
+            raise ValueError(
+                f"the loader's batch_size {loader.batch_size} differs from its sampler's "
+                f"{sampler.batch_size}: epochs would not have sampler.batches_per_epoch batches"
+            )
         self.loader, self.sampler, self.seed = loader, sampler, seed
         self.epoch, self.batches_done = 0, 0
         self._iterator: Iterator[Any] | None = None
@@ -193,6 +201,24 @@ class BatchStream:
             return next(self)
         self.batches_done += 1
         return batch
+
+    def take(self, count: int) -> Iterator[Any]:
+        """Up to ``count`` next batches, all of one epoch, straight from its DataLoader
+        iterator: a ``next`` per batch through this class would cost a Python call each.
+
+        They are not counted until :meth:`advance` says how many were used.
+        """
+        if self.batches_done >= self.batches_per_epoch:  # the last epoch ended: start the next
+            self.epoch, self.batches_done, self._iterator = self.epoch + 1, 0, None
+        iterator = self._iterator if self._iterator is not None else self._start_epoch()
+        return itertools.islice(iterator, count)
+
+    def advance(self, used: int, read_all: bool = True) -> None:
+        """Count ``used`` batches of the last :meth:`take`; with ``read_all=False`` (a step
+        raised, so a batch may have been read and not used) the next batch is read again."""
+        self.batches_done += used
+        if not read_all:
+            self._iterator = None  # restart at batches_done: the sampler starts anywhere
 
     def _start_epoch(self) -> Iterator[Any]:
         self.sampler.set_position(self.epoch, self.batches_done)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from torchsmith.interfaces import CheckpointError, EventSink, TrainingEvent
+from torchsmith.interfaces import CheckpointError, DataError, EventSink, TrainingEvent
 
 from ._checkpoint import CheckpointManager, load_checkpoint, load_model_state
 from ._data import BatchStream
@@ -138,12 +138,19 @@ class Trainer:
         data, stepper, scheduler = self.data, self.stepper, self.scheduler
         if self.schedule.grad_accum == 1 and not stepper.track:
             # Nothing listens and nothing accumulates: the hand-written loop, plus a Task.
-            one = stepper.one
-            for step in range(self.step, self.step + steps):
-                one(next(data), step, data.batches_done - 1)
-                if scheduler is not None:
-                    scheduler.step()
-                self.step = step + 1
+            batches = data.take(steps)  # a window never crosses an epoch's end
+            try:
+                stepper.window(batches, steps, self.step, data.batches_done, scheduler)
+            finally:
+                done = stepper.steps_done
+                data.advance(done, read_all=done == steps)
+                self.step += done
+            if done < steps:
+                raise DataError(
+                    f"the training data ran out after {done} of the {steps} batches left in "
+                    f"epoch {data.epoch}: the loader yields fewer than the sampler's "
+                    f"{data.batches_per_epoch} batches per epoch"
+                )
             return
         accum, per_epoch, clock, wait = (
             self.schedule.grad_accum,
