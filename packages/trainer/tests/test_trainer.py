@@ -54,6 +54,32 @@ def test_events_flow_to_sinks_with_timing(tmp_path: Path) -> None:
     assert losses[-1] < losses[0]
 
 
+@pytest.mark.parametrize("accum", [1, 2])
+def test_a_logged_loss_is_the_item_weighted_mean_since_the_last_log(
+    tmp_path: Path, accum: int
+) -> None:
+    sink = ListSink()
+    config = small_config(tmp_path, f"training.grad_accum={accum}", "training.max_steps=10")
+    trainer = build_trainer(config, sinks=[sink])
+    task, seen = trainer.stepper.task, []
+
+    def recording(model: torch.nn.Module, batch: tuple) -> object:
+        out = task(model, batch)
+        if model.training:
+            seen.append((float(out.loss.detach()), out.num_items))
+        return out
+
+    trainer.stepper.task = recording
+    trainer.fit()
+    logged = [e.metrics["loss"] for e in sink.events if e.kind == "step"]
+    per_log = 5 * accum  # log_every=5 steps of `accum` micro-batches
+    expected = [
+        sum(v * n for v, n in chunk) / sum(n for _, n in chunk)
+        for chunk in (seen[i : i + per_log] for i in range(0, len(seen), per_log))
+    ]
+    assert logged == pytest.approx(expected, rel=1e-6)
+
+
 def test_every_schedule_lands_on_its_step_with_accumulation_across_epochs(
     tmp_path: Path,
 ) -> None:

@@ -40,7 +40,8 @@ class Stepper:
     What a step leaves behind is kept here, not returned, so a step allocates nothing
     the loop does not read: ``last_loss`` (the last micro-batch's mean loss, read once at
     the end), ``skipped`` (steps skipped for a non-finite loss) and, only when ``track``
-    is set, the item-weighted loss sum that :meth:`pop_tracked` hands to a logger.
+    is set, each step's loss and item count, which :meth:`pop_tracked` reduces for a logger
+    (one stack per log, no tensor arithmetic per step)
     """
 
     model: nn.Module
@@ -86,8 +87,9 @@ class Stepper:
         self.last_loss: torch.Tensor | None = None
         self.skipped = 0
         self.steps_done = 0  # by the last window, see window()
-        self._loss_sum: torch.Tensor | None = None
-        self._items = 0
+        # (mean loss, items) per micro-batch: the float the NaN check read, or with a deferred
+        # check the detached loss it keeps; reduced once per log by pop_tracked.
+        self._tracked: list[tuple[float | torch.Tensor, int]] = []
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of ``precision`` (a no-op for fp32)."""
@@ -97,41 +99,51 @@ class Stepper:
         return torch.autocast(self.device.type, dtype=dtype)
 
     def pop_tracked(self) -> tuple[torch.Tensor | None, int]:
-        """The item-weighted loss sum and the item count since the last call (``track`` only)."""
-        tracked = self._loss_sum, self._items
-        self._loss_sum, self._items = None, 0
-        return tracked
+        """The item-weighted loss sum (float64, on the loss's device) and the item count since
+        the last call (``track`` only)."""
+        tracked, self._tracked = self._tracked, []
+        if not tracked:
+            return None, 0
+        values = [value for value, _ in tracked]
+        if self._defer:  # tensors, left on the device: one stack, no sync here
+            losses = torch.stack(values).double()  # type: ignore[arg-type]
+        else:
+            losses = torch.tensor(values, dtype=torch.float64, device=self.device)
+        counts = torch.tensor([n for _, n in tracked], dtype=torch.float64, device=losses.device)
+        return (losses * counts).sum(), sum(n for _, n in tracked)
 
     def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> None:
         """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as step ``step``."""
         if len(micro_batches) == 1 and not self._ddp:
             self.window(iter(micro_batches), 1, step, first_batch)
             return
-        loss_sum: torch.Tensor | None = None
+        tracked: list[tuple[float | torch.Tensor, int]] = []
         items, bad = 0, None
         for index, batch in enumerate(micro_batches):
             out = self._forward(batch)
+            value: float | torch.Tensor
             if self._defer:
-                self._pending.append((out.loss.detach(), step, first_batch + index))
-            elif bad is None and not math.isfinite(out.loss.item()):
-                bad = (float(out.loss.detach()), first_batch + index)
-                if not self._ddp:
-                    self._nonfinite(bad, step)
-                    return
-                # Under DDP every rank must reach the all-reduce below; decide together there.
+                value = out.loss.detach()
+                self._pending.append((value, step, first_batch + index))
+            else:
+                value = out.loss.item()
+                if bad is None and not math.isfinite(value):
+                    bad = (value, first_batch + index)
+                    if not self._ddp:
+                        self._nonfinite(bad, step)
+                        return
+                    # Under DDP every rank must reach the all-reduce below; decide together there.
             with self._sync_context(last=index == len(micro_batches) - 1):
                 self._backward(out.loss * (out.num_items / self.items_per_micro_batch))
             items += out.num_items
             if self.track:
-                part = out.loss.detach() * out.num_items
-                loss_sum = part if loss_sum is None else loss_sum + part
+                tracked.append((value, out.num_items))
         if self._normalise_gradients(items, bad is not None):
             self._nonfinite(bad or (float("nan"), -1), step)
             return
         self._clip_and_step()
         self.last_loss = out.loss
-        if loss_sum is not None:
-            self._track(loss_sum, items)
+        self._tracked += tracked
 
     def window(
         self,
@@ -163,10 +175,15 @@ class Stepper:
                     with autocast:
                         out = task(model, batch)
                 loss = out.loss
+                value: float | torch.Tensor
                 if defer:
-                    pending.append((loss.detach(), step + done, first_batch + done))
-                # .item() syncs on CUDA; on CPU it costs ~0.5 us where bool(isfinite()) costs ~4.
-                if defer or math.isfinite(loss.item()):
+                    value = loss.detach()
+                    pending.append((value, step + done, first_batch + done))
+                    finite = True  # for now: check_pending decides at the next pause
+                else:  # .item() syncs on CUDA; on CPU it costs ~0.5 us, bool(isfinite()) ~4
+                    value = loss.item()
+                    finite = math.isfinite(value)
+                if finite:
                     if plain:  # no scaler, no clipping: the hand-written lines
                         loss.backward()  # type: ignore[no-untyped-call]
                         optimizer.step()
@@ -175,9 +192,9 @@ class Stepper:
                         self._backward(loss)
                         self._clip_and_step()
                     if track:
-                        self._track(loss.detach() * out.num_items, out.num_items)
+                        self._tracked.append((value, out.num_items))
                 else:  # raises with nonfinite="error"; skips the step with "skip"
-                    self._nonfinite((float(loss.detach()), first_batch + done), step + done)
+                    self._nonfinite((float(value), first_batch + done), step + done)
                 if scheduler is not None:
                     scheduler.step()
                 done += 1
@@ -201,10 +218,6 @@ class Stepper:
             first = int(bad[0, 0])
             _, step, index = pending[first]
             self._nonfinite((float(values[first]), index), step)
-
-    def _track(self, loss_sum: torch.Tensor, items: int) -> None:
-        self._loss_sum = loss_sum if self._loss_sum is None else self._loss_sum + loss_sum
-        self._items += items
 
     def _forward(self, batch: Any) -> TaskOutput:
         if self._move:

@@ -10,7 +10,7 @@ behind an ``if`` that is false unless something consumes it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +29,7 @@ from ._rng import rng_state, set_rng_state
 from ._step import Stepper
 
 EvalHook = Callable[[nn.Module, int], str]
+_END = object()  # the end of a window's batches
 EventKind = Literal["step", "eval", "checkpoint", "epoch_end", "end", "error"]
 
 
@@ -135,23 +136,44 @@ class Trainer:
 
     def _train(self, steps: int) -> None:
         """``steps`` optimizer steps; between them, only the data wait is timed, when logged."""
+        if self.schedule.grad_accum == 1 and not self.dist.enabled:
+            self._train_window(steps)
+        else:
+            self._train_accumulating(steps)
+
+    def _train_window(self, steps: int) -> None:
+        """One process, no accumulation: the Stepper runs the hand-written loop itself."""
+        data, stepper = self.data, self.stepper
+        batches = data.take(steps)  # a window never crosses an epoch's end
+        if stepper.track:  # a sink will report the data wait
+            batches = self._timed(batches)
+        try:
+            stepper.window(batches, steps, self.step, data.batches_done, self.scheduler)
+        finally:
+            done = stepper.steps_done
+            data.advance(done, read_all=done == steps)
+            self.step += done
+        if done < steps:
+            raise DataError(
+                f"the training data ran out after {done} of the {steps} batches left in "
+                f"epoch {data.epoch}: the loader yields fewer than the sampler's "
+                f"{data.batches_per_epoch} batches per epoch"
+            )
+
+    def _timed(self, batches: Iterator[Any]) -> Iterator[Any]:
+        """``batches``, adding the time spent waiting for each one to the data wait."""
+        clock = time.perf_counter
+        while True:
+            start = clock()
+            batch = next(batches, _END)
+            self._wait += clock() - start
+            if batch is _END:
+                return
+            yield batch
+
+    def _train_accumulating(self, steps: int) -> None:
+        """Accumulation windows, or DDP: a Stepper call per optimizer step."""
         data, stepper, scheduler = self.data, self.stepper, self.scheduler
-        if self.schedule.grad_accum == 1 and not stepper.track:
-            # Nothing listens and nothing accumulates: the hand-written loop, plus a Task.
-            batches = data.take(steps)  # a window never crosses an epoch's end
-            try:
-                stepper.window(batches, steps, self.step, data.batches_done, scheduler)
-            finally:
-                done = stepper.steps_done
-                data.advance(done, read_all=done == steps)
-                self.step += done
-            if done < steps:
-                raise DataError(
-                    f"the training data ran out after {done} of the {steps} batches left in "
-                    f"epoch {data.epoch}: the loader yields fewer than the sampler's "
-                    f"{data.batches_per_epoch} batches per epoch"
-                )
-            return
         accum, per_epoch, clock, wait = (
             self.schedule.grad_accum,
             data.batches_per_epoch,
