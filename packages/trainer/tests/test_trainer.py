@@ -48,7 +48,7 @@ def test_events_flow_to_sinks_with_timing(tmp_path: Path) -> None:
         "data_wait_fraction",
         "step_time_s",
     } <= step.metrics.keys()
-    assert 0.0 <= step.metrics["data_wait_fraction"] <= 1.0
+    assert 0.0 < step.metrics["data_wait_fraction"] < 1.0  # timed, on the windowed path too
     assert metrics["step"] == 30 and "val_accuracy" in metrics
     losses = [e.metrics["loss"] for e in sink.events if e.kind == "step"]
     assert losses[-1] < losses[0]

@@ -41,7 +41,7 @@ class Stepper:
     the loop does not read: ``last_loss`` (the last micro-batch's mean loss, read once at
     the end), ``skipped`` (steps skipped for a non-finite loss) and, only when ``track``
     is set, each step's loss and item count, which :meth:`pop_tracked` reduces for a logger
-    (one stack per log, no tensor arithmetic per step)
+    (one stack per log, no tensor arithmetic per step).
     """
 
     model: nn.Module
