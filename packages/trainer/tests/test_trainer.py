@@ -55,11 +55,13 @@ def test_events_flow_to_sinks_with_timing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("accum", [1, 2])
+@pytest.mark.parametrize("check", ["step", "window"])  # losses kept as floats, or as tensors
 def test_a_logged_loss_is_the_item_weighted_mean_since_the_last_log(
-    tmp_path: Path, accum: int
+    tmp_path: Path, accum: int, check: str
 ) -> None:
     sink = ListSink()
-    config = small_config(tmp_path, f"training.grad_accum={accum}", "training.max_steps=10")
+    overrides = (f"training.grad_accum={accum}", f"training.nonfinite_check={check}")
+    config = small_config(tmp_path, *overrides, "training.max_steps=10")
     trainer = build_trainer(config, sinks=[sink])
     task, seen = trainer.stepper.task, []
 
