@@ -143,6 +143,21 @@ def test_digits_mlp_overhead() -> None:
     assert ratio < 1.5  # a loose guard against a gross regression, not the 1.01 target
 
 
+def test_digits_hand_written_against_itself() -> None:
+    """The harness's floor: two hand-written loops (A/A) should give 1.000 within noise."""
+    torch.set_num_threads(1)
+    train, _ = digits()
+
+    def hand_loop() -> Callable[[], None]:
+        model, opt = _digits_parts()
+        loader = DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
+        return lambda: _hand_epoch(model, opt, loader, F.cross_entropy, epochs=3)
+
+    a, b = _interleaved(hand_loop(), hand_loop(), rounds=60)
+    ratio = _report("A/A: digits MLP, hand-written against itself", a, b, 44, epochs=3)
+    assert 0.8 < ratio < 1.25  # only a gross harness fault fails this
+
+
 def test_char_gpt_overhead() -> None:
     torch.set_num_threads(1)
     train, _, tok = text_corpus(shipped_corpus(), "char", 64, 0.1)
