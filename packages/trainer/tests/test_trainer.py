@@ -231,10 +231,10 @@ def test_a_window_steps_the_schedule_and_counts_steps_around_a_bad_loss(policy: 
     stepper = Stepper(model, ClassificationTask(), opt, nonfinite=policy)
     if policy == "error":
         with pytest.raises(NonFiniteLossError, match="at step 3, batch 12 of the epoch"):
-            stepper.window(iter(batches), 5, step=0, first_batch=10, scheduler=schedule)
+            stepper.window(batches, step=0, first_batch=10, scheduler=schedule)
         assert stepper.steps_done == 2 and schedule.last_epoch == 2
     else:
-        stepper.window(iter(batches), 5, step=0, first_batch=10, scheduler=schedule)
+        stepper.window(batches, step=0, first_batch=10, scheduler=schedule)
         # The skipped step still counts and moves the schedule on, as a taken one does.
         assert stepper.steps_done == 5 and schedule.last_epoch == 5 and stepper.skipped == 1
         assert all(torch.isfinite(p).all() for p in model.parameters())

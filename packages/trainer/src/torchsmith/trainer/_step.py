@@ -14,9 +14,8 @@ backward's gradients the size of one mean loss's, so fp16 ones do not overflow
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,7 +114,7 @@ class Stepper:
     def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> None:
         """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as step ``step``."""
         if len(micro_batches) == 1 and not self._ddp:
-            self.window(iter(micro_batches), 1, step, first_batch)
+            self.window(micro_batches, step, first_batch)
             return
         tracked: list[tuple[float | torch.Tensor, int]] = []
         items, bad = 0, None
@@ -147,8 +146,7 @@ class Stepper:
 
     def window(
         self,
-        batches: Iterator[Any],
-        steps: int,
+        batches: Iterable[Any],
         step: int,
         first_batch: int = 0,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -158,15 +156,15 @@ class Stepper:
         check, and ``scheduler.step()`` after each step when one is given.
 
         The loop runs here, not one call per step, because on a 0.5 ms step each call and
-        attribute read shows. ``steps_done`` counts the steps taken or skipped, also when a
-        step raises, so the caller's step count stays exact.
+        attribute (or global) read shows. ``steps_done`` counts the steps taken or skipped,
+        also when a step raises, so the caller's step count stays exact.
         """
         task, model, optimizer, pending = self.task, self.model, self.optimizer, self._pending
         autocast, move, defer, track = self._amp, self._move, self._defer, self.track
-        plain = self.scaler is None and self.clip_grad_norm is None
+        plain, isfinite = self.scaler is None and self.clip_grad_norm is None, math.isfinite
         done, loss = 0, None
         try:
-            for batch in itertools.islice(batches, steps):
+            for batch in batches:
                 if move:
                     batch = move_to(batch, self.device, non_blocking=True)
                 if autocast is None:
@@ -182,7 +180,7 @@ class Stepper:
                     finite = True  # for now: check_pending decides at the next pause
                 else:  # .item() syncs on CUDA; on CPU it costs ~0.5 us, bool(isfinite()) ~4
                     value = loss.item()
-                    finite = math.isfinite(value)
+                    finite = isfinite(value)
                 if finite:
                     if plain:  # no scaler, no clipping: the hand-written lines
                         loss.backward()  # type: ignore[no-untyped-call]

@@ -148,7 +148,7 @@ class Trainer:
         if stepper.track:  # a sink will report the data wait
             batches = self._timed(batches)
         try:
-            stepper.window(batches, steps, self.step, data.batches_done, self.scheduler)
+            stepper.window(batches, self.step, data.batches_done, self.scheduler)
         finally:
             done = stepper.steps_done
             data.advance(done, read_all=done == steps)
