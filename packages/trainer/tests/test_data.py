@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from torchsmith.interfaces import DataError
 from torchsmith.trainer import (
     BatchStream,
+    Gathered,
     ResumableSampler,
     Tokenizer,
     build_loader,
@@ -192,3 +194,65 @@ def test_text_corpus_blocks_shift_by_one(tmp_path: Path) -> None:
     assert tok.decode(x.tolist()) == "efghijab"  # stride is half a block
     with pytest.raises(DataError, match="does not exist"):
         text_corpus([tmp_path / "missing"], "char", 8, 0.1)
+
+
+def _same_batches(got: list[list[torch.Tensor]], expected: list[list[torch.Tensor]]) -> None:
+    """Equal value for value, and alike in what a model could notice: dtype, shape, layout."""
+    assert len(got) == len(expected) > 0
+    for ours, theirs in zip(got, expected, strict=True):
+        assert isinstance(ours, list) and len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape and a.is_contiguous()
+            assert torch.equal(a, b)
+
+
+def _plain_batches(dataset: torch.utils.data.Dataset[Any], sampler: ResumableSampler) -> list[Any]:
+    return list(DataLoader(dataset, batch_size=sampler.batch_size, sampler=sampler))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_tensor_dataset_is_read_a_batch_at_a_time_with_the_same_batches(
+    num_workers: int,
+) -> None:
+    train, _ = digits()
+    assert isinstance(train, TensorDataset)  # image (64,) float32, label () int64
+    for epoch, start in ((0, 0), (3, 5)):
+        sampler = ResumableSampler(len(train), 32, seed=4)
+        sampler.set_position(epoch, start)
+        expected = _plain_batches(train, sampler)
+        loader = build_loader(train, 32, sampler=sampler, num_workers=num_workers, seed=4)
+        read = loader.dataset.dataset if num_workers else loader.dataset  # type: ignore[attr-defined]
+        assert isinstance(read, Gathered)  # with workers inside BatchSeeded, which seeds each batch
+        sampler.set_position(epoch, start)
+        _same_batches(list(loader), expected)
+
+
+def test_token_blocks_are_gathered_as_a_loader_would_stack_them(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("the quick brown fox jumps over the lazy dog " * 20)
+    train, _, _ = text_corpus([tmp_path], "char", block_size=16, val_fraction=0.1)
+    sampler = ResumableSampler(len(train), 8, seed=2)
+    loader = build_loader(train, 8, sampler=sampler)
+    assert isinstance(loader.dataset, Gathered)
+    _same_batches(list(loader), _plain_batches(train, sampler))
+
+
+def test_datasets_that_cannot_be_gathered_are_read_item_by_item() -> None:
+    class Doubled(TensorDataset):  # a subclass may change __getitem__: not gathered
+        def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+            return tuple(2 * t for t in super().__getitem__(i))
+
+    doubled = Doubled(torch.arange(12.0))
+    loader = build_loader(doubled, 4, sampler=ResumableSampler(12, 4, shuffle=False))
+    assert not isinstance(loader.dataset, Gathered)
+    assert torch.equal(next(iter(loader))[0], torch.tensor([0.0, 2.0, 4.0, 6.0]))
+    with pytest.raises(TypeError, match="Doubled is neither a TensorDataset nor has"):
+        Gathered(doubled)
+
+
+def test_without_a_sampler_drop_last_decides_the_short_batch() -> None:
+    dataset = TensorDataset(torch.arange(10), torch.arange(10) * 2)
+    dropped = [b[0].tolist() for b in build_loader(dataset, 4)]
+    assert dropped == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    kept = list(build_loader(dataset, 4, drop_last=False))  # evaluation reads every example
+    assert [b[0].tolist() for b in kept] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert torch.equal(kept[-1][1], torch.tensor([16, 18]))

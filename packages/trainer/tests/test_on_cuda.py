@@ -115,3 +115,17 @@ def test_compiled_model_on_the_gpu_matches_eager_closely(tmp_path: Path) -> None
     compiled = weights(tmp_path / "compiled", "model.dropout=0.0", "training.compile=true")
     for key in eager:
         torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+
+
+def test_a_tensor_dataset_on_the_gpu_is_gathered_there() -> None:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchsmith.trainer import ResumableSampler, build_loader
+
+    dataset = TensorDataset(torch.randn(40, 3, device="cuda"), torch.arange(40, device="cuda"))
+    sampler = ResumableSampler(40, 8, seed=3)
+    expected = list(DataLoader(dataset, batch_size=8, sampler=sampler))
+    got = list(build_loader(dataset, 8, sampler=sampler))
+    assert len(got) == len(expected) == 5
+    for ours, theirs in zip(got, expected, strict=True):
+        assert all(a.is_cuda and torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))

@@ -91,10 +91,11 @@ if _installed("torchsmith.losses"):
 
 
 def _digits_batches(batch_size: int) -> Iterator[Any]:
-    from torchsmith.trainer import build_loader, digits
+    from torchsmith.trainer import ResumableSampler, build_loader, digits
 
     train, _ = digits()
-    loader = build_loader(train, batch_size)
+    sampler = ResumableSampler(len(train), batch_size)  # shuffled, as the trainer reads
+    loader = build_loader(train, batch_size, sampler=sampler)
     return itertools.chain.from_iterable(itertools.repeat(loader))  # epoch after epoch
 
 

@@ -33,6 +33,7 @@ from ._config import (  # noqa: E402
 from ._data import (  # noqa: E402
     BatchSeeded,
     BatchStream,
+    Gathered,
     ResumableSampler,
     build_loader,
     seed_worker,
@@ -92,6 +93,7 @@ __all__ = [
     "ResumableSampler",
     "BatchStream",
     "BatchSeeded",
+    "Gathered",
     "build_loader",
     "seed_worker",
     "digits",

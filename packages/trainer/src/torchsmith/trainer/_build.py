@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from torchsmith.interfaces import ConfigError, EventSink
 
@@ -195,10 +195,11 @@ def build_trainer(
         pin_memory=device.type == "cuda",
     )
     # Validation reads every example in order; its own generator leaves the global RNG alone.
-    val_loader: DataLoader[Any] = DataLoader(
+    val_loader = build_loader(
         data.val,
-        batch_size=loader_cfg.eval_batch_size or loader_cfg.batch_size,
-        generator=torch.Generator().manual_seed(config.seed),
+        loader_cfg.eval_batch_size or loader_cfg.batch_size,
+        seed=config.seed,
+        drop_last=False,
     )
     stepper = Stepper(
         model,

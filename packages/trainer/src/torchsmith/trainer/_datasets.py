@@ -20,7 +20,7 @@ CAPTION_LENGTH = 24
 
 def digits(
     val_fraction: float = 0.2, seed: int = 0, captions: bool = False
-) -> tuple[Dataset[tuple[torch.Tensor, ...]], Dataset[tuple[torch.Tensor, ...]]]:
+) -> tuple[TensorDataset, TensorDataset]:
     """(train, val) of 8x8 digit images flattened to 64 floats in [0, 1], and labels.
 
     With ``captions``, the second tensor is a caption such as "the digit three",
@@ -112,6 +112,13 @@ class TokenBlocks(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         start = index * self.stride
         chunk = self.tokens[start : start + self.block_size + 1]
         return chunk[:-1], chunk[1:]
+
+    def gather_batch(self, indices: list[int]) -> list[torch.Tensor]:
+        """Blocks ``indices`` as one batch, [inputs (B, T), targets (B, T)], in one gather:
+        what a DataLoader would stack from ``self[i]``, read at once (see ``Gathered``)."""
+        starts = torch.tensor(indices) * self.stride
+        chunks = self.tokens[starts[:, None] + torch.arange(self.block_size + 1)]  # (B, T + 1)
+        return [chunks[:, :-1].contiguous(), chunks[:, 1:].contiguous()]
 
 
 def shipped_corpus() -> list[Path]:
