@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from torchsmith.interfaces import DataError
 from torchsmith.trainer import (
+    BatchSeeded,
     BatchStream,
     Gathered,
     ResumableSampler,
@@ -256,3 +257,12 @@ def test_without_a_sampler_drop_last_decides_the_short_batch() -> None:
     kept = list(build_loader(dataset, 4, drop_last=False))  # evaluation reads every example
     assert [b[0].tolist() for b in kept] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert torch.equal(kept[-1][1], torch.tensor([16, 18]))
+
+
+def test_batch_seeded_reads_one_item_or_a_batch_of_a_gathered_dataset() -> None:
+    dataset = TensorDataset(torch.arange(10.0), torch.arange(10) * 3)
+    seeded = BatchSeeded(Gathered(dataset), num_samples=10, seed=0)
+    x, y = seeded[13]  # epoch 1, index 3: one item, as the dataset gives it
+    assert x.shape == () and float(x) == 3.0 and int(y) == 9
+    xs, ys = seeded.__getitems__([12, 13])  # a batch, collated already
+    assert xs.tolist() == [2.0, 3.0] and ys.tolist() == [6, 9]

@@ -102,19 +102,23 @@ class BatchSeeded(Dataset[Any]):
         return self.num_samples
 
     def __getitem__(self, key: int) -> Any:
-        return self.__getitems__([key])[0]
+        self._reseed(key)
+        return self.dataset[key % self.num_samples]
 
     def __getitems__(self, keys: list[int]) -> Any:
-        epoch, first = divmod(keys[0], self.num_samples)
+        self._reseed(keys[0])
+        keys = [key % self.num_samples for key in keys]
+        if isinstance(self.dataset, Gathered):  # the batch, collated already
+            return self.dataset.__getitems__(keys)
+        return [self.dataset[key] for key in keys]
+
+    def _reseed(self, first_key: int) -> None:
+        epoch, first = divmod(first_key, self.num_samples)
         digest = hashlib.blake2b(f"{self.seed}:{epoch}:{first}".encode(), digest_size=8).digest()
         seed = int.from_bytes(digest, "little") >> 1  # < 2**63, as torch.manual_seed wants
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-        keys = [key % self.num_samples for key in keys]
-        if isinstance(self.dataset, Gathered):
-            return self.dataset.__getitems__(keys)
-        return [self.dataset[key] for key in keys]
 
 
 class Gathered(Dataset[Any]):
