@@ -198,12 +198,22 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", code, *args]
 
 
+def _latest_step(out: Path) -> int:
+    """The step the ``latest`` link names, or -1 before the first checkpoint."""
+    try:
+        return int(os.readlink(out / "checkpoints" / "latest").rsplit("-", 1)[1])
+    except OSError:
+        return -1
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_is_byte_identical(tmp_path: Path) -> None:
+    # Long enough that the run is still going when the kill lands: a step takes about 1 ms,
+    # and with keep_last=2 a given checkpoint lasts only 40 steps, so poll the link instead.
     args = [
         "digits-classifier",
         "--set",
-        "training.max_steps=400",
+        "training.max_steps=3000",
         "--set",
         "loader.batch_size=64",
         "--set",
@@ -218,11 +228,12 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path: Path) -> None:
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli(*args, "--out", str(killed)), env=env)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (killed / "checkpoints" / "step-00000060").exists():
-        time.sleep(0.05)
+    while time.monotonic() < deadline and _latest_step(killed) < 60:
+        time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not after the end
+    assert 60 <= _latest_step(killed) < 3000
     subprocess.run(_cli(*args, "--out", str(killed), "--resume", "latest"), env=env, check=True)
     clean = tmp_path / "clean"
     subprocess.run(_cli(*args, "--out", str(clean)), env=env, check=True)
