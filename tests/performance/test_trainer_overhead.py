@@ -32,11 +32,13 @@ from torchsmith.trainer import (
     BatchStream,
     CausalLMTask,
     ClassificationTask,
+    OptimConfig,
     ResumableSampler,
     Schedule,
     Stepper,
     Trainer,
     build_loader,
+    build_optimizer,
     digits,
     text_corpus,
 )
@@ -160,6 +162,34 @@ def test_digits_mlp_overhead() -> None:
     assert ratio < 1.5  # a loose guard against a gross regression, not the 1.01 target
 
 
+def _configured_digits_parts(device: str = "cpu") -> tuple[nn.Module, torch.optim.Optimizer]:
+    """The digits MLP with the optimizer a config builds: AdamW, fused where torch has it."""
+    torch.manual_seed(0)
+    model = mlp(64, [128], 10).to(device)
+    return model, build_optimizer(model, OptimConfig(lr=1e-3))
+
+
+def test_digits_mlp_as_configured() -> None:
+    """What a user gets end to end, not the loop's overhead: the trainer with the optimizer
+    its config builds (fused AdamW, norms and biases exempt from decay) against a
+    hand-written loop with torch's default AdamW over a plain ``DataLoader``. The two train
+    alike to rounding (``test_optim.py``), by different operations."""
+    torch.set_num_threads(1)
+    train, _ = digits()
+    hand_model, hand_opt = _digits_parts()
+    plain = DataLoader(train, batch_size=32, shuffle=True, drop_last=True)
+    trainer = _trainer(*_configured_digits_parts(), train, 32, ClassificationTask())
+    epochs = 3
+    by_hand, ours = _interleaved(
+        lambda: _hand_epoch(hand_model, hand_opt, plain, F.cross_entropy, epochs),
+        lambda: _trainer_epoch(trainer, epochs),
+        rounds=40,
+    )
+    name = "digits MLP, batch 32, 1 thread: trainer as configured (fused AdamW) vs hand"
+    ratio = _report(name, by_hand, ours, len(plain), epochs)
+    assert ratio < 1.5
+
+
 def test_digits_hand_written_against_itself() -> None:
     """The harness's floor: two hand-written loops (A/A) should give 1.000 within noise."""
     torch.set_num_threads(1)
@@ -241,18 +271,25 @@ def test_digits_mlp_overhead_on_cuda() -> None:
     sampler = ResumableSampler(len(train), 32, seed=0)
     loader = build_loader(train, 32, sampler=sampler, pin_memory=True)  # the trainer's reads
     model, opt = parts()
-    sampler = ResumableSampler(len(train), 32, seed=0)
-    data = BatchStream(build_loader(train, 32, sampler=sampler, pin_memory=True), sampler)
-    stepper = Stepper(model, ClassificationTask(), opt, device=cuda)
-    trainer = Trainer(stepper=stepper, data=data, schedule=Schedule(10**9, log_every=10**9))
-    hand, ours = _interleaved(
+    trainer = _cuda_trainer(model, opt, train)
+    configured = _cuda_trainer(*_configured_digits_parts("cuda"), train)
+    hand, ours, fused = _interleaved(
         synced(lambda: hand_epoch(hand_model, hand_opt, loader)),
         synced(lambda: _trainer_epoch(trainer)),
+        synced(lambda: _trainer_epoch(configured)),
         rounds=30,
         clock=time.perf_counter,
     )
     ratio = _report("digits MLP on CUDA, batch 32", hand, ours, len(loader))
+    _report("  ...the trainer as configured (fused AdamW)", hand, fused, len(loader))
     assert ratio < 1.5
+
+
+def _cuda_trainer(model: nn.Module, opt: torch.optim.Optimizer, dataset: Any) -> Trainer:
+    sampler = ResumableSampler(len(dataset), 32, seed=0)
+    data = BatchStream(build_loader(dataset, 32, sampler=sampler, pin_memory=True), sampler)
+    stepper = Stepper(model, ClassificationTask(), opt, device=torch.device("cuda"))
+    return Trainer(stepper=stepper, data=data, schedule=Schedule(10**9, log_every=10**9))
 
 
 _MEMORY_PROBE = """

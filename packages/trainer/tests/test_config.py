@@ -54,7 +54,7 @@ def test_switching_kind_by_override() -> None:
     ("override", "expected"),
     [
         ("optim.name=adamx", "optim.name: Input should be 'adamw', 'adam', 'sgd' or 'rmsprop'"),
-        ("optim.lrr=1", "optim.lrr: unknown field (allowed: betas, eps, lr,"),
+        ("optim.lrr=1", "optim.lrr: unknown field (allowed: betas, eps, fused, lr,"),
         ("training.precision=fp8", "training.precision: Input should be 'fp32', 'bf16' or 'fp16'"),
         ("loader.batch_size=0", "loader.batch_size: Input should be greater than 0"),
         ("model.kind=resnet", "expected tags: 'mlp', 'encoder', 'gpt', 'clip', 'import'"),

@@ -140,6 +140,19 @@ class OptimConfig(_Section):
     momentum: float = Field(default=0.9, ge=0.0)
     eps: float = Field(default=1e-8, gt=0.0)
     no_decay_norms_and_biases: bool = True
+    fused: bool | None = Field(
+        default=None,
+        description="torch's fused kernel (adamw, adam, sgd): None uses it where torch has "
+        "one for the parameters' device, false never.",
+    )
+
+    @model_validator(mode="after")
+    def _fused_exists(self) -> OptimConfig:
+        if self.fused and self.name == "rmsprop":
+            raise ValueError(
+                "fused: rmsprop has no fused kernel; fused=true needs adamw, adam or sgd"
+            )
+        return self
 
 
 class ScheduleConfig(_Section):

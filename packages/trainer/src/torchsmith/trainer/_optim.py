@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
+
+from torchsmith.interfaces import ConfigError
 
 from ._config import OptimConfig, ScheduleConfig
 
@@ -35,25 +38,40 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, ob
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimizer:
-    """The optimizer ``config.name`` over ``model``'s trainable parameters."""
+    """The optimizer ``config.name`` over ``model``'s trainable parameters.
+
+    AdamW, Adam and SGD use torch's fused kernel unless ``config.fused`` is False: one
+    pass over every parameter instead of a dozen tensor ops each. On the CPU it takes the
+    digits MLP's AdamW step from 140 us to 49 us (see docs/trainer.md). Its results equal
+    the default implementation's to rounding, not bitwise.
+    """
     if config.no_decay_norms_and_biases:
         groups: list[dict[str, object]] = parameter_groups(model, config.weight_decay)
     else:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
     wd = config.weight_decay
-    if config.name == "adamw":
-        return torch.optim.AdamW(
-            groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=wd
+    if config.name == "rmsprop":
+        return torch.optim.RMSprop(
+            groups, lr=config.lr, momentum=config.momentum, eps=config.eps, weight_decay=wd
         )
-    if config.name == "adam":
-        return torch.optim.Adam(
-            groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=wd
-        )
+    cls: type[torch.optim.Optimizer]
+    kwargs: dict[str, Any] = {"lr": config.lr, "weight_decay": wd}
     if config.name == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=wd)
-    return torch.optim.RMSprop(
-        groups, lr=config.lr, momentum=config.momentum, eps=config.eps, weight_decay=wd
-    )
+        cls, kwargs["momentum"] = torch.optim.SGD, config.momentum
+    else:
+        cls = torch.optim.AdamW if config.name == "adamw" else torch.optim.Adam
+        kwargs.update(betas=config.betas, eps=config.eps)
+    if config.fused is False:
+        return cls(groups, **kwargs)
+    try:
+        return cls(groups, **kwargs, fused=True)
+    except RuntimeError as exc:  # this torch has no fused kernel for the parameters' device
+        if config.fused:
+            raise ConfigError(
+                f"optim.fused: torch {torch.__version__} has no fused {config.name} for these "
+                f"parameters ({exc}); set optim.fused=false or leave it unset"
+            ) from exc
+        return cls(groups, **kwargs)
 
 
 def lr_factor(config: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
