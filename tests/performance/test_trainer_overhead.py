@@ -4,9 +4,11 @@ Both do the same work on the same model and data (forward, backward, step,
 zero_grad; no progress bar, no logging sink, no scheduler), measured side by
 side in one process, interleaved ABBA, one thread. The hand-written loop reads
 the trainer's own loader, so the ratio is the loop's overhead; a second one over
-a plain DataLoader shows what a user's own loop gets. Ratios are printed, not
-asserted tightly: timing on a shared machine is noisy. PyTorch Lightning's
-ratio on the same work is reported when it is installed.
+a plain DataLoader shows what a user's own loop gets. ``test_digits_mlp_as_configured``
+gives the trainer the optimizer its config builds (fused AdamW) against a hand-written
+loop with torch's defaults: what a user gets end to end. Ratios are printed, not
+asserted tightly: timing on a shared machine is noisy. PyTorch Lightning's ratio on
+the same work is reported when it is installed.
 
     uv run pytest tests/performance/test_trainer_overhead.py -m perf -s
 """
@@ -187,7 +189,7 @@ def test_digits_mlp_as_configured() -> None:
     )
     name = "digits MLP, batch 32, 1 thread: trainer as configured (fused AdamW) vs hand"
     ratio = _report(name, by_hand, ours, len(plain), epochs)
-    assert ratio < 1.5
+    assert ratio < 1.0  # 0.66 measured: batched reads and the fused step, not noise
 
 
 def test_digits_hand_written_against_itself() -> None:
