@@ -120,6 +120,26 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
+class _Planted:
+    """An object a pickle would build by running code: weights_only refuses it."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this ran while loading",))
+
+
+def test_state_holding_an_object_is_refused_as_a_checkpoint_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = CheckpointManager(tmp_path).save(_state(1.0), step=1, metrics={})
+    torch.save({"loop": _Planted()}, path / "state.pt")
+    with pytest.raises(
+        CheckpointError,
+        match=r"refusing checkpoint .*state.pt holds Python objects .*Unsupported global",
+    ):
+        load_checkpoint(path)
+    assert "this ran" not in capsys.readouterr().out
+
+
 def test_mismatched_keys_and_shapes_are_listed(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 2))
     tensors = {k: v.clone() for k, v in model.state_dict().items()}

@@ -114,6 +114,42 @@ def test_resume_into_another_model_lists_the_keys(
     assert "0.weight: checkpoint (32, 64) != model (16, 64)" in err
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (["--set", "optim.lr=0.1", "--seed", "9"], ["optim.lr: checkpoint 0.003, this run 0.1",
+                                                     "seed: checkpoint 0, this run 9"]),
+        (["--set", "optim.name=sgd"], ["optim.name: checkpoint 'adamw', this run 'sgd'"]),
+        (["--set", "model.dropout=0.5"], ["model.dropout: checkpoint 0.1, this run 0.5"]),
+        (["--set", "loader.batch_size=16"], ["loader.batch_size: checkpoint 64, this run 16"]),
+    ],
+)  # fmt: skip
+def test_resume_with_other_settings_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: list[str], expected: list[str]
+) -> None:
+    """The optimizer's settings come back with its state (a new optim.lr would not apply, and
+    another optimizer's state does not load); seed, data and model changes break exactness."""
+    fast = [*FAST, "--set", "model.dropout=0.1"]  # a dropout change then keeps the shapes
+    assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "2", *fast]) == 0
+    capsys.readouterr()
+    code = main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *fast, *change])
+    err = capsys.readouterr().err
+    assert code == 2 and "was trained with other settings" in err
+    assert all(line in err for line in expected), err
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000002"]
+
+
+def test_resume_may_change_what_it_logs_evaluates_and_saves(tmp_path: Path) -> None:
+    assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "2", *FAST]) == 0
+    later = ["--set", "eval.every_steps=5", "--set", "checkpoint.every_steps=4",
+             "--set", "training.log_every=1", "--max-steps", "8"]  # fmt: skip
+    assert (
+        main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *FAST, *later])
+        == 0
+    )
+    assert (tmp_path / "checkpoints" / "step-00000008").is_dir()
+
+
 def test_stop_and_resume_give_the_same_bytes(tmp_path: Path) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     assert main(["digits-classifier", "--out", str(one), "--max-steps", "20", *FAST]) == 0

@@ -83,10 +83,30 @@ def test_fused_true_needs_an_optimizer_that_has_one() -> None:
     assert validate_config({"optim": {"name": "rmsprop"}}).optim.fused is None
 
 
+class _ComplexLinear(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(4, 3, dtype=torch.complex64))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.to(torch.complex64) @ self.weight).abs()
+
+
+def test_parameters_without_a_fused_kernel_fall_back_or_fail_naming_the_field() -> None:
+    """Torch refuses complex parameters only at the first step(): the choice is made before."""
+    model = _ComplexLinear()
+    opt = build_optimizer(model, OptimConfig())
+    assert not opt.defaults["fused"]
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()  # the default implementation takes complex parameters
+    with pytest.raises(ConfigError, match=r"optim.fused: .* torch.complex64 parameter on cpu"):
+        build_optimizer(model, OptimConfig(fused=True))
+
+
 def test_without_a_fused_kernel_auto_falls_back_and_true_fails(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """An older torch (or another device) without the kernel refuses ``fused=True``."""
+    """An older torch without the kernel for a device refuses ``fused=True`` when built."""
 
     class NoFusedAdamW(torch.optim.AdamW):
         def __init__(self, *args: object, fused: bool | None = None, **kwargs: object) -> None:

@@ -5,13 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from torchsmith.interfaces import ConfigError, EventSink, TrainingEvent
 
 from ._build import build_trainer
-from ._config import ExperimentConfig, apply_overrides, read_config_file, validate_config
+from ._checkpoint import read_meta
+from ._config import (
+    ExperimentConfig,
+    apply_overrides,
+    read_config_file,
+    resume_mismatches,
+    validate_config,
+)
 from ._events import EventBus, JsonlSink, RichProgressSink
+from ._trainer import Trainer
 
 RECIPE_SUFFIXES = (".toml", ".yaml", ".yml")
 
@@ -88,6 +96,29 @@ def _refuse_another_runs_checkpoints(out_dir: Path) -> None:
         )
 
 
+def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> None:
+    """Resume ``trainer``, refusing settings that differ from the checkpoint's: a resume
+    continues that run, and the optimizer's settings would quietly not apply (they are
+    restored with its state), while seed, data and model changes would break exactness."""
+    manager = trainer.checkpoints
+    source = manager.resolve(resume) if manager is not None else Path(resume)
+    saved = read_meta(source).get("config")
+    problems = resume_mismatches(saved, config.model_dump(mode="json")) if saved else []
+    if any(not line.startswith("model.") for line in problems):
+        _refuse(source, problems)  # before loading: another optimizer's state may not load
+    trainer.resume(source)  # another model's shapes fail here, listing the mismatched keys
+    if problems:
+        _refuse(source, problems)  # the same shapes, other settings (say, model.dropout)
+
+
+def _refuse(checkpoint: Path, problems: list[str]) -> NoReturn:
+    raise ConfigError(
+        f"resume: {checkpoint} was trained with other settings; a resume continues that "
+        "run, so these must match (drop the --set or --seed, or start a new run with "
+        "another --out):\n  " + "\n  ".join(problems)
+    )
+
+
 def train(
     config: str | Path | Mapping[str, Any] | ExperimentConfig,
     *,
@@ -134,7 +165,7 @@ def train(
         trainer = build_trainer(cfg, sinks=all_sinks, base_dir=base_dir)
         trainer.run_id = run_id
         if resume is not None:
-            trainer.resume(resume)
+            _resume(trainer, resume, cfg)
         return trainer.fit()
     finally:
         owned.close()

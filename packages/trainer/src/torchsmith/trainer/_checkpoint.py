@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -165,6 +166,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         # On the CPU: optimizer.load_state_dict and load_state_dict move tensors to their
         # parameters' devices, and a CUDA-saved run must load where CUDA is absent too.
         state: dict[str, Any] = torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:  # torch's message advises weights_only=False: not us
+        detail = next(
+            (line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
+            type(exc).__name__,
+        )
+        raise CheckpointError(
+            f"refusing checkpoint {path}: {STATE_FILE} holds Python objects that a weights-only "
+            f"load does not build ({detail}); torchsmith never writes such a file"
+        ) from exc
     except (OSError, SafetensorError, RuntimeError) as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
     return {**state, "model": model, "meta": read_meta(path)}

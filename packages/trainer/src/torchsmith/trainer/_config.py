@@ -283,6 +283,34 @@ class ExperimentConfig(_Section):
         return self
 
 
+# What a checkpoint fixes: its weights, optimizer state, RNGs and data position mean
+# something only with these. (A resume restores the optimizer's own settings from the
+# checkpoint, so a changed optim.lr would be silently ignored.)
+_FIXED_ON_RESUME = ("seed", "model.", "data.", "task.", "optim.", "loader.batch_size")
+
+
+def resume_mismatches(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """The settings a checkpoint fixes that differ between its config (``saved``, from
+    meta.json) and ``current``, as ``"field: checkpoint X, this run Y"`` lines. Fields one
+    side lacks (added in a later version) are not compared."""
+    old, new = _flatten(saved), _flatten(current)
+    return [
+        f"{key}: checkpoint {old[key]!r}, this run {new[key]!r}"
+        for key in sorted(old.keys() & new.keys())
+        if key.startswith(_FIXED_ON_RESUME) and old[key] != new[key]
+    ]
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def eval_metric_names(config: ExperimentConfig) -> list[str]:
     """The names :func:`~torchsmith.trainer.evaluate` reports for ``config``'s task.
 

@@ -63,15 +63,27 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
         kwargs.update(betas=config.betas, eps=config.eps)
     if config.fused is False:
         return cls(groups, **kwargs)
-    try:
-        return cls(groups, **kwargs, fused=True)
-    except RuntimeError as exc:  # this torch has no fused kernel for the parameters' device
-        if config.fused:
-            raise ConfigError(
-                f"optim.fused: torch {torch.__version__} has no fused {config.name} for these "
-                f"parameters ({exc}); set optim.fused=false or leave it unset"
-            ) from exc
-        return cls(groups, **kwargs)
+    params = [p for group in groups for p in group["params"]]  # type: ignore[attr-defined]
+    odd = next((p for p in params if not _fusable(p)), None)
+    if odd is None:
+        try:
+            return cls(groups, **kwargs, fused=True)
+        except RuntimeError as exc:  # an older torch checks here: no kernel for this device
+            reason = str(exc)
+    else:
+        reason = f"a {odd.dtype} parameter on {odd.device.type}"
+    if config.fused:
+        raise ConfigError(
+            f"optim.fused: torch {torch.__version__} has no fused {config.name} for "
+            f"{reason}; set optim.fused=false or leave it unset"
+        )
+    return cls(groups, **kwargs)
+
+
+def _fusable(param: torch.Tensor) -> bool:
+    """Whether torch's fused kernels take ``param``: real floating point, on CPU or CUDA.
+    (Torch itself checks only at the first ``step()``, too late to fall back.)"""
+    return param.is_floating_point() and param.device.type in ("cpu", "cuda")
 
 
 def lr_factor(config: ScheduleConfig, total_steps: int) -> Callable[[int], float]:
