@@ -140,8 +140,13 @@ def test_override_round_trip(steps: int, lr: float) -> None:
             ["training.stop_after=31", "training.max_steps=30"],
             "training.stop_after (--max-steps): 31 is beyond training.max_steps 30",
         ),
+        (
+            ["checkpoint.keep_best=2", "checkpoint.metric=train_loss",
+             "checkpoint.every_steps=5", "training.log_every=10"],
+            "checkpoint.metric: 'train_loss' is the mean over each training.log_every (10) steps",
+        ),
     ],
-)
+)  # fmt: skip
 def test_fields_that_must_agree(overrides: list[str], expected: str) -> None:
     with pytest.raises(ConfigError) as info:
         validate_config(apply_overrides({}, overrides))

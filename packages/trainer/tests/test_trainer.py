@@ -101,7 +101,7 @@ def test_every_schedule_lands_on_its_step_with_accumulation_across_epochs(
     def steps(kind: str) -> list[int]:
         return [e.step for e in sink.events if e.kind == kind]
 
-    assert steps("step") == [4, 8, 12, 16, 20, 24, 28]
+    assert steps("step") == [4, 8, 12, 16, 20, 24, 28, 30]  # and the last, shorter interval
     assert steps("epoch_end") == [8, 15, 22, 30]
     assert [e.epoch for e in sink.events if e.kind == "epoch_end"] == [0, 1, 2, 3]
     assert steps("eval") == [5, 10, 15, 20, 25, 30]
@@ -293,6 +293,40 @@ def test_a_checkpoint_between_evaluations_carries_no_stale_evaluation(tmp_path: 
 
     assert "val_loss" not in meta(3)  # step 2's evaluation is not step 3's model
     assert "val_loss" in meta(6) and "val_loss" in meta(7)  # evaluated at those steps
+
+
+def test_a_checkpoint_between_logs_carries_no_stale_train_loss(tmp_path: Path) -> None:
+    sink = ListSink()  # log_every=5: logs at 5 and 10, and the last, shorter interval at 12
+    config = small_config(tmp_path, "checkpoint.every_steps=3", "checkpoint.keep_last=10",
+                          "training.max_steps=12")  # fmt: skip
+    build_trainer(config, sinks=[sink]).fit()
+    logged = {e.step: e.metrics["loss"] for e in sink.events if e.kind == "step"}
+    assert sorted(logged) == [5, 10, 12]
+
+    def train_loss(step: int) -> float | None:
+        path = tmp_path / "checkpoints" / f"step-{step:08d}" / "meta.json"
+        return json.loads(path.read_text())["metrics"].get("train_loss")  # type: ignore[no-any-return]
+
+    assert [train_loss(step) for step in (3, 6, 9)] == [None, None, None]
+    assert train_loss(12) == logged[12]
+
+
+def test_the_first_log_after_a_resume_covers_only_the_steps_since(tmp_path: Path) -> None:
+    """Stopped at 19 with a log every 20 steps: the log at 20 is one step's time and loss."""
+    config = small_config(tmp_path, "training.log_every=20", "training.max_steps=40")
+    first = config.model_copy(deep=True)
+    first.training.stop_after = 19
+    build_trainer(first).fit()
+    sink = ListSink()
+    trainer = build_trainer(config, sinks=[sink])
+    trainer.resume("latest")
+    trainer.fit()
+    steps = {e.step: e.metrics for e in sink.events if e.kind == "step"}
+    assert sorted(steps) == [20, 40]
+    # Divided by 20 steps instead of 1, the first would be about 20 times shorter.
+    assert steps[20]["step_time_s"] > 0.3 * steps[40]["step_time_s"]
+    per_step = 64  # batch_size, no accumulation
+    assert steps[20]["samples_per_s"] * steps[20]["step_time_s"] == pytest.approx(per_step)
 
 
 def test_bf16_autocast_on_cpu(tmp_path: Path) -> None:

@@ -269,6 +269,13 @@ class ExperimentConfig(_Section):
                 "during training (eval.every_steps and eval.every_epochs are both unset), so "
                 "nothing could stop early; set one of them"
             )
+        ck = self.checkpoint
+        if ck.keep_best and ck.metric == "train_loss" and (ck.every_steps or 0) % tr.log_every:
+            problems.append(
+                f"checkpoint.metric: 'train_loss' is the mean over each training.log_every "
+                f"({tr.log_every}) steps, and a checkpoint between logs has none, so keep-best "
+                f"could not rank checkpoint.every_steps ({ck.every_steps}); make it a multiple"
+            )
         produced = eval_metric_names(self)
         wanted = [("eval.early_stopping_metric", self.eval.early_stopping_metric, produced)]
         wanted.append(("checkpoint.metric", self.checkpoint.metric, ["train_loss", *produced]))

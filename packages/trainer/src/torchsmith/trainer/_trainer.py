@@ -78,9 +78,10 @@ class Trainer:
         self.events = EventBus(self.sinks if self.dist.is_main else ())
         self.stepper.track = bool(self.events) or self.dist.enabled
         self.metrics: dict[str, float] = {}
-        self._evaluated_at = self._saved_at = -1
+        self._evaluated_at = self._saved_at = self._logged_at = -1
         self._eval_keys: set[str] = set()
         self._window_start, self._wait = time.perf_counter(), 0.0
+        self._interval_start = self.step  # the step the current log interval began at
         self.stepper.batches_per_epoch = self.data.batches_per_epoch  # for error messages
 
     @property
@@ -96,6 +97,7 @@ class Trainer:
         last_step = s.last_step
         self.stepper.model.train()
         self._window_start, self._wait = time.perf_counter(), 0.0
+        self._interval_start = self.step  # a resumed run's first interval is shorter
         epochs_done = data.epochs_completed
         try:
             while self.step < last_step:
@@ -103,8 +105,8 @@ class Trainer:
                 self._train(self._steps_until_due(last_step))
                 self.stepper.check_pending()  # a deferred NaN check, before anything is saved
                 # 2) then log, end the epoch, evaluate and save, as due
-                if self.stepper.track and self.step % s.log_every == 0:
-                    self._log_step()
+                if self.stepper.track and (self.step % s.log_every == 0 or self.step == last_step):
+                    self._log_step()  # the last interval may be shorter
                 new_epoch = data.epochs_completed != epochs_done
                 epochs_done = data.epochs_completed
                 started = time.perf_counter()
@@ -207,10 +209,12 @@ class Trainer:
         return stop
 
     def _finish(self) -> None:
+        if self.stepper.track and self.step > self._interval_start:
+            self._log_step()  # stopped early: the steps since the last log
         last_loss = self.stepper.last_loss
-        logged = self.stepper.track and "train_loss" in self.metrics  # the last logged mean
-        if last_loss is not None and not logged:
+        if last_loss is not None and self._logged_at != self.step:  # nothing logs
             self.metrics["train_loss"] = float(last_loss.detach())
+            self._logged_at = self.step
         if self.val_data is not None and self._evaluated_at != self.step:
             # Not a scheduled evaluation (a stop before the plan's end, or an end between
             # evaluations): it must not move early stopping, or a run resumed from here
@@ -238,7 +242,7 @@ class Trainer:
         elapsed, wait = now - self._window_start, self._wait
         self._window_start, self._wait = now, 0.0
         loss_sum, items = self.stepper.pop_tracked()
-        steps = s.log_every
+        steps, self._interval_start = self.step - self._interval_start, self.step
         if self.dist.enabled and loss_sum is not None:
             packed = torch.stack([loss_sum.float(), torch.tensor(float(items)).to(loss_sum)])
             loss_sum, items = (t for t in all_reduce_sum(packed, self.dist))  # type: ignore[assignment]
@@ -255,6 +259,7 @@ class Trainer:
         if self.scheduler is not None:
             metrics["lr"] = float(self.scheduler.get_last_lr()[0])
         self.metrics["train_loss"] = metrics["loss"]
+        self._logged_at = self.step
         self._emit("step", metrics=metrics)
 
     def _evaluate(self, scheduled: bool = True) -> bool:
@@ -324,14 +329,16 @@ class Trainer:
         return path
 
     def _fresh_metrics(self) -> dict[str, float]:
-        """The metrics for a checkpoint: evaluation results only if measured at this step.
+        """The metrics for a checkpoint: evaluation results and ``train_loss`` only if
+        measured at this step.
 
-        A checkpoint between evaluations would otherwise carry the previous evaluation's
+        A checkpoint between evaluations (or logs) would otherwise carry the previous
         numbers as its own, and keep-best would rank it by a model it no longer is.
         """
-        if self._evaluated_at == self.step:
-            return dict(self.metrics)
-        return {k: v for k, v in self.metrics.items() if k not in self._eval_keys}
+        stale = set() if self._evaluated_at == self.step else set(self._eval_keys)
+        if self._logged_at != self.step:
+            stale.add("train_loss")
+        return {k: v for k, v in self.metrics.items() if k not in stale}
 
     def load_state_dict(self, state: Mapping[str, Any], source: Path) -> None:
         load_model_state(unwrap(self.stepper.model), state["model"], source)
