@@ -139,6 +139,16 @@ def test_resume_with_other_settings_is_refused(
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000002"]
 
 
+def test_resume_to_a_step_before_the_checkpoint_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "6", *FAST]) == 0
+    capsys.readouterr()
+    resume = ["--resume", "latest", "--max-steps", "4"]
+    assert main(["digits-classifier", "--out", str(tmp_path), *resume, *FAST]) == 2
+    assert "--max-steps): 4 is before step 6" in capsys.readouterr().err
+
+
 def test_resume_may_change_what_it_logs_evaluates_and_saves(tmp_path: Path) -> None:
     assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "2", *FAST]) == 0
     later = ["--set", "eval.every_steps=5", "--set", "checkpoint.every_steps=4",

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
+from torchsmith.interfaces import ConfigError, DataError
+from torchsmith.trainer import apply_overrides, build_trainer, validate_config
 from torchsmith.trainer._datasets import Tokenizer
 from torchsmith.trainer._evaluate import TextSampler
 from torchsmith.trainer._models import GPT
@@ -67,3 +72,17 @@ def test_top_k_draws_only_from_the_k_likeliest() -> None:
     # Without the cut, the same hot sampler does leave the top two.
     free = _samples(model, range(4), temperature=5.0, top_k=None)
     assert sum(_outside_top(model, text, 2) for text in free) > 0
+
+
+def test_a_prompt_the_tokenizer_cannot_encode_fails_before_training(tmp_path: Path) -> None:
+    config = validate_config(
+        apply_overrides(
+            {"out_dir": str(tmp_path)},
+            ["model.kind=gpt", "data.kind=text", "task.kind=causal_lm",
+             "eval.sample_tokens=20", "eval.sample_prompt=Ω"],
+        )
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"eval.sample_prompt: characters \['Ω'\] are not in"):
+        build_trainer(config)
+    with pytest.raises(DataError, match="not in the tokenizer's vocabulary"):
+        TextSampler(TOKENIZER, BLOCK, prompt="xyz")

@@ -109,6 +109,11 @@ def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> N
     trainer.resume(source)  # another model's shapes fail here, listing the mismatched keys
     if problems:
         _refuse(source, problems)  # the same shapes, other settings (say, model.dropout)
+    if trainer.step > trainer.schedule.last_step:
+        raise ConfigError(
+            f"training.stop_after (--max-steps): {trainer.schedule.last_step} is before step "
+            f"{trainer.step}, where {source} stopped; give a later step to train on"
+        )
 
 
 def _refuse(checkpoint: Path, problems: list[str]) -> NoReturn:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from torchsmith.interfaces import ConfigError, EventSink
+from torchsmith.interfaces import ConfigError, DataError, EventSink
 
 from . import _models
 from ._checkpoint import CheckpointManager
@@ -266,8 +266,8 @@ def _eval_hooks(config: ExperimentConfig, tokenizer: Tokenizer | None) -> list[A
     ev, model = config.eval, config.model
     if not ev.sample_tokens or tokenizer is None or not isinstance(model, GPTConfig):
         return []
-    return [
-        TextSampler(
+    try:
+        sampler = TextSampler(
             tokenizer,
             model.block_size,
             ev.sample_tokens,
@@ -276,4 +276,6 @@ def _eval_hooks(config: ExperimentConfig, tokenizer: Tokenizer | None) -> list[A
             ev.top_k,
             config.seed,
         )
-    ]
+    except DataError as exc:  # the prompt has characters the corpus never uses
+        raise ConfigError(f"eval.sample_prompt: {exc}") from exc
+    return [sampler]

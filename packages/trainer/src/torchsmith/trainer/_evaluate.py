@@ -157,12 +157,15 @@ class TextSampler:
     top_k: int | None = 20
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        # Encoded now: a prompt the tokenizer cannot encode fails before training, not after.
+        self._prompt_tokens = self.tokenizer.encode(self.prompt) or [0]
+
     def __call__(self, model: nn.Module, step: int) -> str:
         was_training = model.training
         model.eval()
         device = next(model.parameters()).device
-        prompt = self.tokenizer.encode(self.prompt) or [0]
-        start = torch.tensor([prompt], dtype=torch.int64, device=device)
+        start = torch.tensor([self._prompt_tokens], dtype=torch.int64, device=device)
         generator = torch.Generator(device=device).manual_seed(self.seed + step)
         out = generate(
             model,
