@@ -257,6 +257,28 @@ def test_nonfinite_batch_index_across_an_epoch_end(tmp_path: Path) -> None:
         trainer.fit()
 
 
+@pytest.mark.parametrize("accum", [1, 2])
+def test_starting_an_epochs_loader_counts_as_data_wait(
+    tmp_path: Path, accum: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting an epoch's DataLoader iterator (with workers: starting them) is waiting for
+    data, on the windowed path (``take``) as on the accumulating one (``next``)."""
+    sink = ListSink()
+    config = small_config(tmp_path, f"training.grad_accum={accum}", "training.log_every=4",
+                          "training.max_steps=4")  # fmt: skip
+    trainer = build_trainer(config, sinks=[sink])
+    start_epoch = trainer.data._start_epoch
+
+    def slow_start() -> object:
+        time.sleep(0.2)
+        return start_epoch()
+
+    monkeypatch.setattr(trainer.data, "_start_epoch", slow_start)
+    trainer.fit()
+    (step,) = [e.metrics for e in sink.events if e.kind == "step"]
+    assert step["data_wait_fraction"] > 0.5  # 0.2 s of 4 steps of a few ms each
+
+
 def test_evaluation_time_is_not_step_time(tmp_path: Path) -> None:
     sink = ListSink()
     config = small_config(tmp_path, "eval.every_steps=5", "training.log_every=5")

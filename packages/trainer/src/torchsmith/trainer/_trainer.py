@@ -146,8 +146,10 @@ class Trainer:
     def _train_window(self, steps: int) -> None:
         """One process, no accumulation: the Stepper runs the hand-written loop itself."""
         data, stepper = self.data, self.stepper
+        started = time.perf_counter()
         batches = data.take(steps)  # a window never crosses an epoch's end
-        if stepper.track:  # a sink will report the data wait
+        if stepper.track:  # a sink will report the data wait, starting an epoch's workers too
+            self._wait += time.perf_counter() - started
             batches = self._timed(batches)
         try:
             stepper.window(batches, self.step, data.batches_done, self.scheduler)
