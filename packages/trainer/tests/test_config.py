@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -46,7 +47,8 @@ def test_an_override_refines_the_default_model_kind() -> None:
 
 
 def test_switching_kind_by_override() -> None:
-    config = validate_config(apply_overrides({}, ["model.kind=gpt", "data.kind=text"]))
+    kinds = ["model.kind=gpt", "data.kind=text", "task.kind=causal_lm"]
+    config = validate_config(apply_overrides({}, kinds))
     assert isinstance(config.model, GPTConfig) and isinstance(config.data, TextDataConfig)
 
 
@@ -140,6 +142,19 @@ def test_override_round_trip(steps: int, lr: float) -> None:
             ["training.stop_after=31", "training.max_steps=30"],
             "training.stop_after (--max-steps): 31 is beyond training.max_steps 30",
         ),
+        (["data.kind=text"], "data.kind: a classification task trains on 'digits', not 'text'"),
+        (
+            ["task.kind=causal_lm", "data.kind=text"],
+            "model.kind: a causal_lm task trains a 'gpt' model (or an 'import' one), not 'mlp'",
+        ),
+        (
+            ["task.kind=clip", "model.kind=clip"],
+            "data.captions: a clip task needs image-caption pairs; set it true",
+        ),
+        (["model.num_classes=5"], "model.num_classes: digits have 10 classes, more than 5"),
+        (["model.in_features=32"], "model.in_features: digits are 64 pixels, not 32"),
+        (["optim.betas=[0.9, 1.5]"], "optim.betas.1: Input should be less than 1; got 1.5"),
+        (["task.top_k=[0]"], "task.top_k.0: Input should be greater than 0; got 0"),
         (
             ["checkpoint.keep_best=2", "checkpoint.metric=train_loss",
              "checkpoint.every_steps=5", "training.log_every=10"],
@@ -152,6 +167,24 @@ def test_fields_that_must_agree(overrides: list[str], expected: str) -> None:
         validate_config(apply_overrides({}, overrides))
     assert str(info.value).startswith(f"invalid config:\n  {expected}")
     assert str(info.value).count("\n") == 1  # one error, naming one field
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["loader.batch_size=2000"], "loader.batch_size: 2000 x 1 process(es) is more than the "
+                                     "1438 training examples (data.val_fraction 0.2 keeps"),
+        (["model.kind=gpt", "data.kind=text", "task.kind=causal_lm", "model.vocab_size=10"],
+         "model.vocab_size: 10 is fewer than the tokenizer's 70 tokens"),
+    ],
+)  # fmt: skip
+def test_what_only_the_data_can_tell_fails_before_training(
+    tmp_path: Path, overrides: list[str], expected: str
+) -> None:
+    config = validate_config(apply_overrides({"out_dir": str(tmp_path)}, overrides))
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        build_trainer(config)
+    assert not (tmp_path / "checkpoints").exists()
 
 
 def test_metric_names_are_what_evaluate_reports(tmp_path: Path) -> None:

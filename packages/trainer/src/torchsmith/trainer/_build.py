@@ -92,6 +92,11 @@ def build_model(config: ExperimentConfig, tokenizer: Tokenizer | None = None) ->
         vocab = m.vocab_size or (tokenizer.vocab_size if tokenizer else None)
         if vocab is None:
             raise ConfigError("model.vocab_size: required when the data has no tokenizer")
+        if tokenizer is not None and vocab < tokenizer.vocab_size:
+            raise ConfigError(
+                f"model.vocab_size: {vocab} is fewer than the tokenizer's "
+                f"{tokenizer.vocab_size} tokens; leave it unset to take the tokenizer's"
+            )
         return _models.GPT(vocab, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout)
     if isinstance(m, CLIPConfig):
         return _models.DualEncoder(m.image_features, m.vocab_size, m.embed_dim, m.hidden)
@@ -177,8 +182,15 @@ def build_trainer(
     if tr.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = wrap_ddp(model, info, device)
+    train_size = dataset_length(data.train)
+    if train_size < loader_cfg.batch_size * info.world_size:
+        raise ConfigError(
+            f"loader.batch_size: {loader_cfg.batch_size} x {info.world_size} process(es) is more "
+            f"than the {train_size} training examples (data.val_fraction "
+            f"{config.data.val_fraction} keeps the rest for validation), so an epoch has no batch"
+        )
     sampler = ResumableSampler(
-        dataset_length(data.train),
+        train_size,
         loader_cfg.batch_size,
         seed=config.seed,
         shuffle=loader_cfg.shuffle,

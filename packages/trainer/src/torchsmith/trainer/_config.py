@@ -126,17 +126,20 @@ class TaskConfig(_Section):
     kind: Literal["classification", "contrastive", "clip", "causal_lm"] = "classification"
     loss: str | None = Field(default=None, description="A torchsmith-losses name; None: default.")
     loss_kwargs: dict[str, Any] = Field(default_factory=dict)
-    top_k: list[int] = Field(default_factory=lambda: [1, 5])
+    top_k: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 5])
 
 
 # ---------------------------------------------------------------- optimization
+
+
+_Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class OptimConfig(_Section):
     name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
     lr: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = Field(default=0.01, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[_Beta, _Beta] = (0.9, 0.999)
     momentum: float = Field(default=0.9, ge=0.0)
     eps: float = Field(default=1e-8, gt=0.0)
     no_decay_norms_and_biases: bool = True
@@ -257,6 +260,7 @@ class ExperimentConfig(_Section):
                 f"data.block_size <= {self.model.block_size} or "
                 f"model.block_size >= {self.data.block_size}"
             )
+        problems += self._kinds_fit()
         if tr.nonfinite_check == "window" and tr.nonfinite == "skip":
             problems.append(
                 "training.nonfinite_check: 'window' cannot skip a bad step after it was taken; "
@@ -289,6 +293,42 @@ class ExperimentConfig(_Section):
             raise ValueError("\n  ".join(problems))
         return self
 
+    def _kinds_fit(self) -> list[str]:
+        """Task, data and model that cannot train together (they would fail at step 1)."""
+        task, data, model = self.task.kind, self.data, self.model
+        wanted_data, wanted_model = _FITS[task]
+        problems = []
+        if data.kind != wanted_data:
+            problems.append(
+                f"data.kind: a {task} task trains on {wanted_data!r}, not {data.kind!r}"
+            )
+        if model.kind not in (wanted_model, "import"):
+            problems.append(
+                f"model.kind: a {task} task trains a {wanted_model!r} model (or an 'import' "
+                f"one), not {model.kind!r}"
+            )
+        if task == "clip" and isinstance(data, DigitsDataConfig) and not data.captions:
+            problems.append("data.captions: a clip task needs image-caption pairs; set it true")
+        width = getattr(model, "image_features", getattr(model, "in_features", DIGIT_FEATURES))
+        if isinstance(data, DigitsDataConfig) and width != DIGIT_FEATURES:
+            field = "image_features" if isinstance(model, CLIPConfig) else "in_features"
+            problems.append(f"model.{field}: digits are {DIGIT_FEATURES} pixels, not {width}")
+        classes = model.num_classes if isinstance(model, MLPConfig) else DIGIT_CLASSES
+        if isinstance(data, DigitsDataConfig) and classes < DIGIT_CLASSES:
+            problems.append(
+                f"model.num_classes: digits have {DIGIT_CLASSES} classes, more than {classes}"
+            )
+        return problems
+
+
+DIGIT_FEATURES, DIGIT_CLASSES = 64, 10
+# task.kind: the data kind it trains on and the built-in model kind it trains.
+_FITS = {
+    "classification": ("digits", "mlp"),
+    "contrastive": ("digits", "encoder"),
+    "clip": ("digits", "clip"),
+    "causal_lm": ("text", "gpt"),
+}
 
 # What a checkpoint fixes: its weights, optimizer state, RNGs and data position mean
 # something only with these. (A resume restores the optimizer's own settings from the
