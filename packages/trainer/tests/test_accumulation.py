@@ -115,6 +115,29 @@ def test_language_model_accumulation_weights_by_tokens(lengths: tuple[int, ...])
     )
 
 
+def test_padding_tokens_do_not_count_towards_the_mean() -> None:
+    """Micro-batches of one shape, mostly padding (-100) in one: weighting them by their
+    shape, as transformers did before PR #34191, is the bug; by their real tokens, one batch."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 11, (4, 8), generator=g)
+    y = torch.randint(0, 11, (4, 8), generator=g)
+    y[2:, 2:] = -100  # the second micro-batch has 4 target tokens, the first 16
+    reference = _TokenLM()
+    F.cross_entropy(reference(x).reshape(-1, 11), y.reshape(-1)).backward()
+
+    model = _TokenLM()
+    stepper = Stepper(model, CausalLMTask(), _KeepGrads(model.parameters(), lr=0.0),
+                      items_per_micro_batch=16.0)  # fmt: skip
+    stepper([(x[:2], y[:2]), (x[2:], y[2:])], step=0)
+    grad, want = model.emb.weight.grad, reference.emb.weight.grad
+    torch.testing.assert_close(grad, want, rtol=1e-12, atol=1e-14)
+
+    by_shape = _TokenLM()  # each micro-batch's mean weighted by its 16 positions
+    for a, b in [(0, 2), (2, 4)]:
+        (F.cross_entropy(by_shape(x[a:b]).reshape(-1, 11), y[a:b].reshape(-1)) / 2).backward()
+    assert (by_shape.emb.weight.grad - want).abs().max() > 1e-3
+
+
 def test_single_micro_batch_path_is_exactly_the_hand_written_step() -> None:
     x, y = _data(16)
     a, b = _model(), copy.deepcopy(_model())

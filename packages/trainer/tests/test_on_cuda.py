@@ -129,3 +129,32 @@ def test_a_tensor_dataset_on_the_gpu_is_gathered_there() -> None:
     assert len(got) == len(expected) == 5
     for ours, theirs in zip(got, expected, strict=True):
         assert all(a.is_cuda and torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+
+
+def test_padded_language_model_accumulation_on_the_gpu_is_one_batch() -> None:
+    """Token counts stay on the GPU (no sync): the step's scale is a device tensor there."""
+    import torch.nn.functional as F
+
+    from torchsmith.trainer import CausalLMTask, Stepper
+
+    from .test_accumulation import _KeepGrads, _TokenLM
+
+    cuda = torch.device("cuda")
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randint(0, 11, (4, 8), generator=g), torch.randint(0, 11, (4, 8), generator=g)
+    y[2:, 2:] = -100
+    x, y = x.to(cuda), y.to(cuda)
+    reference = _TokenLM().to(cuda)
+    F.cross_entropy(reference(x).reshape(-1, 11), y.reshape(-1)).backward()
+    model = _TokenLM().to(cuda)
+    opt = _KeepGrads(model.parameters(), lr=0.0)
+    stepper = Stepper(model, CausalLMTask(), opt, device=cuda, items_per_micro_batch=16.0)
+    torch.cuda.set_sync_debug_mode("error")  # a host sync in the step raises
+    try:
+        stepper([(x[:2], y[:2]), (x[2:], y[2:])], step=0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert reference.emb.weight.grad is not None and model.emb.weight.grad is not None
+    torch.testing.assert_close(
+        model.emb.weight.grad, reference.emb.weight.grad, rtol=1e-12, atol=1e-14
+    )

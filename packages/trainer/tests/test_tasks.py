@@ -24,6 +24,7 @@ from torchsmith.trainer import (
     resolve_loss,
 )
 from torchsmith.trainer._data import move_to
+from torchsmith.trainer._evaluate import evaluate
 from torchsmith.trainer._models import GPT, DualEncoder, Encoder
 from torchsmith.trainer._tasks import takes_logit_scale
 
@@ -121,6 +122,35 @@ def test_language_model_counts_tokens() -> None:
     tokens = torch.randint(0, 5, (3, 7))
     out = CausalLMTask()(GPT(5, 8, 1, 1, 8), (tokens[:, :-1], tokens[:, 1:]))
     assert out.num_items == 18
+
+
+def test_padding_is_neither_counted_nor_scored() -> None:
+    """Targets of -100 (what F.cross_entropy ignores) are padding: not items, not accuracy."""
+    torch.manual_seed(0)
+    model = GPT(5, 8, 1, 1, 8).eval()
+    x, y = torch.randint(0, 5, (3, 6)), torch.randint(0, 5, (3, 6))
+    y[1, 3:], y[2, :] = -100, -100
+    out = CausalLMTask()(model, (x, y))
+    kept = y != -100
+    assert isinstance(out.num_items, torch.Tensor) and int(out.num_items) == 9
+    with torch.no_grad():
+        predicted = model(x).argmax(-1)
+    expected = (predicted[kept] == y[kept]).double().mean()
+    torch.testing.assert_close(out.metrics["accuracy"].double(), expected)  # type: ignore[union-attr]
+
+
+def test_evaluation_weighs_batches_by_their_real_tokens() -> None:
+    """A padded batch counts its target tokens; one with none adds nothing (its mean is NaN)."""
+    torch.manual_seed(0)
+    model = GPT(5, 8, 1, 1, 8)
+    x, y = torch.randint(0, 5, (4, 6)), torch.randint(0, 5, (4, 6))
+    y[1, 2:] = -100
+    empty = y[3:].clone().fill_(-100)
+    values = evaluate(model, CausalLMTask(), [(x[:2], y[:2]), (x[2:3], y[2:3]), (x[3:], empty)])
+    with torch.no_grad():
+        logits = model(x[:3]).reshape(-1, 5)
+    expected = F.cross_entropy(logits.double(), y[:3].reshape(-1))  # the mean over 14 tokens
+    assert values["val_loss"] == pytest.approx(float(expected), rel=1e-5)
 
 
 def test_builtin_losses_without_the_losses_suite(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -49,11 +49,13 @@ class TaskOutput:
 
     ``loss`` is the mean over the ``num_items`` items it covers (examples, or
     tokens for language modelling). The trainer weights each micro-batch by
-    ``num_items`` so gradient accumulation equals one large batch.
+    ``num_items`` so gradient accumulation equals one large batch. Since 1.4
+    ``num_items`` may be a 0-dim integer tensor: a count made on the device (the
+    target tokens that are not padding) costs no host sync.
     """
 
     loss: torch.Tensor
-    num_items: int
+    num_items: int | torch.Tensor
     metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 

@@ -39,20 +39,30 @@ class RunningMean:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
-        self.items = 0
+        self.items: int | torch.Tensor = 0
 
-    def update(self, values: Mapping[str, float | torch.Tensor], num_items: int) -> None:
+    def update(
+        self, values: Mapping[str, float | torch.Tensor], num_items: int | torch.Tensor
+    ) -> None:
+        """Add ``values``, each a mean over ``num_items`` items (an int, or a count on the
+        device). A batch of no items adds nothing, though its means are NaN."""
+        if isinstance(num_items, int) and not num_items:
+            return
         for name, value in values.items():
             if isinstance(value, torch.Tensor):
                 value = value.detach().float()
-            self.sums[name] = self.sums.get(name, 0.0) + value * num_items
-        self.items += num_items
+            weighted = value * num_items
+            if isinstance(weighted, torch.Tensor) and isinstance(num_items, torch.Tensor):
+                weighted = torch.where(num_items > 0, weighted, torch.zeros_like(weighted))
+            self.sums[name] = self.sums.get(name, 0.0) + weighted
+        self.items = self.items + num_items
 
     def compute(self) -> dict[str, float]:
         """The means, as floats (one host sync per value), or {} when nothing was added."""
-        if not self.items:
+        items = float(self.items)
+        if not items:
             return {}
-        return {name: float(total) / self.items for name, total in self.sums.items()}
+        return {name: float(total) / items for name, total in self.sums.items()}
 
     def reset(self) -> None:
         self.sums, self.items = {}, 0

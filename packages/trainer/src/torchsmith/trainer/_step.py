@@ -88,7 +88,7 @@ class Stepper:
         self.steps_done = 0  # by the last window, see window()
         # (mean loss, items) per micro-batch: the float the NaN check read, or with a deferred
         # check the detached loss it keeps; reduced once per log by pop_tracked.
-        self._tracked: list[tuple[float | torch.Tensor, int]] = []
+        self._tracked: list[tuple[float | torch.Tensor, int | torch.Tensor]] = []
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of ``precision`` (a no-op for fp32)."""
@@ -99,25 +99,30 @@ class Stepper:
 
     def pop_tracked(self) -> tuple[torch.Tensor | None, int]:
         """The item-weighted loss sum (float64, on the loss's device) and the item count since
-        the last call (``track`` only)."""
+        the last call (``track`` only; the count is read from the device if counted there)."""
         tracked, self._tracked = self._tracked, []
         if not tracked:
             return None, 0
-        values = [value for value, _ in tracked]
+        values, items = [value for value, _ in tracked], [n for _, n in tracked]
         if self._defer:  # tensors, left on the device: one stack, no sync here
             losses = torch.stack(values).double()  # type: ignore[arg-type]
         else:
             losses = torch.tensor(values, dtype=torch.float64, device=self.device)
-        counts = torch.tensor([n for _, n in tracked], dtype=torch.float64, device=losses.device)
-        return (losses * counts).sum(), sum(n for _, n in tracked)
+        if any(isinstance(n, torch.Tensor) for n in items):  # counted on the device
+            counts = torch.stack([torch.as_tensor(n, device=losses.device) for n in items])
+            counts = counts.double()
+        else:
+            counts = torch.tensor(items, dtype=torch.float64, device=losses.device)
+        return (losses * counts).sum(), int(counts.sum())
 
     def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> None:
         """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as step ``step``."""
         if len(micro_batches) == 1 and not self._ddp:
             self.window(micro_batches, step, first_batch)
             return
-        tracked: list[tuple[float | torch.Tensor, int]] = []
-        items, bad = 0, None
+        tracked: list[tuple[float | torch.Tensor, int | torch.Tensor]] = []
+        items: int | torch.Tensor = 0
+        bad = None
         for index, batch in enumerate(micro_batches):
             out = self._forward(batch)
             value: float | torch.Tensor
@@ -236,20 +241,28 @@ class Stepper:
         else:
             loss.backward()  # type: ignore[no-untyped-call]
 
-    def _normalise_gradients(self, local_items: int, local_bad: bool) -> bool:
-        """Scale the summed gradients by world_size / N; True if any rank saw a bad loss."""
-        total, bad = float(local_items), float(local_bad)
+    def _normalise_gradients(self, local_items: int | torch.Tensor, local_bad: bool) -> bool:
+        """Scale the summed gradients by world_size / N; True if any rank saw a bad loss.
+
+        N counted on the device (a tensor) stays there: the scale is applied without a sync.
+        """
+        total: int | torch.Tensor = local_items
         if self._ddp:  # one collective carries both the item count and the bad-loss flag
-            packed = all_reduce_sum(torch.tensor([total, bad], device=self.device), self.dist)
-            total, bad = float(packed[0]), float(packed[1])
-        if bad:
+            packed = torch.zeros(2, dtype=torch.float64, device=self.device)
+            packed[0], packed[1] = local_items, float(local_bad)  # a count may be a tensor
+            all_reduce_sum(packed, self.dist)
+            total, local_bad = packed[0], bool(packed[1])
+        if local_bad:
             return True
         if self._ddp and self._outside_ddp:
             self._average_outside_ddp()
+        if isinstance(total, torch.Tensor):
+            total = total.double()  # as a Python number would divide
         # DDP averaged the per-rank sums over world_size; undo that, and turn n_i / m into n_i / N.
         scale = self.dist.world_size * self.items_per_micro_batch / total
         grads = [p.grad for p in self._params if p.grad is not None]
-        torch._foreach_mul_(grads, scale)
+        if grads:
+            torch._foreach_mul_(grads, scale)
         return False
 
     def _average_outside_ddp(self) -> None:

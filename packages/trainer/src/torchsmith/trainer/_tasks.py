@@ -57,20 +57,31 @@ class ClassificationTask:
 
 @dataclass
 class CausalLMTask:
-    """Next-token prediction: ``model(x)`` gives logits (B, T, V); the mean is over tokens."""
+    """Next-token prediction: ``model(x)`` gives logits (B, T, V); the mean is over tokens.
+
+    Targets equal to ``ignore_index`` (padding; -100 is what ``F.cross_entropy`` ignores)
+    are not counted: ``num_items`` is the number of target tokens, counted on the device, so
+    accumulated micro-batches with different amounts of padding weigh in by their real
+    tokens, as one batch would (the bug fixed in transformers PR #34191). A micro-batch with
+    no target token has no mean loss (NaN), which the trainer treats as non-finite.
+    """
 
     loss: LossFn = F.cross_entropy
     train_metrics: bool = False
+    ignore_index: int = -100
 
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
         x, y = _pair(batch, "causal_lm")
         logits = model(x)  # (B, T, V)
         flat, targets = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
         loss = self.loss(flat, targets)
+        counted = targets != self.ignore_index
+        tokens = counted.sum()  # a tensor: reading it would wait for a GPU
         metrics: dict[str, float | torch.Tensor] = {}
         if self.train_metrics or not model.training:
-            metrics = {"accuracy": (flat.detach().argmax(-1) == targets).float().mean()}
-        return TaskOutput(loss, targets.numel(), metrics)
+            hits = (flat.detach().argmax(-1) == targets) & counted
+            metrics = {"accuracy": hits.sum() / tokens}
+        return TaskOutput(loss, tokens, metrics)
 
 
 def digit_views(x: torch.Tensor) -> torch.Tensor:
