@@ -109,10 +109,13 @@ def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> N
     trainer.resume(source)  # another model's shapes fail here, listing the mismatched keys
     if problems:
         _refuse(source, problems)  # the same shapes, other settings (say, model.dropout)
-    if trainer.step > trainer.schedule.last_step:
+    schedule = trainer.schedule
+    if trainer.step > schedule.last_step:
+        capped = schedule.stop_after is not None and schedule.stop_after < schedule.max_steps
+        field = "training.stop_after (--max-steps)" if capped else "training.max_steps"
         raise ConfigError(
-            f"training.stop_after (--max-steps): {trainer.schedule.last_step} is before step "
-            f"{trainer.step}, where {source} stopped; give a later step to train on"
+            f"{field}: {schedule.last_step} is before step {trainer.step}, where {source} "
+            "stopped; give a later step to train on"
         )
 
 

@@ -211,6 +211,16 @@ class CheckpointConfig(_Section):
     mode: Literal["min", "max"] = "min"
 
 
+DIGIT_FEATURES, DIGIT_CLASSES = 64, 10
+# task.kind: the data kind it trains on and the built-in model kind it trains.
+_FITS = {
+    "classification": ("digits", "mlp"),
+    "contrastive": ("digits", "encoder"),
+    "clip": ("digits", "clip"),
+    "causal_lm": ("text", "gpt"),
+}
+
+
 class ExperimentConfig(_Section):
     """One training run: what to train, on what, how, and where to write."""
 
@@ -320,15 +330,6 @@ class ExperimentConfig(_Section):
             )
         return problems
 
-
-DIGIT_FEATURES, DIGIT_CLASSES = 64, 10
-# task.kind: the data kind it trains on and the built-in model kind it trains.
-_FITS = {
-    "classification": ("digits", "mlp"),
-    "contrastive": ("digits", "encoder"),
-    "clip": ("digits", "clip"),
-    "causal_lm": ("text", "gpt"),
-}
 
 # What a checkpoint fixes: its weights, optimizer state, RNGs and data position mean
 # something only with these. (A resume restores the optimizer's own settings from the
