@@ -10,7 +10,7 @@ import torch
 from torchsmith.trainer import ExperimentConfig, build_trainer
 from torchsmith.trainer._distributed import unwrap
 
-from .conftest import small_config
+from .conftest import poison_step, small_config
 
 
 def _run(config: ExperimentConfig, stop_after: int | None = None, resume: bool = False) -> dict:
@@ -78,14 +78,31 @@ def test_resume_with_early_stopping_stops_where_the_uninterrupted_run_stops(
     reference = build_trainer(config(tmp_path / "a"))
     reference.fit()
     assert reference.step == 6
-    _run(config(tmp_path / "b"), stop_after=3)
-    resumed = build_trainer(config(tmp_path / "b"))
+    expected = unwrap(reference.stepper.model).state_dict()
+    # Stopped before the early stop, and at it: a run resumed after its stop stays stopped.
+    for stop in (3, 6):
+        _run(config(tmp_path / f"b{stop}"), stop_after=stop)
+        resumed = build_trainer(config(tmp_path / f"b{stop}"))
+        resumed.resume("latest")
+        resumed.fit()
+        assert resumed.step == 6
+        _assert_bitwise_equal(unwrap(resumed.stepper.model).state_dict(), expected)
+
+
+def test_skipped_steps_are_counted_across_a_resume(tmp_path: Path) -> None:
+    config = small_config(tmp_path / "a", "training.nonfinite=skip")
+    straight = build_trainer(config)
+    poison_step(straight, 4)
+    assert straight.fit()["skipped_steps"] == 1
+
+    first = config.model_copy(deep=True)
+    first.training.stop_after, first.out_dir = 7, str(tmp_path / "b")
+    stopped = build_trainer(first)
+    poison_step(stopped, 4)
+    stopped.fit()
+    resumed = build_trainer(config.model_copy(update={"out_dir": str(tmp_path / "b")}))
     resumed.resume("latest")
-    resumed.fit()
-    assert resumed.step == 6
-    _assert_bitwise_equal(
-        unwrap(resumed.stepper.model).state_dict(), unwrap(reference.stepper.model).state_dict()
-    )
+    assert resumed.fit()["skipped_steps"] == 1
 
 
 def test_resume_does_not_read_skipped_batches(tmp_path: Path) -> None:

@@ -333,6 +333,21 @@ def test_a_checkpoint_between_logs_carries_no_stale_train_loss(tmp_path: Path) -
     assert train_loss(12) == logged[12]
 
 
+@pytest.mark.parametrize("sinks", [0, 1])
+def test_the_last_checkpoint_holds_the_last_steps_evaluation_and_loss(
+    tmp_path: Path, sinks: int
+) -> None:
+    """Saved at step 12 (a multiple of checkpoint.every_steps), where no evaluation was due:
+    the final evaluation and loss come first, so the checkpoint holds them."""
+    config = small_config(tmp_path, "checkpoint.every_steps=4", "eval.every_steps=8",
+                          "training.max_steps=12")  # fmt: skip
+    metrics = build_trainer(config, sinks=[ListSink()] * sinks).fit()
+    path = tmp_path / "checkpoints" / "step-00000012" / "meta.json"
+    saved = json.loads(path.read_text())["metrics"]
+    assert {"train_loss", "val_loss", "val_accuracy"} <= saved.keys()
+    assert saved["val_loss"] == metrics["val_loss"] and saved["train_loss"] == metrics["train_loss"]
+
+
 def test_the_first_log_after_a_resume_covers_only_the_steps_since(tmp_path: Path) -> None:
     """Stopped at 19 with a log every 20 steps: the log at 20 is one step's time and loss."""
     config = small_config(tmp_path, "training.log_every=20", "training.max_steps=40")

@@ -112,6 +112,11 @@ class EarlyStopping:
             self.best, self.bad_evals = value, 0
         else:
             self.bad_evals += 1
+        return self.stopped
+
+    @property
+    def stopped(self) -> bool:
+        """Whether the evaluations so far say stop (a run resumed after its stop stays stopped)."""
         return self.bad_evals >= self.patience
 
     def state_dict(self) -> dict[str, Any]:

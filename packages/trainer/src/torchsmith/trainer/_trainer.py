@@ -99,22 +99,21 @@ class Trainer:
         self._window_start, self._wait = time.perf_counter(), 0.0
         self._interval_start = self.step  # a resumed run's first interval is shorter
         epochs_done = data.epochs_completed
+        stopped = self.early_stopping is not None and self.early_stopping.stopped
         try:
-            while self.step < last_step:
+            while self.step < last_step and not stopped:
                 # 1) train, and only train, until something else is due
                 self._train(self._steps_until_due(last_step))
                 self.stepper.check_pending()  # a deferred NaN check, before anything is saved
                 # 2) then log, end the epoch, evaluate and save, as due
-                if self.stepper.track and (self.step % s.log_every == 0 or self.step == last_step):
-                    self._log_step()  # the last interval may be shorter
+                if self.stepper.track and self.step % s.log_every == 0:
+                    self._log_step()
                 new_epoch = data.epochs_completed != epochs_done
                 epochs_done = data.epochs_completed
                 started = time.perf_counter()
-                stop = self._periodic(new_epoch, epochs_done)
+                stopped = self._periodic(new_epoch, epochs_done)
                 # Evaluation and saving are not steps: keep them out of step time and rates.
                 self._window_start += time.perf_counter() - started
-                if stop:
-                    break  # early stopping
             self._finish()
         except BaseException as exc:
             self._emit("error", message=f"{type(exc).__name__}: {exc}")
@@ -206,13 +205,17 @@ class Trainer:
                 stop = self._evaluate()
         if s.eval_every and self.step % s.eval_every == 0 and self._evaluated_at != self.step:
             stop = self._evaluate() or stop
+        if stop or self.step == s.last_step:
+            self._measure_last_step()  # before its checkpoint, so that holds the numbers
         if s.checkpoint_every and self.step % s.checkpoint_every == 0:
             self.save()  # after evaluation, so keep-best sees this step's metrics
         return stop
 
-    def _finish(self) -> None:
+    def _measure_last_step(self) -> None:
+        """The last step's numbers (once): the log interval ending there, its loss when
+        nothing logs, and an evaluation if none was due there."""
         if self.stepper.track and self.step > self._interval_start:
-            self._log_step()  # stopped early: the steps since the last log
+            self._log_step()  # the last interval may be shorter
         last_loss = self.stepper.last_loss
         if last_loss is not None and self._logged_at != self.step:  # nothing logs
             self.metrics["train_loss"] = float(last_loss.detach())
@@ -222,6 +225,9 @@ class Trainer:
             # evaluations): it must not move early stopping, or a run resumed from here
             # would stop differently from one that never stopped.
             self._evaluate(scheduled=False)
+
+    def _finish(self) -> None:
+        self._measure_last_step()  # done already, unless the run resumed at its end
         if self.checkpoints is not None and self._saved_at != self.step:
             self.save()
         self.metrics["step"] = float(self.step)
@@ -299,7 +305,7 @@ class Trainer:
             "optimizer": self.stepper.optimizer.state_dict(),
             "rng": gather_objects(rng_state(), self.dist),
             "data": self.data.state_dict(),
-            "loop": {"step": self.step},
+            "loop": {"step": self.step, "skipped": self.stepper.skipped},
             "meta": {**self.meta, "epoch": self.data.epoch},
         }
         if self.scheduler is not None:
@@ -365,6 +371,7 @@ class Trainer:
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.data.load_state_dict(state["data"])
         self.step = int(state["loop"]["step"])
+        self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
         self._saved_at = self.step
 
     def resume(self, path: str | Path = "latest") -> Path:
