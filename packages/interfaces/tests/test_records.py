@@ -1,5 +1,7 @@
 import json
+import math
 
+import pydantic
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -77,14 +79,26 @@ def test_job_status_done() -> None:
 
 
 @given(
-    metrics=st.dictionaries(
-        st.text(min_size=1, max_size=8), st.floats(allow_nan=False, allow_infinity=False)
-    ),
+    metrics=st.dictionaries(st.text(min_size=1, max_size=8), st.floats()),
     step=st.integers(min_value=0, max_value=2**40),
 )
 def test_training_event_round_trips_any_metrics(metrics: dict[str, float], step: int) -> None:
+    """NaN and infinities included: a diverged loss is a metric too."""
     event = ti.TrainingEvent(kind="step", step=step, metrics=metrics)
-    assert ti.TrainingEvent.read(event.write()) == event
+    back = ti.TrainingEvent.read(event.write())
+    assert back.step == step and back.metrics.keys() == metrics.keys()
+    for name, value in metrics.items():
+        assert back.metrics[name] == value or (math.isnan(value) and math.isnan(back.metrics[name]))
+
+
+def test_a_nan_metric_is_written_as_json_a_1_3_reader_takes() -> None:
+    line = ti.TrainingEvent(kind="step", step=3, metrics={"loss": float("nan")}).write()
+    assert json.loads(line)["metrics"] == {"loss": "NaN"}  # valid JSON, not a bare NaN or null
+
+    class Reader13(pydantic.BaseModel):  # how a reader without the setting parses it
+        metrics: dict[str, float]
+
+    assert math.isnan(Reader13.model_validate_json(line).metrics["loss"])
 
 
 def _benchmark_result_1_0() -> dict[str, object]:

@@ -16,6 +16,7 @@ from torchsmith.trainer import (
     CallbackSink,
     ClassificationTask,
     EarlyStopping,
+    JsonlSink,
     ListSink,
     NonFiniteLossError,
     RichProgressSink,
@@ -346,6 +347,21 @@ def test_the_last_checkpoint_holds_the_last_steps_evaluation_and_loss(
     saved = json.loads(path.read_text())["metrics"]
     assert {"train_loss", "val_loss", "val_accuracy"} <= saved.keys()
     assert saved["val_loss"] == metrics["val_loss"] and saved["train_loss"] == metrics["train_loss"]
+
+
+def test_a_log_of_skipped_steps_only_reads_back(tmp_path: Path) -> None:
+    """An interval whose steps were all skipped has no mean loss: NaN, which the JSONL log
+    must still hold as a line TrainingEvent.read takes."""
+    config = small_config(tmp_path, "training.nonfinite=skip", "training.log_every=1",
+                          "training.max_steps=6")  # fmt: skip
+    trainer = build_trainer(config, sinks=[JsonlSink(tmp_path / "log.jsonl")])
+    poison_step(trainer, 2)
+    trainer.fit()
+    events = [
+        TrainingEvent.read(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()
+    ]
+    losses = {e.step: e.metrics["loss"] for e in events if e.kind == "step"}
+    assert math.isnan(losses[3]) and all(math.isfinite(losses[s]) for s in (1, 2, 4, 5, 6))
 
 
 def test_the_first_log_after_a_resume_covers_only_the_steps_since(tmp_path: Path) -> None:

@@ -74,7 +74,14 @@ EventKind = Literal["step", "eval", "checkpoint", "epoch_end", "end", "error"]
 
 
 class TrainingEvent(Record):
-    """One thing that happened during training, as sent to an EventSink."""
+    """One thing that happened during training, as sent to an EventSink.
+
+    A metric may be NaN or infinite (a diverged loss): JSON has no such numbers, so they are
+    written as the strings "NaN", "Infinity" and "-Infinity", which every 1.x reader parses
+    back into floats (since 1.4; before, NaN was written as null, which no reader accepted).
+    """
+
+    model_config = ConfigDict(ser_json_inf_nan="strings")
 
     kind: EventKind
     step: int = Field(ge=0, description="Optimizer steps completed when the event fired.")
