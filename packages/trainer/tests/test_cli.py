@@ -149,6 +149,45 @@ def test_resume_to_a_step_before_the_checkpoint_is_refused(
     assert "--max-steps): 4 is before step 6" in capsys.readouterr().err
 
 
+def test_a_resume_logs_what_follows_its_step_once(tmp_path: Path) -> None:
+    """A run killed after its checkpoint logged steps it will train again, and may have left a
+    line cut short: the resumed run drops both, so each step is logged once, in order."""
+    every = ["--set", "training.log_every=3", "--set", "checkpoint.every_steps=6"]
+    assert (
+        main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "6", *every, *FAST]) == 0
+    )
+    log = tmp_path / "metrics.jsonl"
+    with log.open("a") as f:  # what a killed run could have written after step 6
+        f.write('{"kind": "step", "step": 9, "metrics": {"loss": 1.0}}\n{"kind": "st')
+    resume = ["--resume", "latest", "--max-steps", "12"]
+    assert main(["digits-classifier", "--out", str(tmp_path), *resume, *every, *FAST]) == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [e["step"] for e in events if e["kind"] == "step"]
+    assert steps == [3, 6, 9, 12]
+    assert [e["step"] for e in events if e["kind"] == "end"] == [6, 12]
+
+
+def test_a_fresh_run_starts_its_own_log(tmp_path: Path) -> None:
+    (tmp_path / "metrics.jsonl").write_text('{"kind": "step", "step": 40, "metrics": {}}\n')
+    assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "3", *FAST]) == 0
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert all(json.loads(line)["step"] <= 3 for line in lines)
+
+
+def test_resume_from_elsewhere_into_another_runs_directory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    for out in (one, two):
+        assert main(["digits-classifier", "--out", str(out), "--max-steps", "2", *FAST]) == 0
+    capsys.readouterr()
+    resume = ["--resume", str(one / "checkpoints" / "latest")]
+    assert main(["digits-classifier", "--out", str(two), *resume, *FAST]) == 2
+    assert "already holds checkpoints of an earlier run" in capsys.readouterr().err
+    mine = ["--resume", str(two / "checkpoints" / "step-00000002"), "--max-steps", "4"]
+    assert main(["digits-classifier", "--out", str(two), *mine, *FAST]) == 0
+
+
 def test_resume_may_change_what_it_logs_evaluates_and_saves(tmp_path: Path) -> None:
     assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "2", *FAST]) == 0
     later = ["--set", "eval.every_steps=5", "--set", "checkpoint.every_steps=4",

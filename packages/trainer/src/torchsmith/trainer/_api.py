@@ -18,7 +18,7 @@ from ._config import (
     resume_mismatches,
     validate_config,
 )
-from ._events import EventBus, JsonlSink, RichProgressSink
+from ._events import EventBus, JsonlSink, RichProgressSink, drop_events_after
 from ._trainer import Trainer
 
 RECIPE_SUFFIXES = (".toml", ".yaml", ".yml")
@@ -96,6 +96,14 @@ def _refuse_another_runs_checkpoints(out_dir: Path) -> None:
         )
 
 
+def _of_this_run(resume: str | Path, out_dir: Path) -> bool:
+    """Whether ``resume`` names a checkpoint of the run in ``out_dir`` (``latest`` does)."""
+    if str(resume) == "latest":
+        return True
+    path, out = Path(resume).resolve(), out_dir.resolve()
+    return path == out or path.is_relative_to(out / "checkpoints")
+
+
 def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> None:
     """Resume ``trainer``, refusing settings that differ from the checkpoint's: a resume
     continues that run, and the optimizer's settings would quietly not apply (they are
@@ -160,12 +168,13 @@ def train(
         updates["training"] = {**cfg.training.model_dump(), "stop_after": max_steps}
     if updates:
         cfg = validate_config({**cfg.model_dump(), **updates})
-    if resume is None:
+    if resume is None or not _of_this_run(resume, Path(cfg.out_dir)):
         _refuse_another_runs_checkpoints(Path(cfg.out_dir))
     given = list(sinks)
     all_sinks = list(given)
+    log = Path(cfg.out_dir) / "metrics.jsonl"
     if log_jsonl:
-        all_sinks.append(_JsonlOnFirstEvent(Path(cfg.out_dir) / "metrics.jsonl"))
+        all_sinks.append(_JsonlOnFirstEvent(log))
     if progress:
         all_sinks.append(RichProgressSink(min(cfg.training.max_steps, max_steps or 10**12)))
     owned = EventBus(all_sinks[len(given) :])  # the sinks made here; callers own theirs
@@ -174,6 +183,8 @@ def train(
         trainer.run_id = run_id
         if resume is not None:
             _resume(trainer, resume, cfg)
+        if log_jsonl:  # what a resumed run logs again (a fresh run: all of an older log)
+            drop_events_after(log, trainer.step if resume is not None else -1)
         return trainer.fit()
     finally:
         owned.close()

@@ -7,12 +7,13 @@ when a sink exists to receive it.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from torchsmith.interfaces import EventSink, TrainingEvent
+from torchsmith.interfaces import EventSink, TrainingEvent, atomic_write
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -63,6 +64,26 @@ class JsonlSink:
 
     def close(self) -> None:
         self._file.close()
+
+
+def drop_events_after(path: Path, step: int) -> int:
+    """Remove from the JSONL log at ``path`` the events after ``step``, and any line a kill cut
+    short: a run resumed at ``step`` logs what follows again (as TensorBoard's ``purge_step``
+    does). Atomic; the number of lines removed."""
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if (at := _step_of(line)) is not None and at <= step]
+    if len(kept) < len(lines):
+        atomic_write(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _step_of(line: str) -> int | None:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class CallbackSink:
