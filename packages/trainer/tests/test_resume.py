@@ -84,8 +84,8 @@ def test_resume_with_early_stopping_stops_where_the_uninterrupted_run_stops(
         _run(config(tmp_path / f"b{stop}"), stop_after=stop)
         resumed = build_trainer(config(tmp_path / f"b{stop}"))
         resumed.resume("latest")
-        resumed.fit()
-        assert resumed.step == 6
+        metrics = resumed.fit()
+        assert resumed.step == 6 and metrics["train_loss"] == reference.metrics["train_loss"]
         _assert_bitwise_equal(unwrap(resumed.stepper.model).state_dict(), expected)
 
 

@@ -372,6 +372,9 @@ class Trainer:
         self.data.load_state_dict(state["data"])
         self.step = int(state["loop"]["step"])
         self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
+        saved = state.get("meta", {}).get("metrics", {})
+        if "train_loss" in saved:  # measured at this step: what a run ending here reports
+            self.metrics["train_loss"], self._logged_at = float(saved["train_loss"]), self.step
         self._saved_at = self.step
 
     def resume(self, path: str | Path = "latest") -> Path:
