@@ -97,6 +97,9 @@ def test_a_save_killed_while_replacing_a_step_loses_nothing(
         CheckpointManager(tmp_path).save(_state(2.0), step=3, metrics={})
     monkeypatch.undo()
 
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    CheckpointManager(tmp_path, recover=False)  # another DDP rank: rank 0 alone recovers
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == left != []
     manager = CheckpointManager(tmp_path)  # a later run opens the directory
     expected = 1.0 if killed_after == "moving the old copy away" else 2.0
     loaded = manager.load()

@@ -135,3 +135,11 @@ def test_compiled_model_trains_and_resumes(tmp_path: Path) -> None:
     resumed = _run(config(tmp_path / "b"), resume=True)
     for key in reference:  # compiled kernels may differ from eager in the last bits only
         torch.testing.assert_close(resumed[key], reference[key])
+
+
+def test_resuming_with_another_number_of_processes_warns(tmp_path: Path) -> None:
+    trainer = build_trainer(small_config(tmp_path))
+    state = trainer.state_dict()
+    state["rng"] = state["rng"] * 2  # as two DDP processes write it
+    with pytest.warns(UserWarning, match=r"written by 2 process\(es\), with 1: .* will not match"):
+        trainer.load_state_dict(state, tmp_path)

@@ -33,7 +33,7 @@ from ._config import (
 )
 from ._data import BatchStream, ResumableSampler, build_loader, dataset_length
 from ._datasets import Tokenizer, digits, shipped_corpus, text_corpus
-from ._distributed import Dist, init_distributed, wrap_ddp
+from ._distributed import Dist, barrier, init_distributed, wrap_ddp
 from ._evaluate import EarlyStopping, TextSampler
 from ._optim import build_optimizer, build_scheduler
 from ._rng import seed_everything
@@ -227,6 +227,15 @@ def build_trainer(
     )
     ev, ck = config.eval, config.checkpoint
     out_dir = Path(config.out_dir)
+    checkpoints = CheckpointManager(
+        out_dir / "checkpoints",
+        keep_last=ck.keep_last,
+        keep_best=ck.keep_best,
+        metric=ck.metric,
+        mode=ck.mode,
+        recover=info.is_main,
+    )
+    barrier(info)  # the other ranks read checkpoints once rank 0 has recovered them
     return Trainer(
         stepper=stepper,
         data=BatchStream(loader, sampler, seed=config.seed),
@@ -241,13 +250,7 @@ def build_trainer(
         ),
         scheduler=build_scheduler(optimizer, config.schedule, tr.max_steps),
         val_data=val_loader,
-        checkpoints=CheckpointManager(
-            out_dir / "checkpoints",
-            keep_last=ck.keep_last,
-            keep_best=ck.keep_best,
-            metric=ck.metric,
-            mode=ck.mode,
-        ),
+        checkpoints=checkpoints,
         sinks=sinks,
         early_stopping=EarlyStopping(ev.early_stopping_metric, ev.patience, ev.min_delta, ev.mode)
         if ev.early_stopping_metric

@@ -49,11 +49,12 @@ class CheckpointManager:
         keep_best: int = 0,
         metric: str = "val_loss",
         mode: str = "min",
+        recover: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.keep_last, self.keep_best = keep_last, keep_best
         self.metric, self.mode = metric, mode
-        if self.directory.is_dir():
+        if recover and self.directory.is_dir():  # under DDP, rank 0's alone: renames race
             self._recover()
 
     def _recover(self) -> None:

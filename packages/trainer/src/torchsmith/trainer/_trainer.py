@@ -10,6 +10,7 @@ behind an ``if`` that is false unless something consumes it.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,7 +368,14 @@ class Trainer:
                 )
             per_rank = state["loss"]
             loss.load_state_dict(per_rank[self.dist.rank if self.dist.rank < len(per_rank) else 0])
-        rngs = state["rng"]
+        rngs = state["rng"]  # one per process that wrote the checkpoint
+        if len(rngs) != self.dist.world_size:
+            warnings.warn(
+                f"resuming {source}, written by {len(rngs)} process(es), with "
+                f"{self.dist.world_size}: the data order and random streams are per process, "
+                "so this run will not match an uninterrupted one",
+                stacklevel=2,
+            )
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.data.load_state_dict(state["data"])
         self.step = int(state["loop"]["step"])
