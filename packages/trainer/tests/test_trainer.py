@@ -162,7 +162,7 @@ def test_early_stopping_modes() -> None:
         False,
         True,
     ]
-    with pytest.raises(KeyError, match="not among"):
+    with pytest.raises(ConfigError, match=r"eval.early_stopping_metric: 'acc' is not among"):
         stop.update({"loss": 1.0})
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from torchsmith.interfaces import ConfigError
+
 from ._data import move_to
 from ._datasets import Tokenizer
 from ._distributed import Dist, all_reduce_sum, gather_objects
@@ -100,8 +102,11 @@ class EarlyStopping:
 
     def update(self, metrics: dict[str, float]) -> bool:
         """Record one evaluation; True when training should stop."""
-        if self.metric not in metrics:
-            raise KeyError(f"early stopping metric {self.metric!r} is not among {sorted(metrics)}")
+        if self.metric not in metrics:  # an imported model with fewer classes than a top-k
+            raise ConfigError(
+                f"eval.early_stopping_metric: {self.metric!r} is not among the evaluation's "
+                f"metrics {sorted(metrics)}"
+            )
         value = metrics[self.metric]
         improved = self.best is None or (
             value < self.best - self.min_delta
