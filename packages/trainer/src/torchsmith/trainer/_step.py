@@ -108,11 +108,8 @@ class Stepper:
             losses = torch.stack(values).double()  # type: ignore[arg-type]
         else:
             losses = torch.tensor(values, dtype=torch.float64, device=self.device)
-        if any(isinstance(n, torch.Tensor) for n in items):  # counted on the device
-            counts = torch.stack([torch.as_tensor(n, device=losses.device) for n in items])
-            counts = counts.double()
-        else:
-            counts = torch.tensor(items, dtype=torch.float64, device=losses.device)
+        f64 = torch.float64  # an int, or a count made on the device
+        counts = torch.stack([torch.as_tensor(n, dtype=f64, device=losses.device) for n in items])
         return (losses * counts).sum(), int(counts.sum())
 
     def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> None:
@@ -261,7 +258,7 @@ class Stepper:
         # DDP averaged the per-rank sums over world_size; undo that, and turn n_i / m into n_i / N.
         scale = self.dist.world_size * self.items_per_micro_batch / total
         grads = [p.grad for p in self._params if p.grad is not None]
-        if grads:
+        if grads:  # with a tensor scale, _foreach_mul_ refuses an empty list
             torch._foreach_mul_(grads, scale)
         return False
 
