@@ -153,6 +153,39 @@ def test_early_stopping_stops(tmp_path: Path) -> None:
     assert build_trainer(config).fit()["step"] == 4  # never improves by 100: stop at 2nd eval
 
 
+def test_an_imported_model_trains_and_its_top_k_is_checked_before_training(
+    tmp_path: Path,
+) -> None:
+    """``model.kind = "import"``: any builder by import path. Validation cannot know its
+    class count, so a top-k metric it is too small for is refused when the run is built."""
+    linear = {"kind": "import", "target": "torch.nn:Linear"}
+    config = small_config(
+        tmp_path / "ok",
+        "task.top_k=[1, 3]",
+        "eval.every_steps=10",
+        "eval.early_stopping_metric=val_top3_accuracy",
+        "eval.mode=max",
+        model={**linear, "kwargs": {"in_features": 64, "out_features": 10}},
+    )
+    trainer = build_trainer(config)
+    assert isinstance(trainer.stepper.model, torch.nn.Linear) and trainer.stepper.model.training
+    metrics = trainer.fit()
+    assert metrics["step"] == 30 and 0.0 <= metrics["val_top3_accuracy"] <= 1.0
+
+    for field in ("eval.early_stopping_metric", "checkpoint.metric"):
+        wanted = [f"{field}=val_top12_accuracy", "task.top_k=[1, 12]", "eval.every_steps=10"]
+        if field == "checkpoint.metric":
+            wanted += ["checkpoint.keep_best=1", "checkpoint.mode=max"]
+        config = small_config(
+            tmp_path / field,
+            *wanted,
+            model={**linear, "kwargs": {"in_features": 64, "out_features": 10}},
+        )
+        with pytest.raises(ConfigError, match=rf"{field}: 'val_top12_accuracy' needs more than"):
+            build_trainer(config)
+        assert not (tmp_path / field).exists()  # nothing trained, nothing written
+
+
 def test_early_stopping_modes() -> None:
     stop = EarlyStopping("acc", patience=2, min_delta=0.01, mode="max")
     assert [stop.update({"acc": a}) for a in (0.5, 0.505, 0.6, 0.6, 0.59)] == [
