@@ -86,3 +86,25 @@ def test_a_prompt_the_tokenizer_cannot_encode_fails_before_training(tmp_path: Pa
         build_trainer(config)
     with pytest.raises(DataError, match="not in the tokenizer's vocabulary"):
         TextSampler(TOKENIZER, BLOCK, prompt="xyz")
+
+
+class _Padded(torch.nn.Module):
+    """A model whose vocabulary is padded by 40 ids, made the likeliest by far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = _model()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = self.inner(tokens)
+        padding = torch.full((*logits.shape[:-1], 40), 100.0)
+        return torch.cat([logits, padding], dim=-1)
+
+
+def test_a_vocabulary_padded_beyond_the_tokenizer_samples_only_its_ids() -> None:
+    """``model.vocab_size`` may exceed the tokenizer's (padded, as nanoGPT pads GPT-2's to
+    50304); the ids above it have no text, so sampling never draws them."""
+    sampler = TextSampler(TOKENIZER, BLOCK, 24, "a", temperature=5.0, top_k=None)
+    texts = [sampler(_Padded(), step=seed) for seed in range(4)]
+    assert len(set(texts)) > 1
+    assert all(len(text) == 25 and set(text) <= set("abcdefghijklmnop\n") for text in texts)

@@ -141,11 +141,14 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
+    vocab_size: int | None = None,
 ) -> torch.Tensor:
-    """Extend ``tokens`` (B, T) by sampling ``max_new_tokens`` from ``model``'s logits."""
+    """Extend ``tokens`` (B, T) by sampling ``max_new_tokens`` from ``model``'s logits;
+    with ``vocab_size``, only ids below it (a model's vocabulary may be padded beyond its
+    tokenizer's, and an id the tokenizer lacks cannot be decoded)."""
     for _ in range(max_new_tokens):
         context = tokens[:, -block_size:]
-        logits = model(context)[:, -1, :] / temperature  # (B, vocab)
+        logits = model(context)[:, -1, :vocab_size] / temperature  # (B, vocab)
         if top_k is not None:
             kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -185,6 +188,7 @@ class TextSampler:
             temperature=self.temperature,
             top_k=self.top_k,
             generator=generator,
+            vocab_size=self.tokenizer.vocab_size,
         )
         model.train(was_training)
         return self.tokenizer.decode(out[0].tolist())
