@@ -197,6 +197,28 @@ def test_text_corpus_blocks_shift_by_one(tmp_path: Path) -> None:
         text_corpus([tmp_path / "missing"], "char", 8, 0.1)
 
 
+def test_a_corpus_that_cannot_be_read_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.MD").write_text("upper-case suffixes count too. " * 20)
+    (tmp_path / "folder.md").mkdir()  # a directory named like a text file is walked, not read
+    (tmp_path / "folder.md" / "inner.txt").write_text("inner text. " * 20)
+    train, _, tok = text_corpus([tmp_path], "char", block_size=8, val_fraction=0.1)
+    assert "upper-case" in tok.decode(train.tokens.tolist()) and "inner" in tok.decode(
+        train.tokens.tolist()
+    )
+    (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin.txt is not UTF-8 \(byte 3"):
+        text_corpus([tmp_path], "char", 8, 0.1)
+
+
+def test_a_corpus_too_short_for_a_validation_block_names_the_fields(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("x" * 440)  # 44 tokens of validation for blocks of 64
+    with pytest.raises(DataError) as caught:
+        text_corpus([tmp_path], "char", block_size=64, val_fraction=0.1)
+    message = str(caught.value)
+    assert message.startswith("data.block_size: the corpus's 440 tokens leave 44 for validation")
+    assert "data.val_fraction 0.1" in message
+
+
 def _same_batches(got: list[list[torch.Tensor]], expected: list[list[torch.Tensor]]) -> None:
     """Equal value for value, and alike in what a model could notice: dtype, shape, layout."""
     assert len(got) == len(expected) > 0

@@ -132,14 +132,27 @@ def read_corpus(paths: list[Path]) -> str:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in TEXT_SUFFIXES)
+            found = (p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES)
+            files += sorted(p for p in found if p.is_file())
         elif path.is_file():
             files.append(path)
         else:
             raise DataError(f"text data path {path} does not exist")
     if not files:
         raise DataError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {paths}")
-    return "\n\n".join(f.read_text(encoding="utf-8") for f in files)
+    return "\n\n".join(_read_text(f) for f in files)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"text data file {path} is not UTF-8 (byte {exc.start}: {exc.reason}); "
+            "convert it, or leave it out of data.paths"
+        ) from exc
+    except OSError as exc:
+        raise DataError(f"text data file {path} cannot be read: {exc.strerror}") from exc
 
 
 def text_corpus(
@@ -150,4 +163,17 @@ def text_corpus(
     tok = Tokenizer.fit(tokenizer, text)
     tokens = torch.tensor(tok.encode(text), dtype=torch.int64)
     split = int(len(tokens) * (1.0 - val_fraction))
-    return TokenBlocks(tokens[:split], block_size), TokenBlocks(tokens[split:], block_size), tok
+    parts = {"training": tokens[:split], "validation": tokens[split:]}
+    for name, part in parts.items():
+        if len(part) < block_size + 1:
+            raise DataError(
+                f"data.block_size: the corpus's {len(tokens)} tokens leave {len(part)} for "
+                f"{name} (data.val_fraction {val_fraction}), too few for one block of "
+                f"{block_size} tokens and its next token; add text, or lower data.block_size "
+                "or adjust data.val_fraction"
+            )
+    return (
+        TokenBlocks(parts["training"], block_size),
+        TokenBlocks(parts["validation"], block_size),
+        tok,
+    )
