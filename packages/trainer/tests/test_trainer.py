@@ -487,6 +487,24 @@ def test_a_raising_sink_cancels_the_run(tmp_path: Path) -> None:
     assert {e.run_id for e in seen} == {"job-7"} and seen[-1].step == 10
 
 
+def test_a_sink_that_always_fails_keeps_nothing_from_the_others(tmp_path: Path) -> None:
+    """A broken sink (a closed socket) stops the run with its first error, and the sinks
+    after it, the JSONL log among them, still record that step and the error event."""
+
+    class Broken:
+        def emit(self, event: TrainingEvent) -> None:
+            raise ConnectionError(f"socket closed ({event.kind})")
+
+    failed = pytest.warns(UserWarning, match=r"a sink failed on the error event")
+    with failed, pytest.raises(ConnectionError, match=r"socket closed \(step\)") as caught:
+        train(small_config(tmp_path), sinks=[Broken()])
+    assert caught.value.__context__ is None  # the run's error, not the error event's
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    events = [TrainingEvent.read(line) for line in lines]
+    assert [(e.kind, e.step) for e in events] == [("step", 5), ("error", 5)]
+    assert events[-1].message == "ConnectionError: socket closed (step)"
+
+
 def test_evaluation_every_epoch(tmp_path: Path) -> None:
     sink = ListSink()
     config = small_config(tmp_path, "eval.every_epochs=1", "training.max_steps=50")

@@ -38,8 +38,16 @@ class EventBus:
         return bool(self.sinks)
 
     def emit(self, event: TrainingEvent) -> None:
+        """Give ``event`` to every sink. A sink that raises does not keep it from the ones
+        after it (the JSONL log still records the step); the first error is raised after."""
+        failure: Exception | None = None
         for sink in self.sinks:
-            sink.emit(event)
+            try:
+                sink.emit(event)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
 
     def close(self) -> None:
         for sink in self.sinks:

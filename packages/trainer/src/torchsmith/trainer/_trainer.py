@@ -117,7 +117,10 @@ class Trainer:
                 self._window_start += time.perf_counter() - started
             self._finish()
         except BaseException as exc:
-            self._emit("error", message=f"{type(exc).__name__}: {exc}")
+            try:
+                self._emit("error", message=f"{type(exc).__name__}: {exc}")
+            except Exception as sink_error:  # the run's own error is the one to raise
+                warnings.warn(f"a sink failed on the error event: {sink_error!r}", stacklevel=2)
             raise
         return self.metrics
 
