@@ -122,6 +122,7 @@ def test_resume_into_another_model_lists_the_keys(
         (["--set", "optim.name=sgd"], ["optim.name: checkpoint 'adamw', this run 'sgd'"]),
         (["--set", "model.dropout=0.5"], ["model.dropout: checkpoint 0.1, this run 0.5"]),
         (["--set", "loader.batch_size=16"], ["loader.batch_size: checkpoint 64, this run 16"]),
+        (["--set", "loader.shuffle=false"], ["loader.shuffle: checkpoint True, this run False"]),
     ],
 )  # fmt: skip
 def test_resume_with_other_settings_is_refused(
@@ -324,3 +325,14 @@ def test_resume_after_sigkill_is_byte_identical(tmp_path: Path) -> None:
     subprocess.run(_cli(*args, "--out", str(clean)), env=env, check=True)
     a = (clean / "checkpoints" / "latest" / "model.safetensors").read_bytes()
     assert a == (killed / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+
+
+def test_an_out_dir_that_is_a_file_fails_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "afile").write_text("")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "run"):
+        assert main(["digits-classifier", "--out", str(out), *FAST]) == 2
+        assert f"out_dir (--out): {tmp_path / 'afile'} is a file, not a directory" in (
+            capsys.readouterr().err
+        )

@@ -17,6 +17,7 @@ from torchsmith.trainer import (
     load_config,
     validate_config,
 )
+from torchsmith.trainer._build import build_data
 from torchsmith.trainer._config import GPTConfig, TextDataConfig, eval_metric_names
 from torchsmith.trainer._evaluate import evaluate
 
@@ -61,6 +62,8 @@ def test_switching_kind_by_override() -> None:
         ("loader.batch_size=0", "loader.batch_size: Input should be greater than 0"),
         ("model.kind=resnet", "expected tags: 'mlp', 'encoder', 'gpt', 'clip', 'import'"),
         ("schedule.name=poly", "schedule.name: Input should be 'constant', 'linear', 'cosine'"),
+        ("seed=-1", "seed: Input should be greater than or equal to 0"),
+        ("seed=4294967296", "seed: Input should be less than 4294967296"),
     ],
 )
 def test_errors_name_field_and_allowed_values(override: str, expected: str) -> None:
@@ -100,13 +103,17 @@ def test_missing_file_and_bad_suffix(tmp_path: Path) -> None:
     (tmp_path / "broken.toml").write_text("[optim\n")
     with pytest.raises(ConfigError, match="not valid"):
         load_config(tmp_path / "broken.toml")
+    (tmp_path / "latin.toml").write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.toml is not UTF-8 \(byte 11\)"):
+        load_config(tmp_path / "latin.toml")
 
 
 def test_shipped_recipes_validate() -> None:
     assert list_recipes() == ["char-gpt", "digits-classifier", "simclr-digits"]
     for name in list_recipes():
         config, base = load_config(name, ["optim.lr=1e-3"])
-        assert config.name == name and config.optim.lr == 1e-3 and base is not None
+        assert config.name == name and config.optim.lr == 1e-3
+        assert base is None  # its relative data paths are the user's: the working directory
 
 
 @given(st.integers(min_value=1, max_value=10**6), st.floats(1e-8, 10.0, allow_nan=False))
@@ -214,3 +221,26 @@ def test_metric_names_are_what_evaluate_reports(tmp_path: Path) -> None:
             perplexity_of_loss=trainer.perplexity,
         )
         assert sorted(reported) == sorted(eval_metric_names(config)), kind
+
+
+def test_relative_data_paths_resolve_against_the_config_file_or_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A config file's relative paths are relative to it (a config and its corpus move
+    together); a shipped recipe's, given with --set, to where the command runs."""
+    for where, text in (("project", "the config's folder. "), ("cwd", "the working directory. ")):
+        (tmp_path / where / "corpus").mkdir(parents=True)
+        (tmp_path / where / "corpus" / "a.txt").write_text(text * 40)
+    kinds = 'model = {kind = "gpt"}\ntask = {kind = "causal_lm"}\n'
+    (tmp_path / "project" / "c.toml").write_text(
+        kinds + 'data = {kind = "text", paths = ["corpus"], block_size = 32}\n'
+    )
+    monkeypatch.chdir(tmp_path / "cwd")
+    for source, overrides, expected in (
+        (tmp_path / "project" / "c.toml", [], "config's folder"),
+        ("char-gpt", ['data.paths=["corpus"]', "data.block_size=32"], "working directory"),
+    ):
+        config, base = load_config(source, overrides)
+        data = build_data(config, base)
+        assert data.tokenizer is not None
+        assert expected in data.tokenizer.decode(data.train.tokens.tolist())  # type: ignore[attr-defined]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -47,23 +48,27 @@ def load_config(
     source: str | Path | Mapping[str, Any] | ExperimentConfig,
     overrides: Iterable[str] = (),
 ) -> tuple[ExperimentConfig, Path | None]:
-    """(validated config, directory relative paths in it resolve against).
+    """(validated config, directory its relative ``data.paths`` resolve against).
 
     ``source`` is a recipe name, a .toml/.yaml path, a mapping or a config; each
-    ``overrides`` item is ``"section.field=value"``.
+    ``overrides`` item is ``"section.field=value"``. Relative data paths resolve against a
+    config file's folder, so a config and its corpus move together; for a shipped recipe,
+    a mapping or a config, against the working directory (the directory is None).
+    ``out_dir`` always resolves against the working directory.
     """
     base_dir: Path | None = None
     if isinstance(source, ExperimentConfig):
         raw: Mapping[str, Any] = source.model_dump()
     elif isinstance(source, Mapping):
         raw = source
+    elif Path(source).is_file():
+        path = Path(source)
+        raw, base_dir = read_config_file(path), path.parent.resolve()
     else:
         path = Path(source)
-        if not path.is_file():
-            if path.suffix in RECIPE_SUFFIXES or path.parent != Path("."):
-                raise ConfigError(f"config file {path} does not exist")
-            path = recipe_path(str(source))
-        raw, base_dir = read_config_file(path), path.parent.resolve()
+        if path.suffix in RECIPE_SUFFIXES or path.parent != Path("."):
+            raise ConfigError(f"config file {path} does not exist")
+        raw = read_config_file(recipe_path(str(source)))
     return validate_config(apply_overrides(raw, overrides)), base_dir
 
 
@@ -94,6 +99,15 @@ def _refuse_another_runs_checkpoints(out_dir: Path) -> None:
             f"out_dir: {out_dir} already holds checkpoints of an earlier run (newest: "
             f"{found[-1].name}); continue it with --resume latest, or choose another --out"
         )
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Fail before any work where the run directory cannot be a directory we write."""
+    existing = next(p for p in (out_dir, *out_dir.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise ConfigError(f"out_dir (--out): {existing} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"out_dir (--out): {existing} is not writable")
 
 
 def _of_this_run(resume: str | Path, out_dir: Path) -> bool:
@@ -168,6 +182,7 @@ def train(
         updates["training"] = {**cfg.training.model_dump(), "stop_after": max_steps}
     if updates:
         cfg = validate_config({**cfg.model_dump(), **updates})
+    _check_out_dir(Path(cfg.out_dir))
     if resume is None or not _of_this_run(resume, Path(cfg.out_dir)):
         _refuse_another_runs_checkpoints(Path(cfg.out_dir))
     given = list(sinks)

@@ -225,7 +225,7 @@ class ExperimentConfig(_Section):
     """One training run: what to train, on what, how, and where to write."""
 
     name: str = Field(default="experiment", pattern=r"^[\w.-]+$")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**32)  # numpy's seeds; the sampler's fit int64
     out_dir: str = "runs/experiment"
     model: ModelConfig = Field(default_factory=MLPConfig)
     data: DataConfig = Field(default_factory=DigitsDataConfig)
@@ -334,7 +334,15 @@ class ExperimentConfig(_Section):
 # What a checkpoint fixes: its weights, optimizer state, RNGs and data position mean
 # something only with these. (A resume restores the optimizer's own settings from the
 # checkpoint, so a changed optim.lr would be silently ignored.)
-_FIXED_ON_RESUME = ("seed", "model.", "data.", "task.", "optim.", "loader.batch_size")
+_FIXED_ON_RESUME = (
+    "seed",
+    "model.",
+    "data.",
+    "task.",
+    "optim.",
+    "loader.batch_size",
+    "loader.shuffle",  # the rest of the epoch would come from another order
+)
 
 
 def resume_mismatches(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -387,7 +395,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
     """The raw mapping in a ``.toml``, ``.yaml`` or ``.yml`` file."""
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start})") from exc
     try:
         if path.suffix == ".toml":
             data: Any = tomllib.loads(text)
