@@ -8,7 +8,8 @@ a plain DataLoader shows what a user's own loop gets. ``test_digits_mlp_as_confi
 gives the trainer the optimizer its config builds (fused AdamW) against a hand-written
 loop with torch's defaults: what a user gets end to end. Ratios are printed, not
 asserted tightly: timing on a shared machine is noisy. PyTorch Lightning's ratio on
-the same work is reported when it is installed.
+the same work is reported when it is installed. Set TORCHSMITH_BENCH_DIR to keep the raw
+samples (seconds per sample, each side) as JSON lines.
 
     uv run pytest tests/performance/test_trainer_overhead.py -m perf -s
 """
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -107,7 +109,9 @@ def _interleaved(
 
 
 def _report(name: str, hand: list[float], other: list[float], steps: int, epochs: int = 1) -> float:
-    """Print the ratio of ``other`` to ``hand`` (samples of ``epochs`` epochs of ``steps``)."""
+    """Print the ratio of ``other`` to ``hand`` (samples of ``epochs`` epochs of ``steps``);
+    with TORCHSMITH_BENCH_DIR set, also append the raw samples to trainer_overhead.jsonl."""
+    _save({"name": name, "steps_per_sample": steps * epochs, "hand_s": hand, "other_s": other})
     steps *= epochs
     ratio = statistics.median(other) / statistics.median(hand)
     ratio_of_mins = min(other) / min(hand)
@@ -121,6 +125,14 @@ def _report(name: str, hand: list[float], other: list[float], steps: int, epochs
         f"ratio IQR [{q1:.3f}, {q3:.3f}], {overhead_us:+.1f} us/step over {steps} steps"
     )
     return ratio
+
+
+def _save(record: dict[str, object]) -> None:
+    if out := os.environ.get("TORCHSMITH_BENCH_DIR"):
+        path = Path(out) / "trainer_overhead.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
 
 
 def _digits_parts(seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -318,8 +330,6 @@ print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
 
 def test_digits_peak_memory() -> None:
     """Peak RSS of a fresh process running 3 epochs each way (imports included in both)."""
-    from pathlib import Path
-
     probe = _MEMORY_PROBE.format(here=str(Path(__file__).parent))
     peaks = {}
     for kind in ("hand", "trainer"):
