@@ -81,6 +81,30 @@ def test_a_recipe_trains_as_a_job_with_its_events_stored(app_client) -> None:
     assert any(p.endswith(".safetensors") for p in files), files
 
 
+@pytest.mark.parametrize(
+    ("recipe", "overrides", "field"),
+    [
+        ("digits-classifier",
+         ["model={kind: import, target: 'os:system', kwargs: {command: 'true'}}"],
+         "model.kind: 'import' runs code"),
+        ("digits-classifier", ["eval.metrics={leak: 'os:getcwd'}"], "eval.metrics: each runs code"),
+        ("char-gpt", ["data.paths=['/etc']"], "data.paths: the server's files"),
+    ],
+)  # fmt: skip
+def test_a_request_may_tune_a_recipe_not_run_code_or_read_files(
+    app_client, recipe: str, overrides: list[str], field: str
+) -> None:
+    """Overrides that would import and call anything by path, or train on the server's
+    files, are a 422 naming the field, before a job exists."""
+    client, auth = app_client
+    body = {"recipe": recipe, "overrides": overrides}
+    response = client.post("/api/v1/train", json=body, headers=auth)
+    assert response.status_code == 422, response.text
+    assert "not allowed through the API" in response.json()["detail"]
+    assert field in response.json()["detail"]
+    assert client.get("/api/v1/jobs", params={"kind": "train"}).json() == []
+
+
 def test_a_generated_model_downloads_as_a_zip(app_client) -> None:
     client, auth = app_client
     assert "gpt2" in client.get("/api/v1/generator/families").json()

@@ -14,6 +14,7 @@ from ._http import JobId, jobs, json_text, json_texts, settings, store
 from ._jobs import JobNotFoundError
 from ._schemas import TrainRequest
 from ._suites import suite
+from ._tasks import checked_train_config
 
 router = APIRouter(prefix="/train", tags=["train"])
 
@@ -35,12 +36,16 @@ async def recipes() -> list[str]:
     return await run_in_threadpool(_recipes)
 
 
-def _check_recipe(recipe: str) -> None:
+def _check_request(recipe: str, overrides: list[str]) -> None:
+    """A 4xx now, not a failed job later: an unknown recipe, a bad override, or overrides
+    that would run code or read files on the server (see ``checked_train_config``)."""
     trainer = suite("trainer", "train")
     if hasattr(trainer, "list_recipes"):
         names = _recipes()
         if recipe not in names:
             raise RegistryError(f"unknown recipe {recipe!r}; recipes: {', '.join(names)}")
+    if hasattr(trainer, "load_config"):
+        checked_train_config(recipe, overrides)
 
 
 @router.post("", status_code=202, response_model=JobStatus, summary="Start a training job")
@@ -50,7 +55,7 @@ async def submit(
     key: SubmitKey,
 ) -> Response:
     if "train" not in settings(request).runners:
-        await run_in_threadpool(_check_recipe, body.recipe)
+        await run_in_threadpool(_check_request, body.recipe, list(body.overrides))
     status = jobs(request).submit(
         "train",
         {"recipe": body.recipe, "overrides": list(body.overrides)},

@@ -17,15 +17,30 @@ from ._suites import suite
 from ._worker import JobContext
 
 
+def checked_train_config(recipe: str, overrides: list[str]) -> Any:
+    """The recipe's config with ``overrides``, refused (ConfigError, a 422) where a request
+    would run code or read files on the server rather than tune a shipped recipe: an
+    ``import`` model and ``eval.metrics`` call what their import paths name, and
+    ``data.paths`` reads the server's files (whose text the sampled evaluations would show).
+    ``out_dir`` needs no check: the job's own directory replaces it."""
+    config, _ = suite("trainer", "load_config").load_config(recipe, overrides)
+    problems = []
+    if config.model.kind == "import":
+        problems.append("model.kind: 'import' runs code named by path; train a built-in kind")
+    if config.eval.metrics:
+        problems.append("eval.metrics: each runs code named by path; use the built-in metrics")
+    if getattr(config.data, "paths", None):
+        problems.append("data.paths: the server's files are not training data for a request")
+    if problems:
+        raise ConfigError("not allowed through the API: " + "; ".join(problems))
+    return config
+
+
 def run_train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """trainer.train(recipe, overrides=..., out_dir=..., sinks=[ctx]); ctx relays events."""
     trainer = suite("trainer", "train")
-    outcome = trainer.train(
-        params["recipe"],
-        overrides=list(params.get("overrides", [])),
-        out_dir=ctx.workdir,
-        sinks=[ctx],
-    )
+    config = checked_train_config(params["recipe"], list(params.get("overrides", [])))
+    outcome = trainer.train(config, out_dir=ctx.workdir, sinks=[ctx])
     return _jsonable(outcome)
 
 
