@@ -105,6 +105,14 @@ def test_a_request_may_tune_a_recipe_not_run_code_or_read_files(
     assert client.get("/api/v1/jobs", params={"kind": "train"}).json() == []
 
 
+def test_a_preset_is_a_preset_not_a_file_on_the_server(app_client, tmp_path: Path) -> None:
+    """``generate()`` also reads a spec file by path; through the API only presets count."""
+    client, auth = app_client
+    body = {"preset": "config.json"}  # a name the request schema allows
+    response = client.post("/api/v1/generator/render", json=body, headers=auth)
+    assert response.status_code == 422 and "unknown preset 'config.json'" in response.text
+
+
 def test_a_generated_model_downloads_as_a_zip(app_client) -> None:
     client, auth = app_client
     assert "gpt2" in client.get("/api/v1/generator/families").json()

@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from torchsmith.interfaces import GeneratedArtifact, JobStatus
 
 from ._auth import SubmitKey, read_access
-from ._http import JobId, jobs, json_text
+from ._http import JobId, jobs, json_text, settings
 from ._routes_jobs import job_dir, zip_dir
 from ._routes_train import require_runner_suite
 from ._schemas import GenerateRequest
@@ -58,6 +58,12 @@ async def render(
     if (body.preset is None) == (body.spec is None):
         raise HTTPException(422, "give exactly one of 'preset' and 'spec'")
     await run_in_threadpool(require_runner_suite, request, "generate", "generator", "generate")
+    if body.preset is not None and "generate" not in settings(request).runners:
+        presets = await run_in_threadpool(_listing, "list_presets")
+        if body.preset not in presets:  # a name with a spec suffix would be read as a file
+            raise HTTPException(
+                422, f"unknown preset {body.preset!r}; presets: {', '.join(sorted(presets))}"
+            )
     params = body.model_dump(exclude={"timeout_s"})
     status = jobs(request).submit("generate", params, owner=key.key_id, timeout_s=body.timeout_s)
     return json_text(status.write(), status_code=202)

@@ -48,6 +48,11 @@ def run_generate(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """generator.generate(spec or preset, out_dir) -> GeneratedArtifact."""
     generator = suite("generator", "generate")
     spec: Any = params.get("spec") or params["preset"]
+    if isinstance(spec, str) and spec not in generator.list_presets():
+        # generate() also reads a spec file by path: a request names presets only.
+        raise ConfigError(
+            f"preset: unknown preset {spec!r}; presets: {', '.join(generator.list_presets())}"
+        )
     artifact = generator.generate(
         spec,
         ctx.workdir,
