@@ -37,7 +37,7 @@ def checked_train_config(recipe: str, overrides: list[str]) -> Any:
 
 
 def run_train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """trainer.train(recipe, overrides=..., out_dir=..., sinks=[ctx]); ctx relays events."""
+    """trainer.train(the checked recipe config, out_dir=..., sinks=[ctx]); ctx relays events."""
     trainer = suite("trainer", "train")
     config = checked_train_config(params["recipe"], list(params.get("overrides", [])))
     outcome = trainer.train(config, out_dir=ctx.workdir, sinks=[ctx])
