@@ -43,6 +43,12 @@ def test_overrides_parse_values_and_nest() -> None:
     assert config.training.compile is True
 
 
+def test_an_override_with_a_colon_is_text_unless_braced() -> None:
+    data = apply_overrides({}, ["eval.sample_prompt=The loop: it", "model.kwargs={a: 1}"])
+    assert data["eval"]["sample_prompt"] == "The loop: it"
+    assert data["model"]["kwargs"] == {"a": 1}
+
+
 def test_an_override_refines_the_default_model_kind() -> None:
     assert validate_config(apply_overrides({}, ["model.dropout=0.2"])).model.kind == "mlp"
 

@@ -424,6 +424,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
+        if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+            value = raw  # "The loop: it" is text; a mapping is written {a: 1}
         *parents, leaf = key.strip().split(".")
         node = result
         for part in parents:
