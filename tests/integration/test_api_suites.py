@@ -105,6 +105,20 @@ def test_a_request_may_tune_a_recipe_not_run_code_or_read_files(
     assert client.get("/api/v1/jobs", params={"kind": "train"}).json() == []
 
 
+def test_the_training_runner_itself_takes_only_shipped_recipes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An operator's own ``runners`` setting may skip the route's checks; the default
+    runner still refuses a recipe name that ``load_config`` would read as a file."""
+    from torchsmith.api._tasks import run_train
+    from torchsmith.interfaces import RegistryError
+
+    (tmp_path / "x.toml").write_text('name = "x"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RegistryError, match=r"unknown recipe 'x\.toml'"):
+        run_train({"recipe": "x.toml"}, ctx=None)  # type: ignore[arg-type]
+
+
 def test_a_preset_is_a_preset_not_a_file_on_the_server(app_client, tmp_path: Path) -> None:
     """``generate()`` also reads a spec file by path; through the API only presets count."""
     client, auth = app_client

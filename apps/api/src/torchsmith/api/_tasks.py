@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torchsmith.interfaces import ConfigError, GeneratedArtifact
+from torchsmith.interfaces import ConfigError, GeneratedArtifact, RegistryError
 
 from ._suites import suite
 from ._worker import JobContext
@@ -22,8 +22,15 @@ def checked_train_config(recipe: str, overrides: list[str]) -> Any:
     would run code or read files on the server rather than tune a shipped recipe: an
     ``import`` model and ``eval.metrics`` call what their import paths name, and
     ``data.paths`` reads the server's files (whose text the sampled evaluations would show).
-    ``out_dir`` needs no check: the job's own directory replaces it."""
-    config, _ = suite("trainer", "load_config").load_config(recipe, overrides)
+    ``out_dir`` needs no check: the job's own directory replaces it. ``recipe`` must be a
+    shipped recipe's name (``load_config`` would read a ``.toml`` of that name from the
+    working directory)."""
+    trainer = suite("trainer", "load_config", "list_recipes")
+    if recipe not in trainer.list_recipes():
+        raise RegistryError(
+            f"unknown recipe {recipe!r}; recipes: {', '.join(trainer.list_recipes())}"
+        )
+    config, _ = trainer.load_config(recipe, overrides)
     problems = []
     if config.model.kind == "import":
         problems.append("model.kind: 'import' runs code named by path; train a built-in kind")
