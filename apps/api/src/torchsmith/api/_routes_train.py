@@ -40,12 +40,12 @@ def _check_request(recipe: str, overrides: list[str]) -> None:
     """A 4xx now, not a failed job later: an unknown recipe, a bad override, or overrides
     that would run code or read files on the server (see ``checked_train_config``)."""
     trainer = suite("trainer", "train")
-    if hasattr(trainer, "list_recipes"):
+    if hasattr(trainer, "load_config"):
+        checked_train_config(recipe, overrides)  # the recipe's name, then the overrides
+    elif hasattr(trainer, "list_recipes"):
         names = _recipes()
         if recipe not in names:
             raise RegistryError(f"unknown recipe {recipe!r}; recipes: {', '.join(names)}")
-    if hasattr(trainer, "load_config"):
-        checked_train_config(recipe, overrides)
 
 
 @router.post("", status_code=202, response_model=JobStatus, summary="Start a training job")
