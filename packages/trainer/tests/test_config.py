@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +19,14 @@ from torchsmith.trainer import (
     validate_config,
 )
 from torchsmith.trainer._build import build_data
-from torchsmith.trainer._config import GPTConfig, TextDataConfig, eval_metric_names
+from torchsmith.trainer._config import (
+    CAPTION_VOCAB,
+    GPTConfig,
+    TextDataConfig,
+    eval_metric_names,
+    resume_mismatches,
+)
+from torchsmith.trainer._datasets import caption_tokens
 from torchsmith.trainer._evaluate import evaluate
 
 from .conftest import small_config
@@ -250,3 +258,62 @@ def test_relative_data_paths_resolve_against_the_config_file_or_the_working_dire
         data = build_data(config, base)
         assert data.tokenizer is not None
         assert expected in data.tokenizer.decode(data.train.tokens.tolist())  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ("optim.lr=.inf", "optim.lr"),
+        ("optim.weight_decay=.inf", "optim.weight_decay"),
+        ("eval.temperature=.inf", "eval.temperature"),
+        ("model.hidden=[0]", "model.hidden.0"),
+        ("model.hidden=[32, -1]", "model.hidden.1"),
+    ],
+)
+def test_infinite_and_empty_sizes_are_refused(tmp_path: Path, override: str, field: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: "):
+        small_config(tmp_path, override)
+
+
+def test_a_clip_vocabulary_must_hold_the_caption_bytes(tmp_path: Path) -> None:
+    clip = ["task.kind=clip", "data.captions=true"]
+    with pytest.raises(ConfigError, match=r"model.vocab_size: .* at least 123, not 50"):
+        small_config(tmp_path, *clip, model={"kind": "clip", "vocab_size": 50})
+    small_config(tmp_path, *clip, model={"kind": "clip", "vocab_size": CAPTION_VOCAB})
+    assert int(caption_tokens(torch.arange(10)).max()) + 1 == CAPTION_VOCAB
+
+
+def test_a_user_metric_may_not_take_a_built_in_name(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"eval.metrics: 'loss' is a built-in metric"):
+        small_config(tmp_path, "eval.metrics={loss: 'os:getcwd'}")
+    lm = ["task.kind=causal_lm", "data.kind=text"]
+    with pytest.raises(ConfigError, match=r"eval.metrics: 'perplexity' is a built-in"):
+        small_config(tmp_path, *lm, "eval.metrics={perplexity: 'a:b'}", model={"kind": "gpt"})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["schedule.warmup_steps=30"], "schedule.warmup_steps: 30 is not below"),
+        (["schedule.name=step", "schedule.step_size=27"], "the 'step' schedule never decays"),
+        (
+            ["eval.every_steps=10", "eval.early_stopping_metric=val_loss"],
+            "eval.patience: early stopping needs 4 evaluations to stop, .* gives 3",
+        ),
+    ],
+)
+def test_a_plan_that_cannot_play_out_is_warned_about(
+    tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    """Valid (a smoke run of a long recipe is fair), but the setting does nothing: warned."""
+    with pytest.warns(UserWarning, match=message):
+        small_config(tmp_path, *overrides)
+
+
+def test_resume_refuses_a_changed_schedule_or_step_shape() -> None:
+    saved = {"schedule": {"warmup_steps": 20}, "training": {"grad_accum": 1, "max_steps": 30}}
+    now = {"schedule": {"warmup_steps": 0}, "training": {"grad_accum": 4, "max_steps": 60}}
+    assert resume_mismatches(saved, now) == [
+        "schedule.warmup_steps: checkpoint 20, this run 0",
+        "training.grad_accum: checkpoint 1, this run 4",
+    ]  # max_steps may change: it extends (or shortens) the run

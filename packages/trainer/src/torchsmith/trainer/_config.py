@@ -8,6 +8,7 @@ values it accepts. Models, data and tasks are tagged unions on ``kind``.
 from __future__ import annotations
 
 import tomllib
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -19,7 +20,9 @@ from torchsmith.interfaces import ConfigError
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    # allow_inf_nan=False: ``gt``/``ge`` bounds let ``.inf`` through, and an infinite lr
+    # or weight decay would pass here and turn the loss into NaN a few steps in.
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- model
@@ -30,7 +33,7 @@ class MLPConfig(_Section):
 
     kind: Literal["mlp"] = "mlp"
     in_features: int = Field(default=64, gt=0)
-    hidden: list[int] = Field(default_factory=lambda: [128])
+    hidden: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [128])
     num_classes: int = Field(default=10, gt=1)
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
 
@@ -212,6 +215,7 @@ class CheckpointConfig(_Section):
 
 
 DIGIT_FEATURES, DIGIT_CLASSES = 64, 10
+CAPTION_VOCAB = 123  # the captions ("the digit seven") are bytes, 'z' (122) the largest
 # task.kind: the data kind it trains on and the built-in model kind it trains.
 _FITS = {
     "classification": ("digits", "mlp"),
@@ -283,6 +287,13 @@ class ExperimentConfig(_Section):
                 "during training (eval.every_steps and eval.every_epochs are both unset), so "
                 "nothing could stop early; set one of them"
             )
+        built_in = {name.removeprefix("val_") for name in eval_metric_names(self, user=False)}
+        for clash in sorted(built_in & ev.metrics.keys()):
+            problems.append(
+                f"eval.metrics: {clash!r} is a built-in metric of a {self.task.kind} task "
+                f"(val_{clash}); a user metric under that name would replace it silently, so "
+                "give it another name"
+            )
         ck = self.checkpoint
         if ck.keep_best and ck.metric == "train_loss" and (ck.every_steps or 0) % tr.log_every:
             problems.append(
@@ -319,6 +330,11 @@ class ExperimentConfig(_Section):
             )
         if task == "clip" and isinstance(data, DigitsDataConfig) and not data.captions:
             problems.append("data.captions: a clip task needs image-caption pairs; set it true")
+        if isinstance(model, CLIPConfig) and model.vocab_size < CAPTION_VOCAB:
+            problems.append(
+                f"model.vocab_size: the digit captions are bytes up to {CAPTION_VOCAB - 1} "
+                f"('z'), so it must be at least {CAPTION_VOCAB}, not {model.vocab_size}"
+            )
         width = getattr(model, "image_features", getattr(model, "in_features", DIGIT_FEATURES))
         if isinstance(data, DigitsDataConfig) and width != DIGIT_FEATURES:
             field = "image_features" if isinstance(model, CLIPConfig) else "in_features"
@@ -340,8 +356,12 @@ _FIXED_ON_RESUME = (
     "data.",
     "task.",
     "optim.",
+    "schedule.",  # LambdaLR's state is its step count: a changed plan would apply silently
     "loader.batch_size",
     "loader.shuffle",  # the rest of the epoch would come from another order
+    "training.grad_accum",
+    "training.clip_grad_norm",
+    "training.precision",
 )
 
 
@@ -367,20 +387,21 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def eval_metric_names(config: ExperimentConfig) -> list[str]:
+def eval_metric_names(config: ExperimentConfig, user: bool = True) -> list[str]:
     """The names :func:`~torchsmith.trainer.evaluate` reports for ``config``'s task.
 
     ``val_loss``; the task's metrics (classification: ``val_accuracy`` and
     ``val_top{k}_accuracy`` for each k up to the number of classes, when it is known);
-    ``val_perplexity`` for language models; one ``val_<name>`` per ``eval.metrics``.
+    ``val_nll`` and ``val_perplexity`` for language models; with ``user``, one
+    ``val_<name>`` per ``eval.metrics``.
     """
-    kind, names = config.task.kind, ["loss", *config.eval.metrics]
+    kind, names = config.task.kind, ["loss", *(config.eval.metrics if user else ())]
     if kind == "classification":
         classes = config.model.num_classes if isinstance(config.model, MLPConfig) else None
         ks = {k for k in config.task.top_k if k > 1 and (classes is None or k <= classes)}
         names += ["accuracy", *(f"top{k}_accuracy" for k in sorted(ks))]
     elif kind == "causal_lm":
-        names += ["accuracy", "perplexity"]
+        names += ["accuracy", "nll", "perplexity"]
     elif kind == "contrastive":
         names.append("pair_accuracy")
     else:
@@ -442,11 +463,45 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_config(data: Mapping[str, Any]) -> ExperimentConfig:
-    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field."""
+    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field.
+
+    A plan that is valid but cannot play out as written (see :func:`plan_warnings`) is
+    warned about, not refused: a short smoke run of a long recipe is a fair thing to ask.
+    """
     try:
-        return ExperimentConfig.model_validate(dict(data))
+        config = ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
+    for message in plan_warnings(config):
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return config
+
+
+def plan_warnings(config: ExperimentConfig) -> list[str]:
+    """Settings that do nothing in this run: a warmup or LR decay that never happens, early
+    stopping with too few evaluations to fire."""
+    found = []
+    sched, steps = config.schedule, config.training.max_steps
+    if sched.warmup_steps >= steps:
+        found.append(
+            f"schedule.warmup_steps: {sched.warmup_steps} is not below training.max_steps "
+            f"({steps}), so the LR never reaches optim.lr and the {sched.name!r} decay never starts"
+        )
+    elif sched.name == "step" and sched.step_size >= steps - sched.warmup_steps:
+        found.append(
+            f"schedule.step_size: {sched.step_size} is not below the {steps - sched.warmup_steps}"
+            " steps after warmup, so the 'step' schedule never decays the LR"
+        )
+    ev = config.eval
+    if ev.early_stopping_metric and ev.every_steps and not ev.every_epochs:
+        evaluations = steps // ev.every_steps
+        if evaluations <= ev.patience:
+            found.append(
+                f"eval.patience: early stopping needs {ev.patience + 1} evaluations to stop, "
+                f"and eval.every_steps={ev.every_steps} gives {evaluations} in "
+                f"training.max_steps={steps}, so it never stops the run"
+            )
+    return found
 
 
 def _describe(exc: ValidationError) -> str:
@@ -455,7 +510,10 @@ def _describe(exc: ValidationError) -> str:
         if error["type"] == "value_error" and not error["loc"]:
             lines.append(str(error["ctx"]["error"]))  # cross-field: it names its fields
             continue
-        where = ".".join(str(p) for p in error["loc"]) or "config"
+        loc = error["loc"]
+        if len(loc) > 2 and loc[0] in ("model", "data") and loc[1] in _TAGGED:
+            loc = (loc[0], *loc[2:])  # pydantic names the union's tag: model.mlp.hidden
+        where = ".".join(str(p) for p in loc) or "config"
         message = error["msg"]
         allowed = (error.get("ctx") or {}).get("expected")
         if error["type"] == "extra_forbidden":
