@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import platform
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -37,6 +36,7 @@ from ._datasets import Tokenizer, digits, shipped_corpus, text_corpus
 from ._distributed import Dist, barrier, init_distributed, wrap_ddp
 from ._evaluate import EarlyStopping, TextSampler
 from ._optim import build_optimizer, build_scheduler
+from ._preflight import preflight
 from ._rng import seed_everything
 from ._step import Stepper
 from ._tasks import build_task
@@ -129,43 +129,6 @@ def _import_model(m: ImportedModelConfig) -> nn.Module:
     return model
 
 
-def _check_top_k_metrics(
-    config: ExperimentConfig, model: nn.Module, val: Dataset[Any], device: torch.device
-) -> None:
-    """Refuse, before any training, a ``val_top{k}_accuracy`` that an imported classifier has
-    too few classes to report (evaluation reports top-k only for k up to the class count).
-
-    The config alone cannot know an imported model's class count, so one validation example
-    goes through the model in eval mode, outside autograd and with the CPU RNG restored.
-    """
-    if not (isinstance(config.model, ImportedModelConfig) and config.task.kind == "classification"):
-        return
-    wanted = {
-        "eval.early_stopping_metric": config.eval.early_stopping_metric,
-        "checkpoint.metric": config.checkpoint.metric,
-    }
-    ks = {
-        where: int(found.group(1))
-        for where, name in wanted.items()
-        if name and (found := re.fullmatch(r"val_top(\d+)_accuracy", name))
-    }
-    if not ks:
-        return
-    x = val[0][0].unsqueeze(0).to(device)
-    training = model.training
-    with torch.no_grad(), torch.random.fork_rng(devices=[]):
-        model.eval()
-        classes = model(x).shape[-1]
-    model.train(training)
-    for where, k in ks.items():
-        if k > classes:
-            raise ConfigError(
-                f"{where}: 'val_top{k}_accuracy' needs more than the {classes} classes "
-                f"{config.model.target!r} outputs (allowed: val_top2_accuracy up to "
-                f"val_top{classes}_accuracy, val_accuracy, val_loss)"
-            )
-
-
 def build_config_task(config: ExperimentConfig) -> Any:
     """The task of ``config.task``; its loss is reachable as ``task.loss``."""
     t = config.task
@@ -210,12 +173,17 @@ def build_trainer(
     data = build_data(config, base_dir)
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, data.tokenizer).to(device)
-    _check_top_k_metrics(config, model, data.val, device)
-    torch.manual_seed(config.seed + info.rank)
-    optimizer = build_optimizer(model, config.optim)
     loss = getattr(task, "loss", None)
     if isinstance(loss, nn.Module):  # a learnable temperature, a memory bank
         loss.to(device)
+    ev, ck = config.eval, config.checkpoint
+    metrics = {
+        name: import_callable(target, f"eval.metrics.{name}") for name, target in ev.metrics.items()
+    }
+    preflight(config, model, task, data.val, device, metrics)  # RNGs and weights untouched
+    torch.manual_seed(config.seed + info.rank)
+    optimizer = build_optimizer(model, config.optim)
+    if isinstance(loss, nn.Module):
         add_loss_parameters(optimizer, loss)
     tr, loader_cfg = config.training, config.loader
     if tr.compile:
@@ -264,7 +232,6 @@ def build_trainer(
         defer_nonfinite_check={"auto": None, "step": False, "window": True}[tr.nonfinite_check],
         items_per_micro_batch=loader_cfg.batch_size * _tokens_per_example(config),
     )
-    ev, ck = config.eval, config.checkpoint
     out_dir = Path(config.out_dir)
     checkpoints = CheckpointManager(
         out_dir / "checkpoints",
@@ -296,10 +263,7 @@ def build_trainer(
         else None,
         eval_hooks=_eval_hooks(config, data.tokenizer),
         eval_max_batches=ev.max_batches,
-        eval_metrics={
-            name: import_callable(target, f"eval.metrics.{name}")
-            for name, target in ev.metrics.items()
-        },
+        eval_metrics=metrics,
         perplexity=config.task.kind == "causal_lm",
         items_name="tokens" if config.task.kind == "causal_lm" else "samples",
         samples_per_micro_batch=loader_cfg.batch_size,

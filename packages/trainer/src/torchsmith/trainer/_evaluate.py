@@ -36,7 +36,8 @@ def evaluate(
     metrics: Mapping[str, MetricFn] | None = None,
     dist: Dist | None = None,
 ) -> dict[str, float]:
-    """``val_loss`` and ``val_<metric>`` averaged over items, plus ``val_perplexity`` for LMs.
+    """``val_loss`` and ``val_<metric>`` averaged over items, plus ``val_perplexity`` for LMs
+    (exp of the mean token NLL, the task's ``nll`` metric, else of ``val_loss``).
 
     ``metrics`` adds user callables ``fn(model, batch, output)``, averaged the same way.
     Under DDP (``dist``) rank ``r`` evaluates batches ``r, r + world, ...`` and the sums
@@ -65,15 +66,34 @@ def evaluate(
                 batch = move_to(batch, device, non_blocking=True)
             with autocast or contextlib.nullcontext():
                 out = task(model, batch)
-            extra = {name: fn(model, batch, out) for name, fn in (metrics or {}).items()}
+            extra = {
+                name: metric_value(f"eval.metrics.{name}", fn(model, batch, out))
+                for name, fn in (metrics or {}).items()
+            }
             means.update({"loss": out.loss, **out.metrics, **extra}, out.num_items)
     model.train(was_training)
     if dist is not None and dist.enabled:
         _reduce(means, dist, device)
     result = {f"val_{k}": v for k, v in means.compute().items()}
-    if perplexity_of_loss and "val_loss" in result:
-        result["val_perplexity"] = perplexity(result["val_loss"])
+    # exp of the mean token NLL (CausalLMTask's "nll"), or of the loss for a task without it
+    nll = result.get("val_nll", result.get("val_loss"))
+    if perplexity_of_loss and nll is not None:
+        result["val_perplexity"] = perplexity(nll)
     return result
+
+
+def metric_value(field: str, value: Any) -> float | torch.Tensor:
+    """A user metric's value for one batch (its mean: a number or a one-element tensor), or
+    a ConfigError naming ``field`` and what came instead."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        return value.reshape(())
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else None
+    raise ConfigError(
+        f"{field}: must return the batch's mean as a float or a one-element float tensor, "
+        f"got {got or type(value).__name__}"
+    )
 
 
 def _reduce(means: RunningMean, dist: Dist, device: torch.device | None) -> None:
@@ -148,11 +168,14 @@ def generate(
     tokenizer's, and an id the tokenizer lacks cannot be decoded)."""
     for _ in range(max_new_tokens):
         context = tokens[:, -block_size:]
-        logits = model(context)[:, -1, :vocab_size] / temperature  # (B, vocab)
+        logits = model(context)[:, -1, :vocab_size].float()  # (B, vocab)
+        # Shifted so the largest is 0 before dividing: a tiny temperature then gives -inf
+        # for the rest (greedy), never inf - inf = NaN.
+        logits = (logits - logits.amax(-1, keepdim=True)) / temperature
         if top_k is not None:
             kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits.float(), dim=-1)
+        probs = torch.softmax(logits, dim=-1)
         nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
         tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
     return tokens

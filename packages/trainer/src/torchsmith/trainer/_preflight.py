@@ -1,0 +1,108 @@
+"""One validation batch through the model, task and metrics before the first step.
+
+The config alone cannot tell that a loss does not take this task's outputs
+(``task.loss=ntxent`` on a classifier), that a user metric has the wrong signature or
+returns a vector, or how many classes an imported model has. Each of those would
+otherwise fail at the first step or the first evaluation, after work was done. The batch
+runs in eval mode, outside autograd, with the RNGs restored, so the run that follows is
+the one it would have been without it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+from torchsmith.interfaces import ConfigError
+
+from ._config import ExperimentConfig, ImportedModelConfig
+from ._data import move_to
+from ._evaluate import MetricFn, metric_value
+
+
+def preflight(
+    config: ExperimentConfig,
+    model: nn.Module,
+    task: Any,
+    val: Dataset[Any],
+    device: torch.device,
+    metrics: Mapping[str, MetricFn],
+) -> None:
+    """Run two validation examples through ``task`` and each of ``metrics``; a ConfigError
+    naming the field (``task.loss``, ``model``, ``eval.metrics.<name>``, or the metric a
+    top-k needs) for what fails."""
+    batch = move_to(default_collate([val[i] for i in range(min(2, len(val)))]), device)  # type: ignore[arg-type]
+    gpus = []
+    if device.type == "cuda":
+        gpus = [torch.cuda.current_device() if device.index is None else device.index]
+    training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=gpus):
+            out = _run_task(config, model, task, batch)
+            for name, fn in metrics.items():
+                _run_metric(config, name, fn, model, batch, out)
+            _check_top_k(config, model, batch[0])
+    finally:
+        model.train(training)
+
+
+def _run_task(config: ExperimentConfig, model: nn.Module, task: Any, batch: Any) -> Any:
+    try:
+        return task(model, batch)
+    except ConfigError:
+        raise
+    except Exception as exc:  # a loss or an imported model that does not fit the task
+        # (a DataError included: the batch is the run's own data, so the parts are at fault)
+        t = config.task
+        field = "task.loss" if t.loss else "model"
+        what = f"the loss {t.loss!r}" if t.loss else f"a {config.model.kind!r} model"
+        raise ConfigError(
+            f"{field}: {what} fails on a {t.kind} task's validation batch before training: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _run_metric(
+    config: ExperimentConfig, name: str, fn: MetricFn, model: nn.Module, batch: Any, out: Any
+) -> None:
+    field = f"eval.metrics.{name}"
+    try:
+        value = fn(model, batch, out)
+    except Exception as exc:  # wrong signature, or it cannot read this task's batches
+        raise ConfigError(
+            f"{field}: {config.eval.metrics[name]!r} called as fn(model, batch, output) on a "
+            f"validation batch fails: {type(exc).__name__}: {exc}"
+        ) from exc
+    metric_value(field, value)
+
+
+def _check_top_k(config: ExperimentConfig, model: nn.Module, x: torch.Tensor) -> None:
+    """Refuse a ``val_top{k}_accuracy`` that an imported classifier has too few classes to
+    report (evaluation reports top-k only for k up to the class count)."""
+    if not (isinstance(config.model, ImportedModelConfig) and config.task.kind == "classification"):
+        return
+    wanted = {
+        "eval.early_stopping_metric": config.eval.early_stopping_metric,
+        "checkpoint.metric": config.checkpoint.metric,
+    }
+    ks = {
+        where: int(found.group(1))
+        for where, name in wanted.items()
+        if name and (found := re.fullmatch(r"val_top(\d+)_accuracy", name))
+    }
+    if not ks:
+        return
+    classes = model(x).shape[-1]
+    for where, k in ks.items():
+        if k > classes:
+            raise ConfigError(
+                f"{where}: 'val_top{k}_accuracy' needs more than the {classes} classes "
+                f"{config.model.target!r} outputs (allowed: val_top2_accuracy up to "
+                f"val_top{classes}_accuracy, val_accuracy, val_loss)"
+            )

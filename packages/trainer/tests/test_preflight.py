@@ -1,0 +1,88 @@
+"""A run's parts meet one validation batch before the first step: a loss that does not fit
+the task, or a user metric that cannot run, is a ConfigError naming the field, and nothing
+is written. User metric values are checked at evaluation too."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from torchsmith.interfaces import ConfigError
+from torchsmith.trainer import ClassificationTask, build_trainer
+from torchsmith.trainer._evaluate import evaluate
+
+from .conftest import small_config
+
+
+@pytest.fixture
+def user_metrics(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A module of metric functions, importable as ``user_metrics_mod:<name>``."""
+    module = types.ModuleType("user_metrics_mod")
+
+    def good(model: object, batch: tuple[torch.Tensor, torch.Tensor], out: object) -> torch.Tensor:
+        return batch[0].mean()
+
+    def per_example(model: object, batch: tuple[torch.Tensor, ...], out: object) -> torch.Tensor:
+        return batch[0].mean(dim=1)
+
+    def nothing(model: object, batch: object, out: object) -> None:
+        return None
+
+    module.good, module.per_example, module.nothing = good, per_example, nothing  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "user_metrics_mod", module)
+    return "user_metrics_mod"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (["task.loss=ntxent"], "task.loss", "the loss 'ntxent' fails on a classification task"),
+        (["eval.metrics={cwd: 'os:getcwd'}"], "eval.metrics.cwd", "fn\\(model, batch, output\\)"),
+        (["eval.metrics={m: 'user_metrics_mod:per_example'}"], "eval.metrics.m", r"shape \(2,\)"),
+        (["eval.metrics={m: 'user_metrics_mod:nothing'}"], "eval.metrics.m", "got NoneType"),
+    ],
+)
+def test_what_cannot_run_is_refused_before_the_first_step(
+    tmp_path: Path, user_metrics: str, overrides: list[str], field: str, message: str
+) -> None:
+    config = small_config(tmp_path / "run", *overrides, "eval.every_steps=10")
+    with pytest.raises(ConfigError, match=rf"^{field}: .*{message}"):
+        build_trainer(config)
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_the_preflight_batch_changes_nothing_the_run_does(
+    tmp_path: Path, user_metrics: str
+) -> None:
+    """Same weights with a metric (one preflight batch through it) as without, bit for bit,
+    and dropout (in the small config) draws the same numbers either way."""
+    plain = build_trainer(small_config(tmp_path / "a", "eval.every_steps=10"))
+    plain.fit()
+    metric = f"eval.metrics={{mean_x: '{user_metrics}:good'}}"
+    measured = build_trainer(small_config(tmp_path / "b", "eval.every_steps=10", metric))
+    metrics = measured.fit()
+    assert 0.0 < metrics["val_mean_x"] < 1.0
+    for a, b in zip(
+        plain.stepper.model.state_dict().values(),
+        measured.stepper.model.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b)
+
+
+def test_evaluate_checks_what_a_metric_returns() -> None:
+    data = DataLoader(TensorDataset(torch.randn(8, 4), torch.randint(0, 3, (8,))), batch_size=4)
+    model = torch.nn.Linear(4, 3)
+
+    def vector(model: object, batch: tuple[torch.Tensor, ...], out: object) -> torch.Tensor:
+        return batch[0].sum(dim=1)
+
+    with pytest.raises(ConfigError, match=r"^eval.metrics.v: .*got a tensor of shape \(4,\)"):
+        evaluate(model, ClassificationTask(), data, metrics={"v": vector})
+    result = evaluate(model, ClassificationTask(), data, metrics={"one": lambda *_: 1})
+    assert result["val_one"] == 1.0
