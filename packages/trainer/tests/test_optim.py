@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from torchsmith.interfaces import ConfigError
+from torchsmith.interfaces import ConfigError, TrainingEvent
 from torchsmith.trainer import (
     OptimConfig,
     ScheduleConfig,
     build_optimizer,
     build_scheduler,
+    build_trainer,
     validate_config,
 )
 from torchsmith.trainer._models import GPT
+from torchsmith.trainer._optim import lr_factor
+
+from .conftest import small_config
 
 
 def test_norms_biases_and_embeddings_do_not_decay() -> None:
@@ -149,3 +154,25 @@ def test_linear_constant_and_step() -> None:
     )
     step = _lrs(ScheduleConfig(name="step", step_size=2, gamma=0.5), 6)
     assert step == pytest.approx([1.0, 1.0, 0.5, 0.5, 0.25, 0.25])
+
+
+def test_a_step_event_reports_the_lr_that_step_used(tmp_path: Path) -> None:
+    """The scheduler steps after the optimizer, so its last LR is the next step's: the event
+    carries the one the logged step trained with (the last step's is not the schedule's 0)."""
+    config = small_config(
+        tmp_path,
+        "training.max_steps=8",
+        "training.log_every=1",
+        "schedule={name: linear, warmup_steps: 4}",
+    )
+    logged: dict[int, float] = {}
+
+    class Sink:
+        def emit(self, event: TrainingEvent) -> None:
+            if event.kind == "step":
+                logged[event.step] = event.metrics["lr"]
+
+    build_trainer(config, sinks=[Sink()]).fit()
+    factor = lr_factor(config.schedule, 8)
+    assert logged == {s: pytest.approx(config.optim.lr * factor(s - 1)) for s in range(1, 9)}
+    assert logged[1] == pytest.approx(config.optim.lr / 4) and logged[8] > 0.0

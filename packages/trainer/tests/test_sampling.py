@@ -108,3 +108,10 @@ def test_a_vocabulary_padded_beyond_the_tokenizer_samples_only_its_ids() -> None
     texts = [sampler(_Padded(), step=seed) for seed in range(4)]
     assert len(set(texts)) > 1
     assert all(len(text) == 25 and set(text) <= set("abcdefghijklmnop\n") for text in texts)
+
+
+def test_a_tiny_temperature_is_greedy_not_nan() -> None:
+    """``logits / 1e-45`` overflows to inf and inf - inf is NaN: the logits are shifted first."""
+    model = _model()
+    greedy = _samples(model, range(2), 1.0, top_k=1)
+    assert _samples(model, range(2), 1e-45, top_k=None) == greedy

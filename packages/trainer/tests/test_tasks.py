@@ -26,7 +26,7 @@ from torchsmith.trainer import (
 from torchsmith.trainer._data import move_to
 from torchsmith.trainer._evaluate import evaluate
 from torchsmith.trainer._models import GPT, DualEncoder, Encoder
-from torchsmith.trainer._tasks import takes_logit_scale
+from torchsmith.trainer._tasks import build_task, takes_logit_scale
 
 from .conftest import small_config
 
@@ -208,3 +208,33 @@ def test_a_clip_loss_without_the_models_scale_is_refused() -> None:
     x, captions = torch.rand(4, 64), torch.randint(1, 256, (4, 6))
     with pytest.raises(ConfigError, match=r"task\.loss: the model returns a logit scale"):
         CLIPTask(two_args)(DualEncoder(64, 256, 16, 32), (x, captions))
+
+
+def test_perplexity_is_of_the_token_cross_entropy_whatever_the_loss() -> None:
+    """With label smoothing the loss is not the NLL: ``val_perplexity`` is exp of the NLL,
+    computed here by hand over every token of the validation set."""
+    torch.manual_seed(0)
+    model = GPT(20, 8, n_layer=1, n_head=2, n_embd=16)
+    x = torch.randint(0, 20, (10, 8))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20.0)  # peaked predictions, mostly right: a low NLL that
+        y = model(x).argmax(-1)  # label smoothing then raises a lot
+    y[:, 0] = torch.randint(0, 20, (10,))
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    smoothed = CausalLMTask(lambda logits, t: F.cross_entropy(logits, t, label_smoothing=0.3))
+    result = evaluate(model, smoothed, data, perplexity_of_loss=True)
+    with torch.no_grad():
+        nll = F.cross_entropy(model(x).reshape(-1, 20), y.reshape(-1)).item()
+    assert result["val_nll"] == pytest.approx(nll, rel=1e-5)
+    assert result["val_perplexity"] == pytest.approx(math.exp(nll), rel=1e-5)
+    assert abs(result["val_loss"] - nll) > 0.1  # the smoothed loss, reported as it is
+
+
+def test_an_lm_task_counts_only_what_its_loss_does_not_ignore() -> None:
+    """``task.loss_kwargs.ignore_index`` reaches the task: ignored targets are not items."""
+    task = build_task("causal_lm", None, {"ignore_index": 0}, [])
+    model = GPT(5, 4, n_layer=1, n_head=1, n_embd=8).eval()
+    out = task(model, (torch.tensor([[1, 2, 3, 4]]), torch.tensor([[2, 0, 0, 0]])))
+    assert int(out.num_items) == 1
+    with pytest.raises(ConfigError, match=r"task\.loss_kwargs\.ignore_index: an integer"):
+        build_task("causal_lm", None, {"ignore_index": "pad"}, [])

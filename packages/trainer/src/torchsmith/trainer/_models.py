@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -122,4 +124,7 @@ class DualEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mask = (tokens != 0).unsqueeze(-1).float()  # (B, L, 1)
         pooled = (self.token(tokens) * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, hidden)
-        return self.image(images), self.text(pooled), self.logit_scale.exp()
+        # Clamped at 100 as in CLIP (Radford et al. 2021, section 2.5): a larger scale
+        # makes training unstable.
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        return self.image(images), self.text(pooled), scale

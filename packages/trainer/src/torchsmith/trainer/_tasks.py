@@ -79,8 +79,12 @@ class CausalLMTask:
         tokens = counted.sum()  # a tensor: reading it would wait for a GPU
         metrics: dict[str, float | torch.Tensor] = {}
         if self.train_metrics or not model.training:
-            hits = (flat.detach().argmax(-1) == targets) & counted
-            metrics = {"accuracy": hits.sum() / tokens}
+            scores = flat.detach()
+            hits = (scores.argmax(-1) == targets) & counted
+            # The token cross-entropy, whatever self.loss is (label smoothing, focal):
+            # perplexity is exp of this, not of a training loss.
+            nll = F.cross_entropy(scores.float(), targets, ignore_index=self.ignore_index)
+            metrics = {"accuracy": hits.sum() / tokens, "nll": nll}
         return TaskOutput(loss, tokens, metrics)
 
 
@@ -216,8 +220,11 @@ def build_task(
         raise ConfigError(f"{'task.loss' if unknown else 'task.loss_kwargs'}: {exc}") from exc
     if kind == "classification":
         return ClassificationTask(fn, top_k)
-    if kind == "causal_lm":
-        return CausalLMTask(fn)
+    if kind == "causal_lm":  # the tokens the loss ignores are not counted either
+        ignore = loss_kwargs.get("ignore_index", -100)
+        if not isinstance(ignore, int) or isinstance(ignore, bool):
+            raise ConfigError(f"task.loss_kwargs.ignore_index: an integer, not {ignore!r}")
+        return CausalLMTask(fn, ignore_index=ignore)
     if kind == "contrastive":
         return ContrastiveTask(fn)
     if model_scale and not takes_logit_scale(fn):

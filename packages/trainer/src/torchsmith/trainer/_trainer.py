@@ -269,10 +269,19 @@ class Trainer:
         if self.items_name == "tokens":
             metrics["tokens_per_s"] = items / elapsed
         if self.scheduler is not None:
-            metrics["lr"] = float(self.scheduler.get_last_lr()[0])
+            metrics["lr"] = self._lr_of_last_step()
         self.metrics["train_loss"] = metrics["loss"]
         self._logged_at = self.step
         self._emit("step", metrics=metrics)
+
+    def _lr_of_last_step(self) -> float:
+        """The LR the step just taken used (first group). ``get_last_lr`` is the next step's:
+        the scheduler stepped after it. For a LambdaLR (what configs build) that one is
+        recomputed; another scheduler's next LR is reported as it is."""
+        s = self.scheduler
+        if isinstance(s, torch.optim.lr_scheduler.LambdaLR) and s.last_epoch > 0:
+            return float(s.base_lrs[0] * s.lr_lambdas[0](s.last_epoch - 1))
+        return float(s.get_last_lr()[0]) if s is not None else float("nan")
 
     def _evaluate(self, scheduled: bool = True) -> bool:
         """Evaluate, run hooks, emit; True when (scheduled and) early stopping says stop."""
