@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -119,7 +120,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
 def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
     path = CheckpointManager(tmp_path).save(_state(1.0), step=1, metrics={})
     (path / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match=r"cannot read .*model\.safetensors: "):
         load_checkpoint(path)
 
 
@@ -137,7 +138,7 @@ def test_state_holding_an_object_is_refused_as_a_checkpoint_error(
     torch.save({"loop": _Planted()}, path / "state.pt")
     with pytest.raises(
         CheckpointError,
-        match=r"refusing checkpoint .*state.pt holds Python objects .*Unsupported global",
+        match=r"refusing .*state\.pt: it holds Python objects .*Unsupported global",
     ):
         load_checkpoint(path)
     assert "this ran" not in capsys.readouterr().out
@@ -167,3 +168,93 @@ def test_shared_tensors_are_saved(tmp_path: Path) -> None:
 def test_latest_is_a_relative_link(tmp_path: Path) -> None:
     CheckpointManager(tmp_path).save(_state(1.0), step=1, metrics={})
     assert os.readlink(tmp_path / "latest") == "step-00000001"
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "message"),
+    [
+        ("state.pt", b"", r"cannot read .*state\.pt: EOFError"),
+        ("state.pt", b"\x80\x02garbage" * 10, r"cannot read .*state\.pt: "),
+        ("state.pt", [1, 2], r"state\.pt holds a list, not a training state"),
+        ("meta.json", b"[]", r"meta\.json is not a torchsmith checkpoint's metadata"),
+        ("meta.json", b'{"config": "x"}', r"meta\.json is not a torchsmith checkpoint's"),
+        ("meta.json", b'{"metrics": 3}', r"meta\.json: 'metrics' is a int, not a mapping"),
+    ],
+)
+def test_a_damaged_file_is_named(tmp_path: Path, file: str, content: object, message: str) -> None:
+    path = CheckpointManager(tmp_path).save(_state(1.0), step=1, metrics={})
+    if isinstance(content, bytes):
+        (path / file).write_bytes(content)
+    else:
+        torch.save(content, path / file)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_nan_metric_is_never_the_best_and_meta_stays_json(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=1, keep_best=1, metric="v", mode="min")
+    for step, value in enumerate([float("nan"), 0.5, 0.9, 0.8], start=1):
+        manager.save(_state(float(step)), step=step, metrics={"v": value})
+    assert [p.name for p in manager.all()] == ["step-00000002", "step-00000004"]
+    json.loads((tmp_path / "step-00000004" / "meta.json").read_text(), parse_constant=_no_nan)
+    assert manager.best() == [tmp_path / "step-00000002", tmp_path / "step-00000004"]
+
+
+def _no_nan(token: str) -> None:
+    raise AssertionError(f"{token} is not JSON")
+
+
+def test_checkpoints_sort_by_step_number_not_name(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_last=2)
+    for step in (99_999_998, 99_999_999, 100_000_000):
+        manager.save(_state(1.0), step=step, metrics={})
+    assert [p.name for p in manager.all()] == ["step-99999999", "step-100000000"]
+
+
+def test_a_latest_that_is_a_copied_directory_is_replaced_by_the_link(tmp_path: Path) -> None:
+    """``cp -rL`` or an unzip makes ``latest`` a real directory; saving must still work, and
+    a ``latest`` link left by a killed save is cleaned up."""
+    manager = CheckpointManager(tmp_path)
+    first = manager.save(_state(1.0), step=1, metrics={})
+    (tmp_path / "latest").unlink()
+    shutil.copytree(first, tmp_path / "latest")
+    (tmp_path / ".tmp-latest-999").symlink_to("step-00000001", target_is_directory=True)
+    manager = CheckpointManager(tmp_path)  # recovers
+    assert not (tmp_path / ".tmp-latest-999").is_symlink()
+    second = manager.save(_state(2.0), step=2, metrics={})
+    assert (tmp_path / "latest").is_symlink() and manager.latest() == second
+
+
+def test_a_failed_write_is_a_checkpoint_error_and_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager = CheckpointManager(tmp_path)
+    good = manager.save(_state(1.0), step=1, metrics={})
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*step-00000002: .*space"):
+        manager.save(_state(2.0), step=2, metrics={})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000001"]
+    assert manager.latest() == good
+
+
+def test_saving_after_resuming_from_an_older_checkpoint_shelves_the_later_ones(
+    tmp_path: Path,
+) -> None:
+    """A run resumed from step 1 (of a run that reached 3) is a new branch: steps 2 and 3
+    leave keep-last, keep-best and ``latest`` alone, kept under ``abandoned/``."""
+    manager = CheckpointManager(tmp_path, keep_last=2, keep_best=1, metric="v")
+    for step in (1, 2, 3):
+        manager.save(_state(float(step)), step=step, metrics={"v": float(step)})
+    manager.resumed_at = 1  # what Trainer.resume sets
+    with pytest.warns(UserWarning, match=r"resumed from before step-00000002: the 2 later"):
+        manager.save(_state(5.0), step=2, metrics={"v": 9.0})
+    manager.save(_state(6.0), step=3, metrics={"v": 9.0})  # no more shelving
+    assert [p.name for p in manager.all()] == ["step-00000001", "step-00000002", "step-00000003"]
+    assert manager.best()[0].name == "step-00000001" and manager.latest() == manager.all()[-1]
+    shelved = sorted(p.name for p in (tmp_path / "abandoned").iterdir())
+    assert shelved == ["step-00000002", "step-00000003"]
+    assert load_checkpoint(tmp_path / "abandoned" / "step-00000003")["loop"]["step"] == 3

@@ -336,3 +336,42 @@ def test_an_out_dir_that_is_a_file_fails_before_training(
         assert f"out_dir (--out): {tmp_path / 'afile'} is a file, not a directory" in (
             capsys.readouterr().err
         )
+
+
+def test_a_missing_or_damaged_resume_is_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    assert main(["digits-classifier", "--out", str(out), "--max-steps", "3", *FAST]) == 0
+    capsys.readouterr()
+    nowhere = tmp_path / "nowhere"
+    assert main(["digits-classifier", "--out", str(out), "--resume", str(nowhere), *FAST]) == 2
+    assert f"--resume: {nowhere} does not exist" in capsys.readouterr().err
+    (out / "checkpoints" / "latest" / "state.pt").write_bytes(b"")
+    assert main(["digits-classifier", "--out", str(out), "--resume", "latest", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "state.pt: EOFError" in err and "Traceback" not in err
+    torch.save({"steps": 3}, out / "checkpoints" / "latest" / "state.pt")
+    assert main(["digits-classifier", "--out", str(out), "--resume", "latest", *FAST]) == 2
+    assert "state.pt is not a training state: it lacks optimizer, rng, data, loop" in (
+        capsys.readouterr().err
+    )
+
+
+def test_resume_from_an_older_checkpoint_of_the_same_run_branches_off(tmp_path: Path) -> None:
+    """Back to step 6 of a run that reached 9: the new branch's step 7 equals an
+    uninterrupted run's, and step 9 of the old branch is kept aside, not pruned or ranked."""
+    straight, run = tmp_path / "straight", tmp_path / "run"
+    assert main(["digits-classifier", "--out", str(straight), "--max-steps", "7", *FAST]) == 0
+    every3 = ["--set", "checkpoint.every_steps=3"]
+    assert main(["digits-classifier", "--out", str(run), "--max-steps", "9", *every3, *FAST]) == 0
+    step6 = run / "checkpoints" / "step-00000006"
+    with pytest.warns(UserWarning, match="moved to"):
+        code = main(["digits-classifier", "--out", str(run), "--resume", str(step6),
+                     "--max-steps", "7", *every3, *FAST])  # fmt: skip
+    assert code == 0
+    checkpoints = run / "checkpoints"
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000006", "step-00000007"]
+    assert [p.name for p in (checkpoints / "abandoned").iterdir()] == ["step-00000009"]
+    expected = (straight / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+    assert (checkpoints / "latest" / "model.safetensors").read_bytes() == expected

@@ -8,10 +8,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-from torchsmith.interfaces import ConfigError, EventSink, TrainingEvent
+from torchsmith.interfaces import CheckpointError, ConfigError, EventSink, TrainingEvent
 
 from ._build import build_trainer
-from ._checkpoint import read_meta
+from ._checkpoint import read_meta, step_of
 from ._config import (
     ExperimentConfig,
     apply_overrides,
@@ -93,7 +93,7 @@ class _JsonlOnFirstEvent:
 def _refuse_another_runs_checkpoints(out_dir: Path) -> None:
     """A fresh run must not share a checkpoint directory with an earlier one: keep-last and
     keep-best would prune across both, and ``latest`` would name the other run's step."""
-    found = sorted((out_dir / "checkpoints").glob("step-*"))
+    found = sorted((out_dir / "checkpoints").glob("step-*"), key=step_of)
     if found:
         raise ConfigError(
             f"out_dir: {out_dir} already holds checkpoints of an earlier run (newest: "
@@ -183,6 +183,8 @@ def train(
     if updates:
         cfg = validate_config({**cfg.model_dump(), **updates})
     _check_out_dir(Path(cfg.out_dir))
+    if resume is not None and str(resume) != "latest" and not Path(resume).exists():
+        raise CheckpointError(f"--resume: {resume} does not exist")
     if resume is None or not _of_this_run(resume, Path(cfg.out_dir)):
         _refuse_another_runs_checkpoints(Path(cfg.out_dir))
     given = list(sinks)

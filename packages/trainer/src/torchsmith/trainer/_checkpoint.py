@@ -13,25 +13,23 @@ replaced (moved to ``.old-step-*`` for a moment) is put back if the new copy nev
 from __future__ import annotations
 
 import json
-import logging
+import math
 import os
 import pickle
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from torchsmith.interfaces import CheckpointError, fsync_directory
 
-log = logging.getLogger(__name__)
-
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.pt", "meta.json"
-LATEST = "latest"
+LATEST, ABANDONED = "latest", "abandoned"
 
 
 class CheckpointManager:
@@ -54,13 +52,18 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.keep_last, self.keep_best = keep_last, keep_best
         self.metric, self.mode = metric, mode
+        self.resumed_at: int | None = None  # set by a resume: see save()
         if recover and self.directory.is_dir():  # under DDP, rank 0's alone: renames race
             self._recover()
 
     def _recover(self) -> None:
-        """Undo what a process killed mid-save left: a temp directory, or a moved-away step."""
+        """Undo what a process killed mid-save left: a temp directory or link, or a
+        moved-away step."""
         for stale in self.directory.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+            if stale.is_symlink():  # a `latest` link made but not yet moved into place
+                stale.unlink()
+            else:
+                shutil.rmtree(stale, ignore_errors=True)
         for old in self.directory.glob(".old-step-*"):
             final = self.directory / old.name.removeprefix(".old-").rsplit("-", 1)[0]
             if final.exists():  # the new copy made it into place: the old one can go
@@ -71,18 +74,25 @@ class CheckpointManager:
     # ------------------------------------------------------------ save
 
     def save(self, state: Mapping[str, Any], *, step: int, metrics: Mapping[str, float]) -> Path:
-        """Write ``state`` (``"model"``: tensors; the rest: weights-only picklable) atomically."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        """Write ``state`` (``"model"``: tensors; the rest: weights-only picklable) atomically.
+
+        After a resume from ``resumed_at``, the first save moves the checkpoints of later
+        steps (those of the run this one branched off) to ``abandoned/``: out of the way
+        of keep-last, keep-best and ``latest``, and not deleted.
+        """
         final = self.directory / f"step-{step:08d}"
         tmp = self.directory / f".tmp-step-{step:08d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        rest = {k: v for k, v in state.items() if k not in ("model", "meta")}
-        meta = {**dict(state.get("meta", {})), "step": step, "metrics": dict(metrics)}
-        _write_synced(tmp / MODEL_FILE, lambda p: save_file(_unshared(state["model"]), str(p)))
-        _write_synced(tmp / STATE_FILE, lambda p: torch.save(rest, p))
-        _write_synced(tmp / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=2)))
-        fsync_directory(tmp)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            self._write(tmp, state, step, metrics)
+        except OSError as exc:  # a full disk, a permission: the last good checkpoint stays
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise CheckpointError(f"cannot write checkpoint {final}: {exc}") from exc
+        if self.resumed_at is not None:
+            self._abandon_after(self.resumed_at)
+            self.resumed_at = None
         old = None
         if final.exists():  # saving the same step again (e.g. a resumed run's last step)
             # Two renames, and a kill between them leaves the old copy under a name that
@@ -97,11 +107,45 @@ class CheckpointManager:
         self._prune()
         return final
 
+    @staticmethod
+    def _write(
+        tmp: Path, state: Mapping[str, Any], step: int, metrics: Mapping[str, float]
+    ) -> None:
+        rest = {k: v for k, v in state.items() if k not in ("model", "meta")}
+        # A NaN metric is written as null: bare NaN is not JSON, and it ranks as nothing.
+        finite = {k: v if _finite(v) else None for k, v in metrics.items()}
+        meta = {**dict(state.get("meta", {})), "step": step, "metrics": finite}
+        text = json.dumps(meta, indent=2, allow_nan=False)
+        _write_synced(tmp / MODEL_FILE, lambda p: save_file(_unshared(state["model"]), str(p)))
+        _write_synced(tmp / STATE_FILE, lambda p: torch.save(rest, p))
+        _write_synced(tmp / META_FILE, lambda p: p.write_text(text))
+        fsync_directory(tmp)
+
+    def _abandon_after(self, step: int) -> None:
+        later = [p for p in self.all() if step_of(p) > step]
+        if not later:
+            return
+        shelf = self.directory / ABANDONED
+        shelf.mkdir(exist_ok=True)
+        for path in later:
+            target = shelf / path.name
+            n = 1
+            while target.exists():  # abandoned twice over (a second branch off the same run)
+                target, n = shelf / f"{path.name}.{n}", n + 1
+            path.rename(target)
+        warnings.warn(
+            f"this run resumed from before {later[0].name}: the {len(later)} later "
+            f"checkpoint(s), of the run it branched off, moved to {shelf}",
+            stacklevel=3,
+        )
+
     def _point_latest(self, name: str) -> None:
-        link = self.directory / f".tmp-latest-{os.getpid()}"
+        link, latest = self.directory / f".tmp-latest-{os.getpid()}", self.directory / LATEST
         link.unlink(missing_ok=True)
         link.symlink_to(name, target_is_directory=True)
-        os.replace(link, self.directory / LATEST)
+        if latest.is_dir() and not latest.is_symlink():  # a copy made with cp -rL, an unzip
+            shutil.rmtree(latest)  # a kill here: latest() falls back to the newest step
+        os.replace(link, latest)
 
     def _prune(self) -> None:
         keep = set(self.all()[-self.keep_last :])
@@ -117,16 +161,17 @@ class CheckpointManager:
         """Every complete checkpoint, oldest first."""
         if not self.directory.is_dir():
             return []
-        return sorted(p for p in self.directory.glob("step-*") if (p / META_FILE).is_file())
+        found = [p for p in self.directory.glob("step-*") if (p / META_FILE).is_file()]
+        return sorted(found, key=step_of)  # by number: step-100000000 after step-99999999
 
     def best(self) -> list[Path]:
-        """Checkpoints holding ``metric``, best first."""
+        """Checkpoints holding a finite ``metric``, best first (the older first on a tie)."""
         scored = []
         for path in self.all():
             value = read_meta(path).get("metrics", {}).get(self.metric)
-            if isinstance(value, (int, float)):
-                scored.append((value if self.mode == "min" else -value, path))
-        return [path for _, path in sorted(scored)]
+            if _finite(value):
+                scored.append((value if self.mode == "min" else -value, step_of(path), path))
+        return [path for *_, path in sorted(scored)]
 
     def latest(self) -> Path | None:
         link = self.directory / LATEST
@@ -161,31 +206,54 @@ class CheckpointManager:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """``{"model": tensors, "meta": {...}, **training state}``; never unpickles objects."""
+    """``{"model": tensors, "meta": {...}, **training state}``; never unpickles objects.
+
+    A file that is missing, damaged or not what torchsmith writes is a CheckpointError
+    naming it.
+    """
     try:
         model = load_file(str(path / MODEL_FILE))
+    except Exception as exc:  # safetensors raises its own errors, OSError, or ValueError
+        raise CheckpointError(f"cannot read {path / MODEL_FILE}: {exc}") from exc
+    state = _load_state(path / STATE_FILE)
+    meta = read_meta(path)
+    return {**state, "model": model, "meta": meta}
+
+
+def _load_state(file: Path) -> dict[str, Any]:
+    try:
         # On the CPU: optimizer.load_state_dict and load_state_dict move tensors to their
         # parameters' devices, and a CUDA-saved run must load where CUDA is absent too.
-        state: dict[str, Any] = torch.load(path / STATE_FILE, weights_only=True, map_location="cpu")
+        state = torch.load(file, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:  # torch's message advises weights_only=False: not us
         detail = next(
             (line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
-            type(exc).__name__,
+            None,
         )
+        if detail is None:  # not a refused object: bytes that are no pickle at all
+            raise CheckpointError(f"cannot read {file}: it is damaged ({exc})") from exc
         raise CheckpointError(
-            f"refusing checkpoint {path}: {STATE_FILE} holds Python objects that a weights-only "
-            f"load does not build ({detail}); torchsmith never writes such a file"
+            f"refusing {file}: it holds Python objects that a weights-only load does not "
+            f"build ({detail}); torchsmith never writes such a file"
         ) from exc
-    except (OSError, SafetensorError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    return {**state, "model": model, "meta": read_meta(path)}
+    except Exception as exc:  # truncated (EOFError), garbage (KeyError), unreadable (OSError)
+        raise CheckpointError(f"cannot read {file}: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} holds a {type(state).__name__}, not a training state")
+    return state
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    file = path / META_FILE
     try:
-        meta: dict[str, Any] = json.loads((path / META_FILE).read_text())
+        meta = json.loads(file.read_text())
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path / META_FILE}: {exc}") from exc
+        raise CheckpointError(f"cannot read {file}: {exc}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+        raise CheckpointError(f"{file} is not a torchsmith checkpoint's metadata")
+    metrics = meta.get("metrics", {})
+    if not isinstance(metrics, dict):
+        raise CheckpointError(f"{file}: 'metrics' is a {type(metrics).__name__}, not a mapping")
     return meta
 
 
@@ -218,6 +286,16 @@ def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         result[name] = t.clone() if ptr in seen else t
         seen.add(ptr)
     return result
+
+
+def step_of(path: Path) -> int:
+    """The step a ``step-NNNNNNNN`` directory holds (-1 for a name that is not a number)."""
+    digits = path.name.removeprefix("step-")
+    return int(digits) if digits.isdigit() else -1
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _write_synced(path: Path, write: Any) -> None:

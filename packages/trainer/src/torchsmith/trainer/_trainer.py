@@ -19,9 +19,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from torchsmith.interfaces import CheckpointError, DataError, EventSink, TrainingEvent
+from torchsmith.interfaces import (
+    CheckpointError,
+    DataError,
+    EventSink,
+    TorchsmithError,
+    TrainingEvent,
+)
 
-from ._checkpoint import CheckpointManager, load_checkpoint, load_model_state
+from ._checkpoint import STATE_FILE, CheckpointManager, load_checkpoint, load_model_state
 from ._data import BatchStream
 from ._distributed import Dist, all_reduce_sum, barrier, gather_objects, unwrap
 from ._evaluate import EarlyStopping, MetricFn, evaluate
@@ -362,6 +368,24 @@ class Trainer:
         return {k: v for k, v in self.metrics.items() if k not in stale}
 
     def load_state_dict(self, state: Mapping[str, Any], source: Path) -> None:
+        """Restore what :meth:`state_dict` saved; a CheckpointError naming ``source`` for a
+        state it did not write (a damaged or foreign ``state.pt``)."""
+        missing = [k for k in ("model", "optimizer", "rng", "data", "loop") if k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{source / STATE_FILE} is not a training state: it lacks {', '.join(missing)}"
+            )
+        try:
+            self._load_state_dict(state, source)
+        except TorchsmithError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"cannot restore {source} ({STATE_FILE} is not what this run saves): "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _load_state_dict(self, state: Mapping[str, Any], source: Path) -> None:
         load_model_state(unwrap(self.stepper.model), state["model"], source)
         self.stepper.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and "scheduler" in state:
@@ -401,4 +425,6 @@ class Trainer:
         """Continue from a checkpoint: ``"latest"`` under our directory, or a path."""
         source = Path(path) if self.checkpoints is None else self.checkpoints.resolve(path)
         self.load_state_dict(load_checkpoint(source), source)
+        if self.checkpoints is not None:  # later checkpoints, if any, are another branch
+            self.checkpoints.resumed_at = self.step
         return source
