@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -105,7 +107,7 @@ def test_a_save_killed_while_replacing_a_step_loses_nothing(
     expected = 1.0 if killed_after == "moving the old copy away" else 2.0
     loaded = manager.load()
     assert loaded is not None and torch.equal(loaded["model"]["w"], torch.full((2, 2), expected))
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".lock"]
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
@@ -237,7 +239,7 @@ def test_a_failed_write_is_a_checkpoint_error_and_leaves_nothing_behind(
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.raises(CheckpointError, match=r"cannot write checkpoint .*step-00000002: .*space"):
         manager.save(_state(2.0), step=2, metrics={})
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest", "step-00000001"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "latest", "step-00000001"]
     assert manager.latest() == good
 
 
@@ -258,3 +260,22 @@ def test_saving_after_resuming_from_an_older_checkpoint_shelves_the_later_ones(
     shelved = sorted(p.name for p in (tmp_path / "abandoned").iterdir())
     assert shelved == ["step-00000002", "step-00000003"]
     assert load_checkpoint(tmp_path / "abandoned" / "step-00000003")["loop"]["step"] == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
+def test_a_save_waits_for_the_directory_lock(tmp_path: Path) -> None:
+    """Another process recovering the directory (it deletes ``.tmp-*``) holds the lock: a
+    save waits for it instead of losing its temporary directory."""
+    import fcntl
+
+    manager = CheckpointManager(tmp_path)
+    with open(tmp_path / ".lock", "a") as other:  # another open file: as another process
+        fcntl.flock(other, fcntl.LOCK_EX)
+        saver = threading.Thread(target=manager.save, args=(_state(1.0),), kwargs={"step": 1,
+                                 "metrics": {}})  # fmt: skip
+        saver.start()
+        saver.join(timeout=0.3)
+        assert saver.is_alive() and manager.all() == []
+        fcntl.flock(other, fcntl.LOCK_UN)
+    saver.join(timeout=10)
+    assert [p.name for p in manager.all()] == ["step-00000001"]

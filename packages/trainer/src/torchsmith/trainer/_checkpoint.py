@@ -12,13 +12,14 @@ replaced (moved to ``.old-step-*`` for a moment) is put back if the new copy nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import pickle
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from torchsmith.interfaces import CheckpointError, fsync_directory
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.pt", "meta.json"
 LATEST, ABANDONED = "latest", "abandoned"
@@ -54,7 +60,22 @@ class CheckpointManager:
         self.metric, self.mode = metric, mode
         self.resumed_at: int | None = None  # set by a resume: see save()
         if recover and self.directory.is_dir():  # under DDP, rank 0's alone: renames race
-            self._recover()
+            with self._locked():
+                self._recover()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold ``.lock`` in the directory: a save and another process's recovery (which
+        deletes ``.tmp-*``) never interleave. The kernel drops the lock of a killed process."""
+        if fcntl is None:  # Windows: no flock
+            yield
+            return
+        with open(self.directory / ".lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _recover(self) -> None:
         """Undo what a process killed mid-save left: a temp directory or link, or a
@@ -74,6 +95,15 @@ class CheckpointManager:
     # ------------------------------------------------------------ save
 
     def save(self, state: Mapping[str, Any], *, step: int, metrics: Mapping[str, float]) -> Path:
+        """Write ``state`` (see :meth:`_save`) while holding the directory's lock."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot create {self.directory}: {exc}") from exc
+        with self._locked():
+            return self._save(state, step=step, metrics=metrics)
+
+    def _save(self, state: Mapping[str, Any], *, step: int, metrics: Mapping[str, float]) -> Path:
         """Write ``state`` (``"model"``: tensors; the rest: weights-only picklable) atomically.
 
         After a resume from ``resumed_at``, the first save moves the checkpoints of later
@@ -83,7 +113,6 @@ class CheckpointManager:
         final = self.directory / f"step-{step:08d}"
         tmp = self.directory / f".tmp-step-{step:08d}-{os.getpid()}"
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             self._write(tmp, state, step, metrics)
@@ -153,7 +182,11 @@ class CheckpointManager:
         latest = self.latest()
         for path in self.all():
             if path not in keep and path != latest:
-                shutil.rmtree(path, ignore_errors=True)
+                # Renamed first: a kill mid-delete leaves a .tmp-* that _recover removes,
+                # never a step directory that lists as a checkpoint with files missing.
+                doomed = self.directory / f".tmp-pruned-{path.name}-{os.getpid()}"
+                path.rename(doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
 
     # ------------------------------------------------------------ find
 
