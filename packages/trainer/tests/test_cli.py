@@ -346,7 +346,7 @@ def test_a_missing_or_damaged_resume_is_one_line_naming_it(
     capsys.readouterr()
     nowhere = tmp_path / "nowhere"
     assert main(["digits-classifier", "--out", str(out), "--resume", str(nowhere), *FAST]) == 2
-    assert f"--resume: {nowhere} does not exist" in capsys.readouterr().err
+    assert f"resume (--resume): {nowhere} does not exist" in capsys.readouterr().err
     (out / "checkpoints" / "latest" / "state.pt").write_bytes(b"")
     assert main(["digits-classifier", "--out", str(out), "--resume", "latest", *FAST]) == 2
     err = capsys.readouterr().err

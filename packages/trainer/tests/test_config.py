@@ -24,6 +24,7 @@ from torchsmith.trainer._config import (
     GPTConfig,
     TextDataConfig,
     eval_metric_names,
+    plan_warnings,
     resume_mismatches,
 )
 from torchsmith.trainer._datasets import caption_tokens
@@ -306,8 +307,16 @@ def test_a_plan_that_cannot_play_out_is_warned_about(
     tmp_path: Path, overrides: list[str], message: str
 ) -> None:
     """Valid (a smoke run of a long recipe is fair), but the setting does nothing: warned."""
-    with pytest.warns(UserWarning, match=message):
-        small_config(tmp_path, *overrides)
+    found = plan_warnings(small_config(tmp_path, *overrides))
+    assert len(found) == 1 and re.search(message, found[0])
+
+
+def test_building_the_run_warns_of_such_a_plan_once(tmp_path: Path) -> None:
+    config = small_config(tmp_path, "schedule.warmup_steps=30")
+    assert plan_warnings(small_config(tmp_path)) == []
+    with pytest.warns(UserWarning, match="schedule.warmup_steps") as record:
+        build_trainer(config)
+    assert sum("warmup" in str(w.message) for w in record) == 1
 
 
 def test_resume_refuses_a_changed_schedule_or_step_shape() -> None:

@@ -8,12 +8,13 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from torchsmith.interfaces import ConfigError
-from torchsmith.trainer import ClassificationTask, build_trainer
+from torchsmith.trainer import ClassificationTask, _build, build_trainer
 from torchsmith.trainer._evaluate import evaluate
 
 from .conftest import small_config
@@ -82,7 +83,40 @@ def test_evaluate_checks_what_a_metric_returns() -> None:
     def vector(model: object, batch: tuple[torch.Tensor, ...], out: object) -> torch.Tensor:
         return batch[0].sum(dim=1)
 
-    with pytest.raises(ConfigError, match=r"^eval.metrics.v: .*got a tensor of shape \(4,\)"):
+    with pytest.raises(ConfigError, match=r"^eval.metrics.v: .*float32 tensor of shape \(4,\)"):
         evaluate(model, ClassificationTask(), data, metrics={"v": vector})
-    result = evaluate(model, ClassificationTask(), data, metrics={"one": lambda *_: 1})
-    assert result["val_one"] == 1.0
+    result = evaluate(
+        model,
+        ClassificationTask(),
+        data,
+        metrics={
+            "one": lambda *_: 1,
+            "half": lambda *_: np.float32(0.5),
+            "count": lambda m, batch, out: (batch[1] >= 0).sum(),  # an int64 tensor of 4
+        },
+    )
+    assert (result["val_one"], result["val_half"], result["val_count"]) == (1.0, 0.5, 4.0)
+
+
+def test_the_preflight_leaves_a_memory_bank_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loss that fills its memory bank on first use fills a copy's in the preflight: the
+    run's weights equal those of a run built with no preflight at all."""
+    pytest.importorskip("torchsmith.losses", reason="the memory bank is torchsmith-losses'")
+    contrastive = [
+        "task.kind=contrastive",
+        "task.loss=ntxent",
+        "task.loss_kwargs={memory_bank_size: 64}",
+        "training.max_steps=6",
+    ]
+
+    def final_weights(out: Path) -> list[torch.Tensor]:
+        trainer = build_trainer(small_config(out, *contrastive, model={"kind": "encoder"}))
+        trainer.fit()
+        return list(trainer.stepper.model.state_dict().values())
+
+    with_preflight = final_weights(tmp_path / "a")
+    monkeypatch.setattr(_build, "preflight", lambda *args: None)
+    without = final_weights(tmp_path / "b")
+    assert all(torch.equal(a, b) for a, b in zip(with_preflight, without, strict=True))

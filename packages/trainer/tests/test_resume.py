@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,21 @@ def test_resuming_with_another_number_of_processes_warns(tmp_path: Path) -> None
     state["rng"] = state["rng"] * 2  # as two DDP processes write it
     with pytest.warns(UserWarning, match=r"written by 2 process\(es\), with 1: .* will not match"):
         trainer.load_state_dict(state, tmp_path)
+
+
+def test_a_checkpoint_whose_train_loss_was_nan_resumes(tmp_path: Path) -> None:
+    """Every step of a log interval skipped (nonfinite='skip'): its mean loss is NaN, which
+    meta.json holds as null; a resume there reports NaN as the uninterrupted run did."""
+    config = small_config(tmp_path, "training.nonfinite=skip", "checkpoint.every_steps=5")
+    config.training.stop_after = 5
+    first = build_trainer(config)
+    for step in range(5):
+        poison_step(first, step)
+    assert math.isnan(first.fit()["train_loss"]) and first.skipped_steps == 5
+    meta = json.loads((tmp_path / "checkpoints" / "latest" / "meta.json").read_text())
+    assert meta["metrics"]["train_loss"] is None
+    config.training.stop_after = 10
+    resumed = build_trainer(config)
+    resumed.resume("latest")
+    assert math.isnan(resumed.metrics["train_loss"])
+    assert math.isfinite(resumed.fit()["train_loss"])

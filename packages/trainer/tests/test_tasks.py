@@ -238,3 +238,16 @@ def test_an_lm_task_counts_only_what_its_loss_does_not_ignore() -> None:
     assert int(out.num_items) == 1
     with pytest.raises(ConfigError, match=r"task\.loss_kwargs\.ignore_index: an integer"):
         build_task("causal_lm", None, {"ignore_index": "pad"}, [])
+
+
+def test_the_clip_logit_scale_is_kept_at_most_100_and_still_learns() -> None:
+    """Clamped in place (as CLIP clamps after each step), not in the graph, where the clamp's
+    zero gradient would hold it above the cap for good."""
+    model = DualEncoder(64, 256, 16, 32)
+    with torch.no_grad():
+        model.logit_scale.fill_(7.0)  # exp(7) = 1097
+    _, _, scale = model(torch.rand(4, 64), torch.randint(1, 256, (4, 5)))
+    assert scale.item() == pytest.approx(100.0)
+    assert model.logit_scale.item() == pytest.approx(math.log(100.0))
+    scale.backward()
+    assert model.logit_scale.grad is not None and model.logit_scale.grad.item() > 0.0

@@ -184,7 +184,7 @@ def train(
         cfg = validate_config({**cfg.model_dump(), **updates})
     _check_out_dir(Path(cfg.out_dir))
     if resume is not None and str(resume) != "latest" and not Path(resume).exists():
-        raise CheckpointError(f"--resume: {resume} does not exist")
+        raise CheckpointError(f"resume (--resume): {resume} does not exist")
     if resume is None or not _of_this_run(resume, Path(cfg.out_dir)):
         _refuse_another_runs_checkpoints(Path(cfg.out_dir))
     given = list(sinks)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import platform
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -30,6 +31,7 @@ from ._config import (
     ImportedModelConfig,
     MLPConfig,
     TextDataConfig,
+    plan_warnings,
 )
 from ._data import BatchStream, ResumableSampler, build_loader, dataset_length
 from ._datasets import Tokenizer, digits, shipped_corpus, text_corpus
@@ -169,6 +171,8 @@ def build_trainer(
     device = resolve_device(config)
     task = build_config_task(config)  # a bad task.loss fails here, before any data is read
     info = dist or init_distributed(device.type)
+    for message in plan_warnings(config) if info.is_main else ():
+        warnings.warn(message, UserWarning, stacklevel=2)
     seed_everything(config.seed + info.rank)
     data = build_data(config, base_dir)
     torch.manual_seed(config.seed)  # the same initial weights on every rank

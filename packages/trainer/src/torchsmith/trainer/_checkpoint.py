@@ -91,6 +91,12 @@ class CheckpointManager:
                 shutil.rmtree(old, ignore_errors=True)
             else:  # killed between the two renames: the old copy is the checkpoint
                 old.rename(final)
+        # Killed between placing a step and linking it: `latest` names the step before.
+        # (A copied `latest` directory is left as it is; the next save replaces it.)
+        found, latest = self.all(), self.directory / LATEST
+        copied = latest.is_dir() and not latest.is_symlink()
+        if found and not copied and (not latest.is_symlink() or self.latest() != found[-1]):
+            self._point_latest(found[-1].name)
 
     # ------------------------------------------------------------ save
 
@@ -116,9 +122,17 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             self._write(tmp, state, step, metrics)
-        except OSError as exc:  # a full disk, a permission: the last good checkpoint stays
+        # A full disk or a permission: OSError, or safetensors' and torch.save's own errors.
+        except Exception as exc:  # the last good checkpoint stays; nothing is left behind
             shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"cannot write checkpoint {final}: {exc}") from exc
+        try:
+            self._put_in_place(tmp, final)
+        except OSError as exc:
+            raise CheckpointError(f"wrote {tmp} but could not move it to {final}: {exc}") from exc
+        return final
+
+    def _put_in_place(self, tmp: Path, final: Path) -> None:
         if self.resumed_at is not None:
             self._abandon_after(self.resumed_at)
             self.resumed_at = None
@@ -134,7 +148,6 @@ class CheckpointManager:
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         self._prune()
-        return final
 
     @staticmethod
     def _write(
@@ -165,7 +178,7 @@ class CheckpointManager:
         warnings.warn(
             f"this run resumed from before {later[0].name}: the {len(later)} later "
             f"checkpoint(s), of the run it branched off, moved to {shelf}",
-            stacklevel=3,
+            stacklevel=2,
         )
 
     def _point_latest(self, name: str) -> None:
@@ -173,7 +186,11 @@ class CheckpointManager:
         link.unlink(missing_ok=True)
         link.symlink_to(name, target_is_directory=True)
         if latest.is_dir() and not latest.is_symlink():  # a copy made with cp -rL, an unzip
-            shutil.rmtree(latest)  # a kill here: latest() falls back to the newest step
+            # Renamed away in one step, then deleted: a kill mid-delete leaves a .tmp-* for
+            # _recover, and latest() falls back to the newest step meanwhile.
+            doomed = self.directory / f".tmp-latest-copy-{os.getpid()}"
+            latest.rename(doomed)
+            shutil.rmtree(doomed)
         os.replace(link, latest)
 
     def _prune(self) -> None:

@@ -8,7 +8,6 @@ values it accepts. Models, data and tasks are tagged unions on ``kind``.
 from __future__ import annotations
 
 import tomllib
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -463,23 +462,17 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def validate_config(data: Mapping[str, Any]) -> ExperimentConfig:
-    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field.
-
-    A plan that is valid but cannot play out as written (see :func:`plan_warnings`) is
-    warned about, not refused: a short smoke run of a long recipe is a fair thing to ask.
-    """
+    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field."""
     try:
-        config = ExperimentConfig.model_validate(dict(data))
+        return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    for message in plan_warnings(config):
-        warnings.warn(message, UserWarning, stacklevel=2)
-    return config
 
 
 def plan_warnings(config: ExperimentConfig) -> list[str]:
     """Settings that do nothing in this run: a warmup or LR decay that never happens, early
-    stopping with too few evaluations to fire."""
+    stopping with too few evaluations to fire. ``build_trainer`` warns of each, once; they
+    are not errors, since a short smoke run of a long recipe is a fair thing to ask."""
     found = []
     sched, steps = config.schedule, config.training.max_steps
     if sched.warmup_steps >= steps:

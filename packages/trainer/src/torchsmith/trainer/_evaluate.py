@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,14 +86,18 @@ def evaluate(
 def metric_value(field: str, value: Any) -> float | torch.Tensor:
     """A user metric's value for one batch (its mean: a number or a one-element tensor), or
     a ConfigError naming ``field`` and what came instead."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
-        return value.reshape(())
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    got = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else None
+    if isinstance(value, torch.Tensor):
+        real = value.dtype != torch.bool and not value.is_complex()
+        if value.numel() == 1 and real:
+            return value.reshape(())  # an integer one too: RunningMean averages in float
+        got = f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)  # numpy's scalars too
+    else:
+        got = type(value).__name__
     raise ConfigError(
-        f"{field}: must return the batch's mean as a float or a one-element float tensor, "
-        f"got {got or type(value).__name__}"
+        f"{field}: must return the batch's mean as a real number or a one-element real "
+        f"tensor, got {got}"
     )
 
 

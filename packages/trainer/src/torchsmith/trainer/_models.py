@@ -124,7 +124,9 @@ class DualEncoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mask = (tokens != 0).unsqueeze(-1).float()  # (B, L, 1)
         pooled = (self.token(tokens) * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, hidden)
-        # Clamped at 100 as in CLIP (Radford et al. 2021, section 2.5): a larger scale
-        # makes training unstable.
-        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
-        return self.image(images), self.text(pooled), scale
+        # The scale is kept at most 100, as in CLIP (Radford et al. 2021, section 2.5: a
+        # larger one makes training unstable). Clamped in place, as CLIP does after each
+        # step, not in the graph: there a clamp's zero gradient would hold it above 100.
+        with torch.no_grad():
+            self.logit_scale.clamp_(max=math.log(100.0))
+        return self.image(images), self.text(pooled), self.logit_scale.exp()

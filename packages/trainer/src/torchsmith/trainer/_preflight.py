@@ -3,13 +3,16 @@
 The config alone cannot tell that a loss does not take this task's outputs
 (``task.loss=ntxent`` on a classifier), that a user metric has the wrong signature or
 returns a vector, or how many classes an imported model has. Each of those would
-otherwise fail at the first step or the first evaluation, after work was done. The batch
-runs in eval mode, outside autograd, with the RNGs restored, so the run that follows is
-the one it would have been without it.
+otherwise fail at the first step or the first evaluation, after work was done.
+
+The batch runs in eval mode, outside autograd, through a copy of the task (a loss that
+fills a memory bank on first use fills the copy's), and every RNG (python, numpy, torch,
+the GPU's) is put back afterwards, so the run that follows trains as it would without it.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +26,7 @@ from torchsmith.interfaces import ConfigError
 from ._config import ExperimentConfig, ImportedModelConfig
 from ._data import move_to
 from ._evaluate import MetricFn, metric_value
+from ._rng import rng_state, set_rng_state
 
 
 def preflight(
@@ -37,19 +41,17 @@ def preflight(
     naming the field (``task.loss``, ``model``, ``eval.metrics.<name>``, or the metric a
     top-k needs) for what fails."""
     batch = move_to(default_collate([val[i] for i in range(min(2, len(val)))]), device)  # type: ignore[arg-type]
-    gpus = []
-    if device.type == "cuda":
-        gpus = [torch.cuda.current_device() if device.index is None else device.index]
-    training = model.training
+    training, rngs = model.training, rng_state()
     model.eval()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=gpus):
-            out = _run_task(config, model, task, batch)
+        with torch.no_grad():
+            out = _run_task(config, model, copy.deepcopy(task), batch)
             for name, fn in metrics.items():
                 _run_metric(config, name, fn, model, batch, out)
             _check_top_k(config, model, batch[0])
     finally:
         model.train(training)
+        set_rng_state(rngs)
 
 
 def _run_task(config: ExperimentConfig, model: nn.Module, task: Any, batch: Any) -> Any:

@@ -381,8 +381,7 @@ class Trainer:
             raise
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
             raise CheckpointError(
-                f"cannot restore {source} ({STATE_FILE} is not what this run saves): "
-                f"{type(exc).__name__}: {exc}"
+                f"cannot restore {source}, which this run did not save: {type(exc).__name__}: {exc}"
             ) from exc
 
     def _load_state_dict(self, state: Mapping[str, Any], source: Path) -> None:
@@ -418,7 +417,9 @@ class Trainer:
         self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
         saved = state.get("meta", {}).get("metrics", {})
         if "train_loss" in saved:  # measured at this step: what a run ending here reports
-            self.metrics["train_loss"], self._logged_at = float(saved["train_loss"]), self.step
+            value = saved["train_loss"]  # null: it was NaN (every step of the log skipped)
+            self.metrics["train_loss"] = float("nan") if value is None else float(value)
+            self._logged_at = self.step
         self._saved_at = self.step
 
     def resume(self, path: str | Path = "latest") -> Path:
