@@ -13,7 +13,10 @@ Each side (the digits MLP of ``test_digits_mlp_overhead``: batch 32, one thread,
 trainer's own loader on both sides) runs under valgrind in its own process twice: one
 warm-up epoch, then none or ``--epochs`` more. Imports and set-up cancel in the
 difference. Needs valgrind (Debian: ``apt install valgrind``); about 10 minutes on two
-cores. TORCHSMITH_BENCH_DIR, if set, keeps the counts as JSON.
+cores. ``--simulate`` adds callgrind's cache and branch-predictor models and a cycle
+estimate from them: the extra work is interpreter code, which misses and mispredicts more
+per instruction than the tensor kernels, so it costs more time than its share of
+instructions. TORCHSMITH_BENCH_DIR, if set, keeps the counts as JSON.
 """
 
 from __future__ import annotations
@@ -54,14 +57,20 @@ def child(side: str, epochs: int) -> None:
             bench._trainer_epoch(trainer, epochs)
 
 
-def count(side: str, epochs: int) -> tuple[int, int]:
-    """Instructions callgrind counts for ``child(side, epochs)`` in a fresh process, and the
-    steps per epoch."""
+# With --simulate: callgrind's cache (I1, D1, LL) and branch predictor models add these.
+EVENTS = ("Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw", "Bcm", "Bim")
+
+
+def count(side: str, epochs: int, simulate: bool = False) -> tuple[dict[str, int], int]:
+    """The events callgrind counts for ``child(side, epochs)`` in a fresh process (``Ir``,
+    instructions, alone unless ``simulate``), and the steps per epoch."""
+    sims = ["--cache-sim=yes", "--branch-sim=yes"] if simulate else []
     out = subprocess.run(
         [
             "valgrind",
             "--tool=callgrind",
             "--callgrind-out-file=/dev/null",
+            *sims,
             sys.executable,
             __file__,
             "--child",
@@ -75,16 +84,31 @@ def count(side: str, epochs: int) -> tuple[int, int]:
         # an import) differ by millions of instructions from process to process.
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"},
     )
-    found = re.search(r"Collected : (\d+)", out.stderr)
+    names = re.search(r"Events +: ([\w ]+)", out.stderr)
+    found = re.search(r"Collected : ([\d ]+)", out.stderr)
     per_epoch = re.search(r"steps per epoch: (\d+)", out.stdout)
-    if found is None or per_epoch is None:
-        raise RuntimeError(f"no instruction count in valgrind's output:\n{out.stderr[-2000:]}")
-    return int(found.group(1)), int(per_epoch.group(1))
+    if names is None or found is None or per_epoch is None:
+        raise RuntimeError(f"no counts in valgrind's output:\n{out.stderr[-2000:]}")
+    counts = dict(zip(names.group(1).split(), map(int, found.group(1).split()), strict=True))
+    return {k: v for k, v in counts.items() if k in EVENTS}, int(per_epoch.group(1))
+
+
+def cycle_estimate(events: dict[str, float]) -> float:
+    """KCachegrind's cycle estimate: Ir + 10 per L1 miss or mispredicted branch + 100 per
+    last-level miss. Crude (no overlap, simple models), but it weighs what Ir alone does not."""
+    l1 = events["I1mr"] + events["D1mr"] + events["D1mw"]
+    last_level = events["ILmr"] + events["DLmr"] + events["DLmw"]
+    return events["Ir"] + 10 * (l1 + events["Bcm"] + events["Bim"]) + 100 * last_level
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="also simulate caches and branch prediction (about 3x slower)",
+    )
     parser.add_argument("--child", nargs=2, metavar=("SIDE", "EPOCHS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -92,22 +116,34 @@ def main() -> None:
         return
     runs = [(side, n) for side in ("hand", "trainer") for n in (0, args.epochs)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        results = dict(zip(runs, pool.map(lambda run: count(*run), runs), strict=True))
-    counts = {run: instructions for run, (instructions, _) in results.items()}
+        found = list(pool.map(lambda run: count(run[0], run[1], args.simulate), runs))
+    results = dict(zip(runs, found, strict=True))
     steps = args.epochs * results["hand", 0][1]
-    per_step = {
-        side: (counts[side, args.epochs] - counts[side, 0]) / steps for side in ("hand", "trainer")
+    per_step = {  # each event's count per step: the epochs' run less the warm-up alone
+        side: {
+            name: (results[side, args.epochs][0][name] - results[side, 0][0][name]) / steps
+            for name in results[side, 0][0]
+        }
+        for side in ("hand", "trainer")
     }
-    ratio = per_step["trainer"] / per_step["hand"]
+    hand, ours = per_step["hand"], per_step["trainer"]
     print(
-        f"digits MLP, batch 32, 1 thread, {steps} steps: hand {per_step['hand']:,.0f} "
-        f"instructions/step, trainer {per_step['trainer']:,.0f}, ratio {ratio:.4f} "
-        f"({per_step['trainer'] - per_step['hand']:+,.0f} per step)"
+        f"digits MLP, batch 32, 1 thread, {steps} steps: hand {hand['Ir']:,.0f} "
+        f"instructions/step, trainer {ours['Ir']:,.0f}, ratio {ours['Ir'] / hand['Ir']:.4f} "
+        f"({ours['Ir'] - hand['Ir']:+,.0f} per step)"
     )
+    if args.simulate:
+        for name in EVENTS[1:]:
+            print(f"  {name}/step: hand {hand[name]:,.0f}, trainer {ours[name] - hand[name]:+,.0f}")
+        estimate = {side: cycle_estimate(events) for side, events in per_step.items()}
+        print(
+            f"  cycle estimate/step: hand {estimate['hand']:,.0f}, trainer "
+            f"{estimate['trainer']:,.0f}, ratio {estimate['trainer'] / estimate['hand']:.4f}"
+        )
     if out := os.environ.get("TORCHSMITH_BENCH_DIR"):
         path = Path(out) / "trainer_instructions.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = [[side, epochs, n] for (side, epochs), n in counts.items()]
+        rows = [[side, epochs, events] for (side, epochs), (events, _) in results.items()]
         path.write_text(json.dumps({"steps": steps, "counts": rows}))
 
 
