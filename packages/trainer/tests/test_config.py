@@ -326,3 +326,13 @@ def test_resume_refuses_a_changed_schedule_or_step_shape() -> None:
         "schedule.warmup_steps: checkpoint 20, this run 0",
         "training.grad_accum: checkpoint 1, this run 4",
     ]  # max_steps may change: it extends (or shortens) the run
+
+
+def test_resume_compares_free_form_maps_whole() -> None:
+    """A loss argument added on resume is a change, though the checkpoint lacks the key."""
+    saved = {"task": {"loss_kwargs": {}}, "model": {"kwargs": {"a": 1}}}
+    now = {"task": {"loss_kwargs": {"temperature": 0.5}}, "model": {"kwargs": {}}}
+    assert resume_mismatches(saved, now) == [
+        "model.kwargs: checkpoint {'a': 1}, this run {}",
+        "task.loss_kwargs: checkpoint {}, this run {'temperature': 0.5}",
+    ]

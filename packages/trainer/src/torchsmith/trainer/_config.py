@@ -376,10 +376,13 @@ def resume_mismatches(saved: Mapping[str, Any], current: Mapping[str, Any]) -> l
     ]
 
 
+_WHOLE = ("kwargs", "loss_kwargs")  # free-form maps: a key added or dropped is a change
+
+
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
-        if isinstance(value, Mapping) and value:
+        if isinstance(value, Mapping) and value and key not in _WHOLE:
             flat.update(_flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
