@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -117,14 +118,25 @@ def _report(name: str, hand: list[float], other: list[float], steps: int, epochs
     ratio_of_mins = min(other) / min(hand)
     pairs = sorted(o / h for h in hand for o in other)  # every pairing: the ratio's spread
     q1, q3 = pairs[len(pairs) // 4], pairs[3 * len(pairs) // 4]
+    paired, low, high = _paired_ratio(hand, other)
     overhead_us = (statistics.median(other) - statistics.median(hand)) / steps * 1e6
     print(
         f"\n{name}: hand {statistics.median(hand) / epochs * 1e3:.2f} ms/epoch, "
         f"other {statistics.median(other) / epochs * 1e3:.2f} ms/epoch, "
         f"ratio of medians {ratio:.3f} (of minima {ratio_of_mins:.3f}), "
-        f"ratio IQR [{q1:.3f}, {q3:.3f}], {overhead_us:+.1f} us/step over {steps} steps"
+        f"ratio IQR [{q1:.3f}, {q3:.3f}], {overhead_us:+.1f} us/step over {steps} steps; "
+        f"paired ratio {paired:.4f} (95% CI {low:.4f}-{high:.4f})"
     )
     return ratio
+
+
+def _paired_ratio(hand: list[float], other: list[float]) -> tuple[float, float, float]:
+    """The median of each round's ratio (the two samples of a round ran back to back, so
+    they share the machine's state), with a bootstrap 95% interval of that median."""
+    ratios = [o / h for h, o in zip(hand, other, strict=True)]
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    return statistics.median(ratios), medians[50], medians[1949]
 
 
 def _save(record: dict[str, object]) -> None:
