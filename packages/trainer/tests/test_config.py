@@ -24,9 +24,8 @@ from torchsmith.trainer._config import (
     GPTConfig,
     TextDataConfig,
     eval_metric_names,
-    plan_warnings,
-    resume_mismatches,
 )
+from torchsmith.trainer._config_checks import plan_warnings, resume_mismatches
 from torchsmith.trainer._datasets import caption_tokens
 from torchsmith.trainer._evaluate import evaluate
 

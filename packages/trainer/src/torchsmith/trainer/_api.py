@@ -16,9 +16,9 @@ from ._config import (
     ExperimentConfig,
     apply_overrides,
     read_config_file,
-    resume_mismatches,
     validate_config,
 )
+from ._config_checks import resume_mismatches
 from ._events import EventBus, JsonlSink, RichProgressSink, drop_events_after
 from ._trainer import Trainer
 

@@ -31,8 +31,8 @@ from ._config import (
     ImportedModelConfig,
     MLPConfig,
     TextDataConfig,
-    plan_warnings,
 )
+from ._config_checks import plan_warnings
 from ._data import BatchStream, ResumableSampler, build_loader, dataset_length
 from ._datasets import Tokenizer, digits, shipped_corpus, text_corpus
 from ._distributed import Dist, barrier, init_distributed, wrap_ddp

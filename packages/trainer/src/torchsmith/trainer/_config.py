@@ -346,49 +346,6 @@ class ExperimentConfig(_Section):
         return problems
 
 
-# What a checkpoint fixes: its weights, optimizer state, RNGs and data position mean
-# something only with these. (A resume restores the optimizer's own settings from the
-# checkpoint, so a changed optim.lr would be silently ignored.)
-_FIXED_ON_RESUME = (
-    "seed",
-    "model.",
-    "data.",
-    "task.",
-    "optim.",
-    "schedule.",  # LambdaLR's state is its step count: a changed plan would apply silently
-    "loader.batch_size",
-    "loader.shuffle",  # the rest of the epoch would come from another order
-    "training.grad_accum",
-    "training.clip_grad_norm",
-    "training.precision",
-)
-
-
-def resume_mismatches(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """The settings a checkpoint fixes that differ between its config (``saved``, from
-    meta.json) and ``current``, as ``"field: checkpoint X, this run Y"`` lines. Fields one
-    side lacks (added in a later version) are not compared."""
-    old, new = _flatten(saved), _flatten(current)
-    return [
-        f"{key}: checkpoint {old[key]!r}, this run {new[key]!r}"
-        for key in sorted(old.keys() & new.keys())
-        if key.startswith(_FIXED_ON_RESUME) and old[key] != new[key]
-    ]
-
-
-_WHOLE = ("kwargs", "loss_kwargs")  # free-form maps: a key added or dropped is a change
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value and key not in _WHOLE:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def eval_metric_names(config: ExperimentConfig, user: bool = True) -> list[str]:
     """The names :func:`~torchsmith.trainer.evaluate` reports for ``config``'s task.
 
@@ -470,34 +427,6 @@ def validate_config(data: Mapping[str, Any]) -> ExperimentConfig:
         return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-
-
-def plan_warnings(config: ExperimentConfig) -> list[str]:
-    """Settings that do nothing in this run: a warmup or LR decay that never happens, early
-    stopping with too few evaluations to fire. ``build_trainer`` warns of each, once; they
-    are not errors, since a short smoke run of a long recipe is a fair thing to ask."""
-    found = []
-    sched, steps = config.schedule, config.training.max_steps
-    if sched.warmup_steps >= steps:
-        found.append(
-            f"schedule.warmup_steps: {sched.warmup_steps} is not below training.max_steps "
-            f"({steps}), so the LR never reaches optim.lr and the {sched.name!r} decay never starts"
-        )
-    elif sched.name == "step" and sched.step_size >= steps - sched.warmup_steps:
-        found.append(
-            f"schedule.step_size: {sched.step_size} is not below the {steps - sched.warmup_steps}"
-            " steps after warmup, so the 'step' schedule never decays the LR"
-        )
-    ev = config.eval
-    if ev.early_stopping_metric and ev.every_steps and not ev.every_epochs:
-        evaluations = steps // ev.every_steps
-        if evaluations <= ev.patience:
-            found.append(
-                f"eval.patience: early stopping needs {ev.patience + 1} evaluations to stop, "
-                f"and eval.every_steps={ev.every_steps} gives {evaluations} in "
-                f"training.max_steps={steps}, so it never stops the run"
-            )
-    return found
 
 
 def _describe(exc: ValidationError) -> str:
