@@ -182,3 +182,35 @@ def test_evaluation_is_split_across_ranks_and_reduced(tmp_path: Path) -> None:
             assert got.keys() == single.keys()
             for name, value in single.items():
                 assert got[name] == pytest.approx(value, rel=1e-6), (max_batches, name)
+
+
+BATCHNORM_MODEL = """
+from torch import nn
+
+def build():
+    return nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+"""
+
+
+@pytest.mark.slow
+def test_a_rank_with_no_evaluation_batch_does_not_hang_a_model_with_buffers(
+    tmp_path: Path,
+) -> None:
+    """DDP's forward is itself a collective (it broadcasts buffers); with one validation
+    batch for two ranks, rank 1 never calls it. Evaluation runs the inner module instead,
+    after one broadcast of rank 0's buffers on every rank."""
+    (tmp_path / "bn_model.py").write_text(BATCHNORM_MODEL)
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    out = tmp_path / "run"
+    args = ["digits-classifier", "--no-progress", "--out", str(out), "--max-steps", "6",
+            "--set", "model={kind: import, target: 'bn_model:build'}",
+            "--set", "eval={every_steps: 3, max_batches: 1}",
+            "--set", "training.device=cpu"]  # fmt: skip
+    subprocess.run([*torchrun, str(script), *args], env=env, check=True, timeout=300)
+    events = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    evals = {e["step"]: e["metrics"]["val_loss"] for e in events if e["kind"] == "eval"}
+    assert sorted(evals) == [3, 6] and all(0.0 < v < 10.0 for v in evals.values())

@@ -192,14 +192,16 @@ def train(
     log = Path(cfg.out_dir) / "metrics.jsonl"
     if log_jsonl:
         all_sinks.append(_JsonlOnFirstEvent(log))
-    if progress:
-        all_sinks.append(RichProgressSink(min(cfg.training.max_steps, max_steps or 10**12)))
+    bar = RichProgressSink(cfg.training.stop_after or cfg.training.max_steps) if progress else None
+    all_sinks += [bar] if bar is not None else []
     owned = EventBus(all_sinks[len(given) :])  # the sinks made here; callers own theirs
     try:
         trainer = build_trainer(cfg, sinks=all_sinks, base_dir=base_dir)
         trainer.run_id = run_id
         if resume is not None:
             _resume(trainer, resume, cfg)
+            if bar is not None:  # its rate and time left count from here, not from step 0
+                bar.begin_at(trainer.step)
         if log_jsonl:  # what a resumed run logs again (a fresh run: all of an older log)
             drop_events_after(log, trainer.step if resume is not None else -1)
         return trainer.fit()

@@ -11,6 +11,7 @@ import sys
 from torchsmith.interfaces import TorchsmithError
 
 from ._api import list_recipes, train
+from ._distributed import shutdown
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,6 +67,8 @@ def main(argv: list[str]) -> int:
     except TorchsmithError as exc:
         print(f"torchsmith train: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        shutdown()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one a rank
         shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
         print(f"done: {shown}")

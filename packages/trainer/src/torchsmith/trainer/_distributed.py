@@ -50,6 +50,13 @@ def init_distributed(device_type: str) -> Dist:
     return Dist(rank, world_size, local_rank)
 
 
+def shutdown() -> None:
+    """Leave the process group, if this process joined one (on success and on error: a rank
+    exiting without it aborts, and torchrun reports the abort as the cause)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def wrap_ddp(model: nn.Module, info: Dist, device: torch.device) -> nn.Module:
     if not info.enabled:
         return model
@@ -67,6 +74,22 @@ def unwrap(model: nn.Module) -> nn.Module:
             inner = inner._orig_mod
         else:
             return inner  # type: ignore[no-any-return]
+
+
+def for_evaluation(model: nn.Module, info: Dist) -> nn.Module:
+    """The module to evaluate under DDP: the one inside the wrapper, with rank 0's buffers.
+
+    DDP's own forward is a collective (it broadcasts buffers first), and evaluation splits
+    batches across ranks, so a rank with no batch would leave the others waiting in it.
+    The broadcast happens here instead, on every rank, so each evaluates rank 0's running
+    statistics, as DDP's forward would have made it.
+    """
+    if not isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    inner: nn.Module = model.module
+    for buffer in inner.buffers():
+        dist.broadcast(buffer, src=0)
+    return inner
 
 
 def all_reduce_sum(value: torch.Tensor, info: Dist) -> torch.Tensor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -65,10 +66,22 @@ class JsonlSink:
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, event: TrainingEvent) -> None:
+        if os.fstat(self._file.fileno()).st_nlink == 0:  # the file (or its folder) was deleted
+            self._reopen()
         self._file.write(event.write() + "\n")
         self._file.flush()
         if event.kind in ("end", "error", "checkpoint"):
             os.fsync(self._file.fileno())
+
+    def _reopen(self) -> None:
+        """Start the log again where it was, rather than write on into a deleted file."""
+        warnings.warn(
+            f"{self.path} was deleted during the run; the events from here on start it again",
+            stacklevel=3,
+        )
+        self._file.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def close(self) -> None:
         self._file.close()
@@ -80,9 +93,12 @@ def drop_events_after(path: Path, step: int) -> int:
     does). Atomic; the number of lines removed."""
     if not path.is_file():
         return 0
-    lines = path.read_text(encoding="utf-8").splitlines()
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
     kept = [line for line in lines if (at := _step_of(line)) is not None and at <= step]
-    if len(kept) < len(lines):
+    # A last line without its newline (a kill, a full disk) would have the next event
+    # appended onto it, so the file is rewritten then too.
+    if len(kept) < len(lines) or (text and not text.endswith("\n")):
         atomic_write(path, "".join(line + "\n" for line in kept))
     return len(lines) - len(kept)
 
@@ -143,6 +159,10 @@ class RichProgressSink:
         )
         self.task_id = self.progress.add_task(description, total=total_steps, stats="")
         self._started = False
+
+    def begin_at(self, step: int) -> None:
+        """Start the bar at ``step`` (a resumed run), so its rate counts only new steps."""
+        self.progress.reset(self.task_id, completed=step)
 
     def emit(self, event: TrainingEvent) -> None:
         if not self._started:

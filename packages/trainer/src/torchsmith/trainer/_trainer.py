@@ -9,6 +9,7 @@ behind an ``if`` that is false unless something consumes it.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -29,7 +30,7 @@ from torchsmith.interfaces import (
 
 from ._checkpoint import STATE_FILE, CheckpointManager, load_checkpoint, load_model_state
 from ._data import BatchStream
-from ._distributed import Dist, all_reduce_sum, barrier, gather_objects, unwrap
+from ._distributed import Dist, all_reduce_sum, barrier, for_evaluation, gather_objects, unwrap
 from ._evaluate import EarlyStopping, MetricFn, evaluate
 from ._events import EventBus
 from ._rng import rng_state, set_rng_state
@@ -117,10 +118,7 @@ class Trainer:
                     self._log_step()
                 new_epoch = data.epochs_completed != epochs_done
                 epochs_done = data.epochs_completed
-                started = time.perf_counter()
                 stopped = self._periodic(new_epoch, epochs_done)
-                # Evaluation and saving are not steps: keep them out of step time and rates.
-                self._window_start += time.perf_counter() - started
             self._finish()
         except BaseException as exc:
             try:
@@ -289,14 +287,28 @@ class Trainer:
             return float(s.base_lrs[0] * s.lr_lambdas[0](s.last_epoch - 1))
         return float(s.get_last_lr()[0]) if s is not None else float("nan")
 
+    @contextlib.contextmanager
+    def _not_training(self) -> Iterator[None]:
+        """Keep the time inside out of the step time and rates the next step event reports
+        (an evaluation just before the last step's log must not count as training)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._window_start += time.perf_counter() - started
+
     def _evaluate(self, scheduled: bool = True) -> bool:
         """Evaluate, run hooks, emit; True when (scheduled and) early stopping says stop."""
+        with self._not_training():
+            return self._evaluate_now(scheduled)
+
+    def _evaluate_now(self, scheduled: bool) -> bool:
         self._evaluated_at = self.step
         if self.val_data is None:
             return False
         model = self.stepper.model
         values = evaluate(
-            model,
+            for_evaluation(model, self.dist),
             self.stepper.task,
             self.val_data,
             max_batches=self.eval_max_batches,
@@ -345,6 +357,10 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint (rank 0 only; every rank waits for it)."""
+        with self._not_training():
+            return self._save_now()
+
+    def _save_now(self) -> Path | None:
         self.stepper.check_pending()  # never save over a good checkpoint after a bad step
         self._saved_at = self.step
         path = None

@@ -1,0 +1,110 @@
+"""Step events and their sinks: rates cover training steps only, the JSONL log survives a
+deleted directory and a cut last line, the progress bar ends where the run stops."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+from torch.utils.data import DataLoader, Dataset
+
+from torchsmith.interfaces import TrainingEvent
+from torchsmith.trainer import JsonlSink, RichProgressSink, _api, build_trainer, train
+from torchsmith.trainer._events import drop_events_after
+
+from .conftest import small_config
+
+
+class _SlowValidation(Dataset[Any]):
+    """Eight examples, each taking 50 ms to read: an evaluation of 0.4 s."""
+
+    def __init__(self, base: Dataset[Any]) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> Any:
+        time.sleep(0.05)
+        return self.base[index]
+
+
+def test_an_evaluation_before_the_last_log_is_not_step_time(tmp_path: Path) -> None:
+    """Steps 21-25 end with an evaluation at 25, then the last interval's log: that log's
+    step time is a training step's (well under a millisecond here), not 0.4 s / 5."""
+    config = small_config(
+        tmp_path, "training.max_steps=25", "training.log_every=10", "eval.every_steps=25"
+    )
+    steps: dict[int, dict[str, float]] = {}
+
+    class Sink:
+        def emit(self, event: TrainingEvent) -> None:
+            if event.kind == "step":
+                steps[event.step] = event.metrics
+
+    trainer = build_trainer(config, sinks=[Sink()])
+    assert trainer.val_data is not None
+    trainer.val_data = DataLoader(_SlowValidation(trainer.val_data.dataset), batch_size=4)
+    trainer.fit()
+    assert sorted(steps) == [10, 20, 25]
+    assert all(metrics["step_time_s"] < 0.02 for metrics in steps.values()), steps
+
+
+def _event(step: int) -> TrainingEvent:
+    return TrainingEvent(kind="step", step=step, epoch=0, metrics={"loss": 1.0})
+
+
+def test_a_deleted_log_starts_again_with_a_warning(tmp_path: Path) -> None:
+    """The run directory removed mid-run: later events must not go into the deleted file."""
+    log = tmp_path / "run" / "metrics.jsonl"
+    sink = JsonlSink(log)
+    sink.emit(_event(1))
+    shutil.rmtree(tmp_path / "run")
+    with pytest.warns(UserWarning, match="was deleted during the run"):
+        sink.emit(_event(2))
+    sink.close()
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [2]
+
+
+def test_trimming_ends_a_log_cut_before_its_newline(tmp_path: Path) -> None:
+    """A last line complete but for its newline: the next event must start a line of its
+    own, or both become one line no JSON parser reads."""
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(_event(1).write() + "\n" + _event(2).write())
+    assert drop_events_after(log, 5) == 0
+    sink = JsonlSink(log)
+    sink.emit(_event(6))
+    sink.close()
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 6]
+
+
+def test_the_progress_bar_ends_where_the_run_stops(tmp_path: Path) -> None:
+    """``training.stop_after`` from a config, not only --max-steps, sets the bar's total; a
+    resumed bar starts at the resumed step."""
+    bars: list[RichProgressSink] = []
+    begun: list[int] = []
+
+    class Recorded(RichProgressSink):
+        def begin_at(self, step: int) -> None:
+            begun.append(step)
+            super().begin_at(step)
+
+    def recorded(total: int) -> RichProgressSink:
+        bars.append(Recorded(total, console=Console(file=io.StringIO())))
+        return bars[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_api, "RichProgressSink", recorded)
+        overrides = ["training.stop_after=6", "model.hidden=[16]", "eval.every_steps=null"]
+        train("digits-classifier", overrides=overrides, out_dir=tmp_path, progress=True)
+        overrides[0] = "training.stop_after=9"
+        train("digits-classifier", overrides=overrides, out_dir=tmp_path, progress=True,
+              resume="latest")  # fmt: skip
+    assert [bar.progress.tasks[0].total for bar in bars] == [6, 9]
+    assert [bar.progress.tasks[0].completed for bar in bars] == [6, 9] and begun == [6]
