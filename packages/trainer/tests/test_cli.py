@@ -375,3 +375,16 @@ def test_resume_from_an_older_checkpoint_of_the_same_run_branches_off(tmp_path: 
     assert [p.name for p in (checkpoints / "abandoned").iterdir()] == ["step-00000009"]
     expected = (straight / "checkpoints" / "latest" / "model.safetensors").read_bytes()
     assert (checkpoints / "latest" / "model.safetensors").read_bytes() == expected
+
+
+def test_main_leaves_a_callers_own_process_group_alone(tmp_path: Path) -> None:
+    """The CLI leaves only a process group it started itself."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=(tmp_path / "pg").as_uri(), rank=0, world_size=1)
+    try:
+        assert main(["digits-classifier", "--out", str(tmp_path / "run"), "--max-steps", "2",
+                     *FAST]) == 0  # fmt: skip
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()

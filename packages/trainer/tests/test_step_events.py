@@ -108,3 +108,32 @@ def test_the_progress_bar_ends_where_the_run_stops(tmp_path: Path) -> None:
               resume="latest")  # fmt: skip
     assert [bar.progress.tasks[0].total for bar in bars] == [6, 9]
     assert [bar.progress.tasks[0].completed for bar in bars] == [6, 9] and begun == [6]
+
+
+def test_a_save_from_an_eval_sink_is_left_out_once(tmp_path: Path) -> None:
+    """A sink saving on the ``eval`` event nests one excluded span in another: it must be
+    left out of the next step event's time once, not twice (which made it negative)."""
+    config = small_config(
+        tmp_path, "training.max_steps=40", "training.log_every=10", "eval.every_steps=20"
+    )
+    steps: dict[int, float] = {}
+    trainer = None
+
+    class Sink:
+        def emit(self, event: TrainingEvent) -> None:
+            if event.kind == "step":
+                steps[event.step] = event.metrics["step_time_s"]
+            elif event.kind == "eval" and trainer is not None:
+                trainer.save()
+
+    trainer = build_trainer(config, sinks=[Sink()])
+    assert trainer.checkpoints is not None
+    save = trainer.checkpoints.save
+
+    def slow_save(*args: Any, **kwargs: Any) -> Path:
+        time.sleep(0.3)
+        return save(*args, **kwargs)
+
+    trainer.checkpoints.save = slow_save  # type: ignore[method-assign]
+    trainer.fit()
+    assert sorted(steps) == [10, 20, 30, 40] and all(0 < t < 0.02 for t in steps.values()), steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,14 +48,23 @@ def init_distributed(device_type: str) -> Dist:
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        _JOINED.append(dist.group.WORLD)
     return Dist(rank, world_size, local_rank)
 
 
+_JOINED: list[Any] = []  # the process group init_distributed started, if it did
+
+
 def shutdown() -> None:
-    """Leave the process group, if this process joined one (on success and on error: a rank
-    exiting without it aborts, and torchrun reports the abort as the cause)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group init_distributed started (a caller's own group stays), on
+    success and on error: a rank exiting without it aborts, and torchrun reports the abort
+    as the cause, not the rank's error."""
+    if _JOINED and dist.is_initialized() and dist.group.WORLD is _JOINED[0]:
+        try:
+            dist.destroy_process_group()
+        except Exception as exc:  # never hide the run's own outcome behind this one
+            warnings.warn(f"leaving the process group failed: {exc!r}", stacklevel=2)
+    _JOINED.clear()
 
 
 def wrap_ddp(model: nn.Module, info: Dist, device: torch.device) -> nn.Module:
@@ -87,8 +97,16 @@ def for_evaluation(model: nn.Module, info: Dist) -> nn.Module:
     if not isinstance(model, nn.parallel.DistributedDataParallel):
         return model
     inner: nn.Module = model.module
-    for buffer in inner.buffers():
-        dist.broadcast(buffer, src=0)
+    if model.broadcast_buffers:  # as DDP's forward would; without it, buffers stay per rank
+        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
+        for buffer in inner.buffers():
+            by_dtype.setdefault(buffer.dtype, []).append(buffer)
+        for buffers in by_dtype.values():  # one broadcast a dtype, not one a buffer
+            flat = torch.cat([b.detach().reshape(-1) for b in buffers])
+            dist.broadcast(flat, src=0)
+            parts = torch.split(flat, [b.numel() for b in buffers])
+            for b, part in zip(buffers, parts, strict=True):
+                b.data.copy_(part.view_as(b))
     return inner
 
 

@@ -89,6 +89,7 @@ class Trainer:
         self._evaluated_at = self._saved_at = self._logged_at = -1
         self._eval_keys: set[str] = set()
         self._window_start, self._wait = time.perf_counter(), 0.0
+        self._pausing = False  # inside _not_training
         self._interval_start = self.step  # the step the current log interval began at
         self.stepper.batches_per_epoch = self.data.batches_per_epoch  # for error messages
 
@@ -291,10 +292,14 @@ class Trainer:
     def _not_training(self) -> Iterator[None]:
         """Keep the time inside out of the step time and rates the next step event reports
         (an evaluation just before the last step's log must not count as training)."""
-        started = time.perf_counter()
+        if self._pausing:  # inside another such block (a sink saving on an eval event)
+            yield
+            return
+        started, self._pausing = time.perf_counter(), True
         try:
             yield
         finally:
+            self._pausing = False
             self._window_start += time.perf_counter() - started
 
     def _evaluate(self, scheduled: bool = True) -> bool:
