@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from torchsmith.bench import bootstrap_median_ci
 from torchsmith.trainer import (
     BatchStream,
     CausalLMTask,
@@ -132,11 +132,10 @@ def _report(name: str, hand: list[float], other: list[float], steps: int, epochs
 
 def _paired_ratio(hand: list[float], other: list[float]) -> tuple[float, float, float]:
     """The median of each round's ratio (the two samples of a round ran back to back, so
-    they share the machine's state), with a bootstrap 95% interval of that median."""
+    they share the machine's state), with torchsmith-bench's bootstrap 95% interval."""
     ratios = [o / h for h, o in zip(hand, other, strict=True)]
-    rng = random.Random(0)
-    medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
-    return statistics.median(ratios), medians[50], medians[1949]
+    low, high = bootstrap_median_ci(ratios)
+    return statistics.median(ratios), low, high
 
 
 def _save(record: dict[str, object]) -> None:
