@@ -78,9 +78,9 @@ def test_trimming_ends_a_log_cut_before_its_newline(tmp_path: Path) -> None:
     log = tmp_path / "metrics.jsonl"
     log.write_text(_event(1).write() + "\n" + _event(2).write())
     assert drop_events_after(log, 5) == 0
-    sink = JsonlSink(log)
-    sink.emit(_event(6))
-    sink.close()
+    with JsonlSink(log) as sink:
+        sink.emit(_event(6))
+    assert sink._file.closed
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 6]
 
 

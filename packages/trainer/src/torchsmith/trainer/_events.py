@@ -58,7 +58,11 @@ class EventBus:
 
 
 class JsonlSink:
-    """Appends each event as one JSON line, flushed, so a crash loses at most the last line."""
+    """Appends each event as one JSON line, flushed, so a crash loses at most the last line.
+
+    Holds the file open until :meth:`close`, or the end of a ``with JsonlSink(path) as sink:``
+    block.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -85,6 +89,12 @@ class JsonlSink:
 
     def close(self) -> None:
         self._file.close()
+
+    def __enter__(self) -> JsonlSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def drop_events_after(path: Path, step: int) -> int:

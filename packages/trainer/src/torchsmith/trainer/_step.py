@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,18 @@ from ._distributed import Dist, all_reduce_sum
 
 class NonFiniteLossError(TorchsmithError, FloatingPointError):
     """A loss was NaN or Inf; the message names the step and the batch."""
+
+
+def step_past_skip(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """``scheduler.step()`` after a skipped step: the schedule counts steps, taken or skipped.
+
+    If no optimizer step has been taken yet in this process, torch warns that the scheduler
+    stepped before the optimizer, as if the calls were in the wrong order; they are not, so
+    that one warning is silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
 
 
 @dataclass
@@ -196,7 +209,10 @@ class Stepper:
                 else:  # raises with nonfinite="error"; skips the step with "skip"
                     self._nonfinite((float(value), first_batch + done), step + done)
                 if scheduler is not None:
-                    scheduler.step()
+                    if finite:
+                        scheduler.step()
+                    else:
+                        step_past_skip(scheduler)
                 done += 1
         finally:
             self.steps_done = done

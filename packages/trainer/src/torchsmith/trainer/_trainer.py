@@ -34,7 +34,7 @@ from ._distributed import Dist, all_reduce_sum, barrier, for_evaluation, gather_
 from ._evaluate import EarlyStopping, MetricFn, evaluate
 from ._events import EventBus
 from ._rng import rng_state, set_rng_state
-from ._step import Stepper
+from ._step import Stepper, step_past_skip
 
 EvalHook = Callable[[nn.Module, int], str]
 _END = object()  # the end of a window's batches
@@ -198,9 +198,12 @@ class Trainer:
                 t0 = clock()
                 micro_batches = [next(data) for _ in range(accum)]
                 wait += clock() - t0
+                skipped = stepper.skipped
                 stepper(micro_batches, self.step, first)
-                if scheduler is not None:
+                if scheduler is not None and stepper.skipped == skipped:
                     scheduler.step()
+                elif scheduler is not None:
+                    step_past_skip(scheduler)
                 self.step += 1
         finally:
             self._wait += wait
