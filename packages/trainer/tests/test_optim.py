@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -176,3 +178,62 @@ def test_a_step_event_reports_the_lr_that_step_used(tmp_path: Path) -> None:
     factor = lr_factor(config.schedule, 8)
     assert logged == {s: pytest.approx(config.optim.lr * factor(s - 1)) for s in range(1, 9)}
     assert logged[1] == pytest.approx(config.optim.lr / 4) and logged[8] > 0.0
+
+
+def _reference_lrs(make: Callable[[torch.optim.Optimizer], Any], steps: int) -> list[float]:
+    """The LR of each of ``steps`` steps under a scheduler we did not write."""
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make(opt)
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 6])
+def test_schedules_match_transformers_after_warmup(warmup: int) -> None:
+    """transformers' schedules warm up from 0 (its first step learns nothing); ours from
+    1/warmup, as nanoGPT's does: our step s is its step s + 1 during warmup, and the same
+    step after it."""
+    optimization = pytest.importorskip("transformers.optimization")
+    total = 40
+    cases = {
+        "cosine": (0.1, lambda o: optimization.get_cosine_with_min_lr_schedule_with_warmup(
+            o, warmup, total, min_lr_rate=0.1)),
+        "linear": (0.0, lambda o: optimization.get_linear_schedule_with_warmup(o, warmup, total)),
+        "constant": (0.0, lambda o: optimization.get_constant_schedule_with_warmup(o, warmup)),
+    }  # fmt: skip
+    for name, (floor, make) in cases.items():
+        ours = _lrs(ScheduleConfig(name=name, warmup_steps=warmup, min_lr_ratio=floor), total)
+        theirs = _reference_lrs(make, total + 1)
+        expected = theirs[1 : warmup + 1] + theirs[warmup:total]
+        assert ours == pytest.approx(expected, rel=1e-12, abs=1e-15), name
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 6])
+def test_schedules_match_torchs_own_composed(warmup: int) -> None:
+    """The same schedules built from torch's: LinearLR from 1/warmup, then the decay."""
+    total, floor, sched = 40, 0.1, torch.optim.lr_scheduler
+
+    def composed(decay: Callable[[torch.optim.Optimizer], Any]) -> Callable[..., Any]:
+        if warmup == 0:
+            return decay
+        return lambda o: sched.SequentialLR(
+            o,
+            [sched.LinearLR(o, 1 / warmup, 1.0, total_iters=max(1, warmup - 1)), decay(o)],
+            milestones=[warmup],
+        )
+
+    cases = {
+        "cosine": lambda o: sched.CosineAnnealingLR(o, T_max=total - warmup, eta_min=floor),
+        "linear": lambda o: sched.LinearLR(o, 1.0, floor, total_iters=total - warmup),
+        "step": lambda o: sched.StepLR(o, step_size=7, gamma=0.5),
+    }
+    for name, decay in cases.items():
+        config = ScheduleConfig(
+            name=name, warmup_steps=warmup, min_lr_ratio=floor, step_size=7, gamma=0.5
+        )
+        expected = _reference_lrs(composed(decay), total)
+        assert _lrs(config, total) == pytest.approx(expected, rel=1e-9, abs=1e-12), name
