@@ -130,15 +130,21 @@ def test_without_a_fused_kernel_auto_falls_back_and_true_fails(
         build_optimizer(nn.Linear(2, 2), OptimConfig(fused=True))
 
 
-def _lrs(schedule: ScheduleConfig, steps: int) -> list[float]:
+def _reference_lrs(make: Callable[[torch.optim.Optimizer], Any], steps: int) -> list[float]:
+    """The LR of each of ``steps`` steps under the scheduler ``make`` builds (base LR 1)."""
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = build_scheduler(opt, schedule, steps)
+    sched = make(opt)
     out = []
     for _ in range(steps):
         out.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
     return out
+
+
+def _lrs(schedule: ScheduleConfig, steps: int) -> list[float]:
+    """Our schedule's LR at each of ``steps`` steps, as a fraction of the base LR."""
+    return _reference_lrs(lambda opt: build_scheduler(opt, schedule, steps), steps)
 
 
 def test_warmup_then_cosine() -> None:
@@ -178,18 +184,6 @@ def test_a_step_event_reports_the_lr_that_step_used(tmp_path: Path) -> None:
     factor = lr_factor(config.schedule, 8)
     assert logged == {s: pytest.approx(config.optim.lr * factor(s - 1)) for s in range(1, 9)}
     assert logged[1] == pytest.approx(config.optim.lr / 4) and logged[8] > 0.0
-
-
-def _reference_lrs(make: Callable[[torch.optim.Optimizer], Any], steps: int) -> list[float]:
-    """The LR of each of ``steps`` steps under a scheduler we did not write."""
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = make(opt)
-    out = []
-    for _ in range(steps):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return out
 
 
 @pytest.mark.parametrize("warmup", [0, 1, 6])
