@@ -23,10 +23,16 @@ def test_version_lists_interfaces() -> None:
 
 
 def test_help_lists_commands() -> None:
-    out = run()
+    out = run("--help")
     assert out.returncode == 0
     for name in _cli.KNOWN_COMMANDS:
         assert name in out.stdout
+
+
+def test_no_command_is_an_error_that_shows_the_commands() -> None:
+    out = run()
+    assert out.returncode == 2 and out.stdout == ""
+    assert all(name in out.stderr for name in _cli.KNOWN_COMMANDS)
 
 
 def test_missing_suite_gives_install_hint_without_traceback(

@@ -79,7 +79,8 @@ def test_configs_that_would_fail_mid_run_fail_before_any_work(
     assert main([recipe, "--out", str(out), "--set", override, *fast]) == 2
     err = capsys.readouterr().err
     field = override.partition("=")[0]
-    assert err.startswith(f"torchsmith train: error: invalid config:\n  {field}: ") or (
+    origin = f"(recipe {recipe} and --set)"
+    assert err.startswith(f"torchsmith train: error: invalid config {origin}:\n  {field}: ") or (
         err.startswith(f"torchsmith train: error: {field}: ")
     )
     assert expected in err and "Traceback" not in err
@@ -110,6 +111,7 @@ def test_resume_into_another_model_lists_the_keys(
                  "--set", "model.hidden=[16, 16]"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "does not match the model" in err
+    assert "model.hidden: checkpoint [32], this run [16, 16]" in err  # the setting, then keys
     assert "missing keys: 4.bias, 4.weight" in err
     assert "0.weight: checkpoint (32, 64) != model (16, 64)" in err
 
@@ -358,7 +360,9 @@ def test_a_missing_or_damaged_resume_is_one_line_naming_it(
     )
 
 
-def test_resume_from_an_older_checkpoint_of_the_same_run_branches_off(tmp_path: Path) -> None:
+def test_resume_from_an_older_checkpoint_of_the_same_run_branches_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Back to step 6 of a run that reached 9: the new branch's step 7 equals an
     uninterrupted run's, and step 9 of the old branch is kept aside, not pruned or ranked."""
     straight, run = tmp_path / "straight", tmp_path / "run"
@@ -366,10 +370,14 @@ def test_resume_from_an_older_checkpoint_of_the_same_run_branches_off(tmp_path: 
     every3 = ["--set", "checkpoint.every_steps=3"]
     assert main(["digits-classifier", "--out", str(run), "--max-steps", "9", *every3, *FAST]) == 0
     step6 = run / "checkpoints" / "step-00000006"
-    with pytest.warns(UserWarning, match="moved to"):
-        code = main(["digits-classifier", "--out", str(run), "--resume", str(step6),
-                     "--max-steps", "7", *every3, *FAST])  # fmt: skip
+    capsys.readouterr()
+    code = main(["digits-classifier", "--out", str(run), "--resume", str(step6),
+                 "--max-steps", "7", *every3, *FAST])  # fmt: skip
     assert code == 0
+    # On the command line a warning is one line, without the source line that raised it.
+    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith("torchsmith train: warning: this run resumed")
+    assert "moved to" in warned[0] and "UserWarning" not in warned[0]
     checkpoints = run / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000006", "step-00000007"]
     assert [p.name for p in (checkpoints / "abandoned").iterdir()] == ["step-00000009"]

@@ -193,8 +193,11 @@ def test_text_corpus_blocks_shift_by_one(tmp_path: Path) -> None:
     x, y = train[1]
     assert x.shape == (8,) and torch.equal(x[1:], y[:-1])
     assert tok.decode(x.tolist()) == "efghijab"  # stride is half a block
-    with pytest.raises(DataError, match="does not exist"):
+    with pytest.raises(DataError, match=r"^data\.paths: .*missing does not exist$"):
         text_corpus([tmp_path / "missing"], "char", 8, 0.1)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"^data\.paths: no text files \(\.md, .*\) in /.*empty$"):
+        text_corpus([tmp_path / "empty"], "char", 8, 0.1)
 
 
 def test_a_corpus_that_cannot_be_read_is_a_data_error_naming_the_file(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torchsmith.interfaces import ConfigError
 from torchsmith.trainer import ClassificationTask, _build, build_trainer
 from torchsmith.trainer._evaluate import evaluate
+from torchsmith.trainer._preflight import _check_top_k
 
 from .conftest import small_config
 
@@ -55,6 +56,50 @@ def test_what_cannot_run_is_refused_before_the_first_step(
     with pytest.raises(ConfigError, match=rf"^{field}: .*{message}"):
         build_trainer(config)
     assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"in_features": 64, "out_features": 10, "bogus": 1}, "TypeError: .*'bogus'"),
+        ({}, "TypeError: .*missing 2 required"),
+        ({"in_features": 64, "out_features": -10}, "RuntimeError: .*negative dimension"),
+    ],
+)
+def test_an_imported_model_that_cannot_be_built_names_its_kwargs(
+    tmp_path: Path, kwargs: dict[str, int], error: str
+) -> None:
+    model = {"kind": "import", "target": "torch.nn:Linear", "kwargs": kwargs}
+    config = small_config(tmp_path / "run", model=model)
+    with pytest.raises(
+        ConfigError, match=rf"^model\.kwargs: torch\.nn:Linear\(.*\) failed: {error}"
+    ):
+        build_trainer(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_metric_module_that_fails_to_import_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_metric_mod.py").write_text("def m(model, batch, out:\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError, match=r"^eval\.metrics\.m: importing .* failed: SyntaxError"):
+        build_trainer(small_config(tmp_path / "run", "eval.metrics={m: 'broken_metric_mod:m'}"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_top_k_asked_for_beyond_the_classes_is_refused(tmp_path: Path) -> None:
+    """Asked for, it would be missing from every evaluation without a word."""
+    with pytest.raises(ConfigError, match=r"^task\.top_k: 11 is more than the 10 classes"):
+        build_trainer(small_config(tmp_path / "run", "task.top_k=[1, 11]"))
+    linear = {"kind": "import", "target": "torch.nn:Linear", "kwargs": {"in_features": 64,
+              "out_features": 10}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^task\.top_k: 12 is more than the 10 classes 'torch"):
+        build_trainer(small_config(tmp_path / "run", "task.top_k=[12]", model=linear))
+    assert not (tmp_path / "run").exists()
+    # The default [1, 5] is not asked for: a 3-class model reports top-1 only, without error.
+    three = {**linear, "kwargs": {"in_features": 64, "out_features": 3}}
+    _check_top_k(small_config(tmp_path, model=three), torch.nn.Linear(64, 3), torch.randn(2, 64))
 
 
 def test_the_preflight_batch_changes_nothing_the_run_does(

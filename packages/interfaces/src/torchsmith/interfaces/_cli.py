@@ -94,7 +94,10 @@ def load_command(name: str) -> CommandMain:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
+    if not args:  # a script that lost its command must not pass: usage, and exit 2
+        print(_help_text(), file=sys.stderr)
+        return 2
+    if args[0] in ("-h", "--help", "help"):
         print(_help_text())
         return 0
     if args[0] in ("-V", "--version"):

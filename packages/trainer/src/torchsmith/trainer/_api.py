@@ -57,19 +57,23 @@ def load_config(
     ``out_dir`` always resolves against the working directory.
     """
     base_dir: Path | None = None
+    origin = None  # where the values came from, for an error to name
     if isinstance(source, ExperimentConfig):
         raw: Mapping[str, Any] = source.model_dump()
     elif isinstance(source, Mapping):
         raw = source
     elif Path(source).is_file():
         path = Path(source)
-        raw, base_dir = read_config_file(path), path.parent.resolve()
+        raw, base_dir, origin = read_config_file(path), path.parent.resolve(), str(path)
     else:
         path = Path(source)
         if path.suffix in RECIPE_SUFFIXES or path.parent != Path("."):
             raise ConfigError(f"config file {path} does not exist")
-        raw = read_config_file(recipe_path(str(source)))
-    return validate_config(apply_overrides(raw, overrides)), base_dir
+        raw, origin = read_config_file(recipe_path(str(source))), f"recipe {source}"
+    overrides = list(overrides)
+    if overrides:
+        origin = f"{origin} and --set" if origin else "--set"
+    return validate_config(apply_overrides(raw, overrides), origin), base_dir
 
 
 class _JsonlOnFirstEvent:
@@ -128,7 +132,12 @@ def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> N
     problems = resume_mismatches(saved, config.model_dump(mode="json")) if saved else []
     if any(not line.startswith("model.") for line in problems):
         _refuse(source, problems)  # before loading: another optimizer's state may not load
-    trainer.resume(source)  # another model's shapes fail here, listing the mismatched keys
+    try:
+        trainer.resume(source)  # another model's shapes fail here, listing the mismatched keys
+    except CheckpointError as exc:
+        if not problems:
+            raise
+        _refuse(source, [*problems, f"so its weights do not fit: {exc}"])
     if problems:
         _refuse(source, problems)  # the same shapes, other settings (say, model.dropout)
     schedule = trainer.schedule

@@ -117,13 +117,23 @@ def import_callable(target: str, field: str) -> Any:
             found = getattr(found, part)
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"{field}: cannot import {target!r}: {exc}") from exc
+    except Exception as exc:  # the module itself failed: a SyntaxError, an error at import
+        raise ConfigError(
+            f"{field}: importing {target!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     if not callable(found):
         raise ConfigError(f"{field}: {target!r} is not callable")
     return found
 
 
 def _import_model(m: ImportedModelConfig) -> nn.Module:
-    model = import_callable(m.target, "model.target")(**m.kwargs)
+    build = import_callable(m.target, "model.target")
+    try:
+        model = build(**m.kwargs)
+    except Exception as exc:  # wrong or missing kwargs, or the builder's own refusal
+        raise ConfigError(
+            f"model.kwargs: {m.target}(**{m.kwargs}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model.target: {m.target!r} returned {type(model).__name__}, not a Module"

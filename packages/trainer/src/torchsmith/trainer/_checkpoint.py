@@ -17,6 +17,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import warnings
 from collections.abc import Iterator, Mapping
@@ -281,7 +282,11 @@ def _load_state(file: Path) -> dict[str, Any]:
             None,
         )
         if detail is None:  # not a refused object: bytes that are no pickle at all
-            raise CheckpointError(f"cannot read {file}: it is damaged ({exc})") from exc
+            found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
+            reason = found.group(1).strip() if found else str(exc).splitlines()[0]
+            raise CheckpointError(
+                f"cannot read {file}: it is damaged, not a file torch.save wrote ({reason})"
+            ) from exc
         raise CheckpointError(
             f"refusing {file}: it holds Python objects that a weights-only load does not "
             f"build ({detail}); torchsmith never writes such a file"

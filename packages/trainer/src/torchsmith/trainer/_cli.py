@@ -7,6 +7,8 @@ import argparse
 import logging
 import os
 import sys
+import warnings
+from typing import TextIO
 
 from torchsmith.interfaces import TorchsmithError
 
@@ -36,6 +38,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A warning on the command line: one line, without the source line that raised it."""
+    kind = "" if category is UserWarning else f"{category.__name__}: "
+    print(f"torchsmith train: warning: {kind}{message}", file=file or sys.stderr)
+
+
 def main(argv: list[str]) -> int:
     """Run ``torchsmith train``; 0 on success, 2 on a bad config or checkpoint."""
     args = _parser().parse_args(argv)
@@ -54,6 +69,7 @@ def main(argv: list[str]) -> int:
         print("torchsmith train: error: --max-steps must be positive", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    shown_before, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         metrics = train(
             args.config,
@@ -68,6 +84,7 @@ def main(argv: list[str]) -> int:
         print(f"torchsmith train: error: {exc}", file=sys.stderr)
         return 2
     finally:
+        warnings.showwarning = shown_before
         shutdown()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one a rank
         shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))

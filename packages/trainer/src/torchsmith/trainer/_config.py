@@ -60,7 +60,10 @@ class GPTConfig(_Section):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> GPTConfig:
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+            raise ValueError(
+                f"n_embd: {self.n_embd} is not divisible by model.n_head ({self.n_head}), "
+                "so the heads cannot split the width"
+            )
         return self
 
 
@@ -155,7 +158,8 @@ class OptimConfig(_Section):
     def _fused_exists(self) -> OptimConfig:
         if self.fused and self.name == "rmsprop":
             raise ValueError(
-                "fused: rmsprop has no fused kernel; fused=true needs adamw, adam or sgd"
+                "fused: rmsprop has no fused kernel; set optim.fused to null or false, or "
+                "optim.name to adamw, adam or sgd"
             )
         return self
 
@@ -421,24 +425,32 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def validate_config(data: Mapping[str, Any]) -> ExperimentConfig:
-    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field."""
+def validate_config(data: Mapping[str, Any], origin: str | None = None) -> ExperimentConfig:
+    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field (and
+    ``origin``, where the values came from: a file, a recipe, ``--set``)."""
     try:
         return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
-        raise ConfigError(_describe(exc)) from None
+        raise ConfigError(_describe(exc, origin)) from None
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, origin: str | None) -> str:
     lines = []
     for error in exc.errors():
         if error["type"] == "value_error" and not error["loc"]:
             lines.append(str(error["ctx"]["error"]))  # cross-field: it names its fields
             continue
         loc = error["loc"]
-        if len(loc) > 2 and loc[0] in ("model", "data") and loc[1] in _TAGGED:
+        if len(loc) > 1 and loc[0] in ("model", "data") and loc[1] in _TAGGED:
             loc = (loc[0], *loc[2:])  # pydantic names the union's tag: model.mlp.hidden
         where = ".".join(str(p) for p in loc) or "config"
+        if error["type"] == "value_error":  # a section's own check: its message is ours
+            text = str(error["ctx"]["error"])
+            field, sep, rest = text.partition(": ")
+            if sep and field in _fields_at(error["loc"]):  # it names one of the section's fields
+                where, text = f"{where}.{field}", rest
+            lines.append(f"{where}: {text}")
+            continue
         message = error["msg"]
         allowed = (error.get("ctx") or {}).get("expected")
         if error["type"] == "extra_forbidden":
@@ -446,7 +458,8 @@ def _describe(exc: ValidationError) -> str:
         if allowed and str(allowed) not in message:
             message += f" (allowed: {allowed})"
         lines.append(f"{where}: {message}; got {error.get('input')!r}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+    where = f" ({origin})" if origin else ""
+    return f"invalid config{where}:\n  " + "\n  ".join(lines)
 
 
 _TAGGED: dict[str, type[BaseModel]] = {

@@ -137,9 +137,10 @@ def read_corpus(paths: list[Path]) -> str:
         elif path.is_file():
             files.append(path)
         else:
-            raise DataError(f"text data path {path} does not exist")
+            raise DataError(f"data.paths: {path} does not exist")
     if not files:
-        raise DataError(f"no text files ({', '.join(TEXT_SUFFIXES)}) under {paths}")
+        where = ", ".join(str(p) for p in paths)
+        raise DataError(f"data.paths: no text files ({', '.join(TEXT_SUFFIXES)}) in {where}")
     return "\n\n".join(_read_text(f) for f in files)
 
 

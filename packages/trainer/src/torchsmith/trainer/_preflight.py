@@ -85,9 +85,11 @@ def _run_metric(
 
 
 def _check_top_k(config: ExperimentConfig, model: nn.Module, x: torch.Tensor) -> None:
-    """Refuse a ``val_top{k}_accuracy`` that an imported classifier has too few classes to
-    report (evaluation reports top-k only for k up to the class count)."""
-    if not (isinstance(config.model, ImportedModelConfig) and config.task.kind == "classification"):
+    """Refuse a top-k the classifier has too few classes for: one ``task.top_k`` asks for, or
+    the ``val_top{k}_accuracy`` a run stops early on or keeps checkpoints by. Evaluation
+    reports top-k only up to the class count, so such a k would be missing without a word.
+    (The default ``top_k`` of [1, 5] is not refused: a 3-class model reports top-1.)"""
+    if config.task.kind != "classification":
         return
     wanted = {
         "eval.early_stopping_metric": config.eval.early_stopping_metric,
@@ -98,13 +100,24 @@ def _check_top_k(config: ExperimentConfig, model: nn.Module, x: torch.Tensor) ->
         for where, name in wanted.items()
         if name and (found := re.fullmatch(r"val_top(\d+)_accuracy", name))
     }
+    if "top_k" in config.task.model_fields_set:
+        ks["task.top_k"] = max(config.task.top_k)
     if not ks:
         return
     classes = model(x).shape[-1]
+    source = (
+        repr(config.model.target) if isinstance(config.model, ImportedModelConfig) else "the model"
+    )
     for where, k in ks.items():
-        if k > classes:
+        if k <= classes:
+            continue
+        if where == "task.top_k":
             raise ConfigError(
-                f"{where}: 'val_top{k}_accuracy' needs more than the {classes} classes "
-                f"{config.model.target!r} outputs (allowed: val_top2_accuracy up to "
-                f"val_top{classes}_accuracy, val_accuracy, val_loss)"
+                f"task.top_k: {k} is more than the {classes} classes {source} outputs, so "
+                f"val_top{k}_accuracy could never be reported (allowed: 1 to {classes})"
             )
+        raise ConfigError(
+            f"{where}: 'val_top{k}_accuracy' needs more than the {classes} classes "
+            f"{source} outputs (allowed: val_top2_accuracy up to "
+            f"val_top{classes}_accuracy, val_accuracy, val_loss)"
+        )
