@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -235,6 +236,33 @@ def test_a_latest_that_is_a_copied_directory_is_replaced_by_the_link(tmp_path: P
     assert (tmp_path / "latest").is_symlink() and manager.latest() == second
 
 
+def test_a_kill_while_a_copied_latest_is_deleted_leaves_latest_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copy is renamed away and the link put in its place before the copy is deleted:
+    killed during that delete, ``latest`` already names the new step."""
+    manager = CheckpointManager(tmp_path)
+    first = manager.save(_state(1.0), step=1, metrics={})
+    (tmp_path / "latest").unlink()
+    shutil.copytree(first, tmp_path / "latest")
+
+    rmtree = shutil.rmtree
+
+    def killed(path: Path, *args: Any, **kwargs: Any) -> None:
+        if ".tmp-latest-copy" in str(path):
+            raise KeyboardInterrupt  # a kill, as far as the save can tell
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        manager.save(_state(2.0), step=2, metrics={})
+    monkeypatch.undo()
+    assert os.readlink(tmp_path / "latest") == "step-00000002"
+    assert load_checkpoint(tmp_path / "latest")["loop"]["step"] == 2
+    CheckpointManager(tmp_path)  # the next run's recovery deletes the copy
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
 _FULL_DISK = """
 import resource, signal, sys, torch
 from torchsmith.interfaces import CheckpointError
@@ -299,6 +327,23 @@ def test_saving_after_resuming_from_an_older_checkpoint_shelves_the_later_ones(
     shelved = sorted(p.name for p in (tmp_path / "abandoned").iterdir())
     assert shelved == ["step-00000002", "step-00000003"]
     assert load_checkpoint(tmp_path / "abandoned" / "step-00000003")["loop"]["step"] == 3
+
+
+def test_a_kill_after_shelving_leaves_latest_on_a_kept_step(tmp_path: Path) -> None:
+    """Shelving moves the step ``latest`` names: ``latest`` first moves to the step the run
+    resumed from, so a kill before the new step is placed leaves it naming a checkpoint.
+    A link left naming nothing (a kill in an older version) is relinked by recovery."""
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    for step in (1, 2, 3):
+        manager.save(_state(float(step)), step=step, metrics={})
+    with pytest.warns(UserWarning, match="later checkpoint"):
+        manager._abandon_after(1)  # the first save of a branch off step 1, killed here
+    assert os.readlink(tmp_path / "latest") == "step-00000001"
+    assert load_checkpoint(tmp_path / "latest")["loop"]["step"] == 1
+    (tmp_path / "latest").unlink()
+    (tmp_path / "latest").symlink_to("step-00000003", target_is_directory=True)  # dangling
+    assert CheckpointManager(tmp_path).latest() == tmp_path / "step-00000001"
+    assert os.readlink(tmp_path / "latest") == "step-00000001"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")

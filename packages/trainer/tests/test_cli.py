@@ -142,6 +142,18 @@ def test_resume_with_other_settings_is_refused(
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000002"]
 
 
+def test_resume_with_dataloader_workers_where_there_were_none_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "2", *FAST]) == 0
+    capsys.readouterr()
+    workers = ["--set", "loader.num_workers=1", "--max-steps", "3"]
+    assert main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *FAST,
+                 *workers]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "torchsmith train: warning: loader.num_workers: checkpoint 0, this run 1" in err
+
+
 def test_resume_to_a_step_before_the_checkpoint_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

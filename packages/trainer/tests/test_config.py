@@ -25,7 +25,7 @@ from torchsmith.trainer._config import (
     TextDataConfig,
     eval_metric_names,
 )
-from torchsmith.trainer._config_checks import plan_warnings, resume_mismatches
+from torchsmith.trainer._config_checks import plan_warnings, resume_mismatches, resume_warnings
 from torchsmith.trainer._datasets import caption_tokens
 from torchsmith.trainer._evaluate import evaluate
 
@@ -321,13 +321,30 @@ def test_building_the_run_warns_of_such_a_plan_once(tmp_path: Path) -> None:
     assert sum("warmup" in str(w.message) for w in record) == 1
 
 
-def test_resume_refuses_a_changed_schedule_or_step_shape() -> None:
-    saved = {"schedule": {"warmup_steps": 20}, "training": {"grad_accum": 1, "max_steps": 30}}
-    now = {"schedule": {"warmup_steps": 0}, "training": {"grad_accum": 4, "max_steps": 60}}
+def test_resume_refuses_a_changed_schedule_step_shape_or_kernels() -> None:
+    saved = {
+        "schedule": {"warmup_steps": 20},
+        "training": {"grad_accum": 1, "max_steps": 30, "compile": False},
+    }
+    now = {"schedule": {"warmup_steps": 0},
+           "training": {"grad_accum": 4, "max_steps": 60, "compile": True}}  # fmt: skip
     assert resume_mismatches(saved, now) == [
         "schedule.warmup_steps: checkpoint 20, this run 0",
+        "training.compile: checkpoint False, this run True",
         "training.grad_accum: checkpoint 1, this run 4",
     ]  # max_steps may change: it extends (or shortens) the run
+
+
+@pytest.mark.parametrize(("before", "after", "warned"), [(0, 2, True), (2, 0, True),
+                                                         (2, 1, False), (0, 0, False)])  # fmt: skip
+def test_resume_warns_when_dataset_draws_move_between_processes(
+    before: int, after: int, warned: bool
+) -> None:
+    """Some workers or none: a random dataset draws from per-batch seeds, or from the main
+    process's RNGs. Any number of workers above 0 draws the same."""
+    found = resume_warnings({"loader": {"num_workers": before}}, {"loader": {"num_workers": after}})
+    assert bool(found) == warned
+    assert not found or found[0].startswith(f"loader.num_workers: checkpoint {before}, this run")
 
 
 def test_resume_compares_free_form_maps_whole() -> None:

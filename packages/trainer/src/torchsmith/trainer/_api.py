@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from ._config import (
     read_config_file,
     validate_config,
 )
-from ._config_checks import resume_mismatches
+from ._config_checks import resume_mismatches, resume_warnings
 from ._events import EventBus, JsonlSink, RichProgressSink, drop_events_after
 from ._trainer import Trainer
 
@@ -129,7 +130,8 @@ def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> N
     manager = trainer.checkpoints
     source = manager.resolve(resume) if manager is not None else Path(resume)
     saved = read_meta(source).get("config")
-    problems = resume_mismatches(saved, config.model_dump(mode="json")) if saved else []
+    current = config.model_dump(mode="json")
+    problems = resume_mismatches(saved, current) if saved else []
     if any(not line.startswith("model.") for line in problems):
         _refuse(source, problems)  # before loading: another optimizer's state may not load
     try:
@@ -140,6 +142,9 @@ def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> N
         _refuse(source, [*problems, f"so its weights do not fit: {exc}"])
     if problems:
         _refuse(source, problems)  # the same shapes, other settings (say, model.dropout)
+    if saved and trainer.dist.is_main:
+        for line in resume_warnings(saved, current):
+            warnings.warn(line, stacklevel=2)
     schedule = trainer.schedule
     if trainer.step > schedule.last_step:
         capped = schedule.stop_after is not None and schedule.stop_after < schedule.max_steps

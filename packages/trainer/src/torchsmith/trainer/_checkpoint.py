@@ -92,12 +92,15 @@ class CheckpointManager:
                 shutil.rmtree(old, ignore_errors=True)
             else:  # killed between the two renames: the old copy is the checkpoint
                 old.rename(final)
-        # Killed between placing a step and linking it: `latest` names the step before.
+        # Killed between placing a step and linking it, `latest` names the step before;
+        # killed as a branch's first save shelved later steps, it names a shelved one.
         # (A copied `latest` directory is left as it is; the next save replaces it.)
         found, latest = self.all(), self.directory / LATEST
-        copied = latest.is_dir() and not latest.is_symlink()
-        if found and not copied and (not latest.is_symlink() or self.latest() != found[-1]):
+        linked = self.directory / os.readlink(latest) if latest.is_symlink() else None
+        if found and not (latest.is_dir() and linked is None) and linked != found[-1]:
             self._point_latest(found[-1].name)
+        elif not found and linked is not None:  # a link to nothing: none left to name
+            latest.unlink()
 
     # ------------------------------------------------------------ save
 
@@ -168,6 +171,11 @@ class CheckpointManager:
         later = [p for p in self.all() if step_of(p) > step]
         if not later:
             return
+        kept = [p for p in self.all() if step_of(p) <= step]
+        if kept:  # `latest` names a kept step before any is shelved: it never dangles
+            self._point_latest(kept[-1].name)
+        elif (self.directory / LATEST).is_symlink():  # none kept: no `latest` until the save
+            (self.directory / LATEST).unlink()
         shelf = self.directory / ABANDONED
         shelf.mkdir(exist_ok=True)
         for path in later:
@@ -186,13 +194,15 @@ class CheckpointManager:
         link, latest = self.directory / f".tmp-latest-{os.getpid()}", self.directory / LATEST
         link.unlink(missing_ok=True)
         link.symlink_to(name, target_is_directory=True)
+        doomed = None
         if latest.is_dir() and not latest.is_symlink():  # a copy made with cp -rL, an unzip
-            # Renamed away in one step, then deleted: a kill mid-delete leaves a .tmp-* for
-            # _recover, and latest() falls back to the newest step meanwhile.
+            # Renamed away, the link put in its place, then deleted: `latest` is missing
+            # only between two renames, and a kill mid-delete leaves a .tmp-* for _recover.
             doomed = self.directory / f".tmp-latest-copy-{os.getpid()}"
             latest.rename(doomed)
-            shutil.rmtree(doomed)
         os.replace(link, latest)
+        if doomed is not None:
+            shutil.rmtree(doomed)
 
     def _prune(self) -> None:
         keep = set(self.all()[-self.keep_last :])

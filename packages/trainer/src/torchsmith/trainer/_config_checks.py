@@ -23,6 +23,7 @@ _FIXED_ON_RESUME = (
     "training.grad_accum",
     "training.clip_grad_norm",
     "training.precision",
+    "training.compile",  # inductor's kernels round differently from eager ones
 )
 
 
@@ -35,6 +36,22 @@ def resume_mismatches(saved: Mapping[str, Any], current: Mapping[str, Any]) -> l
         f"{key}: checkpoint {old[key]!r}, this run {new[key]!r}"
         for key in sorted(old.keys() & new.keys())
         if key.startswith(_FIXED_ON_RESUME) and old[key] != new[key]
+    ]
+
+
+def resume_warnings(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """Changes a resume may make that can still cost exactness: going between no
+    DataLoader workers and some moves a dataset's own random draws from the main process's
+    RNG streams to per-batch seeds (:class:`BatchSeeded`). A dataset that draws nothing,
+    as every built-in one, is not affected, so this is a warning, not a refusal."""
+    before = saved.get("loader", {}).get("num_workers")
+    after = current.get("loader", {}).get("num_workers")
+    if before is None or after is None or (before > 0) == (after > 0):
+        return []
+    return [
+        f"loader.num_workers: checkpoint {before}, this run {after}: random numbers a "
+        "dataset draws as it reads come from the main process's RNGs with 0 workers and "
+        "from per-batch seeds with workers, so such a dataset will not resume exactly"
     ]
 
 
