@@ -346,6 +346,19 @@ def test_a_kill_after_shelving_leaves_latest_on_a_kept_step(tmp_path: Path) -> N
     assert os.readlink(tmp_path / "latest") == "step-00000001"
 
 
+def test_recovery_keeps_a_latest_link_to_a_checkpoint_elsewhere(tmp_path: Path) -> None:
+    """A run directory whose ``latest`` links to another run's checkpoint, and holds none of
+    its own: the link works, so recovery leaves it (it removes only a link to nothing)."""
+    other = CheckpointManager(tmp_path / "other").save(_state(1.0), step=1, metrics={})
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "latest").symlink_to(other, target_is_directory=True)
+    assert CheckpointManager(tmp_path / "run").latest() == other
+    (tmp_path / "gone").mkdir()
+    (tmp_path / "gone" / "latest").symlink_to(tmp_path / "nothing", target_is_directory=True)
+    assert CheckpointManager(tmp_path / "gone").latest() is None
+    assert not (tmp_path / "gone" / "latest").is_symlink()
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 def test_a_save_waits_for_the_directory_lock(tmp_path: Path) -> None:
     """Another process recovering the directory (it deletes ``.tmp-*``) holds the lock: a

@@ -79,7 +79,7 @@ def test_configs_that_would_fail_mid_run_fail_before_any_work(
     assert main([recipe, "--out", str(out), "--set", override, *fast]) == 2
     err = capsys.readouterr().err
     field = override.partition("=")[0]
-    origin = f"(recipe {recipe} and --set)"
+    origin = f"(recipe {recipe} with overrides)"
     assert err.startswith(f"torchsmith train: error: invalid config {origin}:\n  {field}: ") or (
         err.startswith(f"torchsmith train: error: {field}: ")
     )
@@ -142,16 +142,38 @@ def test_resume_with_other_settings_is_refused(
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*")) == ["step-00000002"]
 
 
-def test_resume_with_dataloader_workers_where_there_were_none_warns(
+def test_resume_with_dataloader_workers_where_there_were_none_warns(tmp_path: Path) -> None:
+    assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "2", *FAST]) == 0
+    workers = ["--set", "loader.num_workers=1", "--max-steps", "3"]
+    with pytest.warns(UserWarning, match=r"^loader\.num_workers: checkpoint 0, this run 1"):
+        assert main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *FAST,
+                     *workers]) == 0  # fmt: skip
+
+
+def test_a_warning_on_the_command_line_is_one_line(tmp_path: Path) -> None:
+    """Without the file, line number and source line Python's default format adds."""
+    out = subprocess.run(
+        [sys.executable, "-m", "torchsmith.trainer", "digits-classifier", "--out",
+         str(tmp_path), "--max-steps", "1", "--set", "schedule.warmup_steps=1000", *FAST],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert out.stderr.splitlines() == [
+        "torchsmith train: warning: schedule.warmup_steps: 1000 is not below "
+        "training.max_steps (30), so the LR never reaches optim.lr and the 'cosine' decay "
+        "never starts"
+    ]
+
+
+def test_a_damaged_checkpoint_is_named_as_such_whatever_else_changed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["digits-classifier", "--out", str(tmp_path), "--max-steps", "2", *FAST]) == 0
+    (tmp_path / "checkpoints" / "latest" / "state.pt").write_bytes(b"garbage\n")
     capsys.readouterr()
-    workers = ["--set", "loader.num_workers=1", "--max-steps", "3"]
-    assert main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *FAST,
-                 *workers]) == 0  # fmt: skip
+    code = main(["digits-classifier", "--out", str(tmp_path), "--resume", "latest", *FAST,
+                 "--set", "model.dropout=0.3"])  # fmt: skip
     err = capsys.readouterr().err
-    assert "torchsmith train: warning: loader.num_workers: checkpoint 0, this run 1" in err
+    assert code == 2 and "state.pt: it is damaged" in err and "do not fit" not in err
 
 
 def test_resume_to_a_step_before_the_checkpoint_is_refused(
@@ -372,9 +394,7 @@ def test_a_missing_or_damaged_resume_is_one_line_naming_it(
     )
 
 
-def test_resume_from_an_older_checkpoint_of_the_same_run_branches_off(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_resume_from_an_older_checkpoint_of_the_same_run_branches_off(tmp_path: Path) -> None:
     """Back to step 6 of a run that reached 9: the new branch's step 7 equals an
     uninterrupted run's, and step 9 of the old branch is kept aside, not pruned or ranked."""
     straight, run = tmp_path / "straight", tmp_path / "run"
@@ -382,14 +402,10 @@ def test_resume_from_an_older_checkpoint_of_the_same_run_branches_off(
     every3 = ["--set", "checkpoint.every_steps=3"]
     assert main(["digits-classifier", "--out", str(run), "--max-steps", "9", *every3, *FAST]) == 0
     step6 = run / "checkpoints" / "step-00000006"
-    capsys.readouterr()
-    code = main(["digits-classifier", "--out", str(run), "--resume", str(step6),
-                 "--max-steps", "7", *every3, *FAST])  # fmt: skip
+    with pytest.warns(UserWarning, match="moved to"):  # a caller recording warnings gets it
+        code = main(["digits-classifier", "--out", str(run), "--resume", str(step6),
+                     "--max-steps", "7", *every3, *FAST])  # fmt: skip
     assert code == 0
-    # On the command line a warning is one line, without the source line that raised it.
-    warned = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert len(warned) == 1 and warned[0].startswith("torchsmith train: warning: this run resumed")
-    assert "moved to" in warned[0] and "UserWarning" not in warned[0]
     checkpoints = run / "checkpoints"
     assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-00000006", "step-00000007"]
     assert [p.name for p in (checkpoints / "abandoned").iterdir()] == ["step-00000009"]

@@ -17,7 +17,12 @@ require_interfaces("torchsmith-trainer", INTERFACES_MAJOR)
 
 from ._api import list_recipes, load_config, train  # noqa: E402
 from ._build import build_data, build_model, build_trainer  # noqa: E402
-from ._checkpoint import CheckpointManager, load_checkpoint, load_model_state  # noqa: E402
+from ._checkpoint import (  # noqa: E402
+    CheckpointManager,
+    CheckpointMismatchError,
+    load_checkpoint,
+    load_model_state,
+)
 from ._config import (  # noqa: E402
     CheckpointConfig,
     EvalConfig,
@@ -109,6 +114,7 @@ __all__ = [
     "perplexity",
     # checkpoints and RNG
     "CheckpointManager",
+    "CheckpointMismatchError",
     "load_checkpoint",
     "load_model_state",
     "rng_state",

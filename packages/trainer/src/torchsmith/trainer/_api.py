@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 from torchsmith.interfaces import CheckpointError, ConfigError, EventSink, TrainingEvent
 
 from ._build import build_trainer
-from ._checkpoint import read_meta, step_of
+from ._checkpoint import CheckpointMismatchError, read_meta, step_of
 from ._config import (
     ExperimentConfig,
     apply_overrides,
@@ -72,8 +72,8 @@ def load_config(
             raise ConfigError(f"config file {path} does not exist")
         raw, origin = read_config_file(recipe_path(str(source))), f"recipe {source}"
     overrides = list(overrides)
-    if overrides:
-        origin = f"{origin} and --set" if origin else "--set"
+    if overrides:  # --set on the command line, or an API request's overrides
+        origin = f"{origin} with overrides" if origin else "overrides"
     return validate_config(apply_overrides(raw, overrides), origin), base_dir
 
 
@@ -136,7 +136,7 @@ def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> N
         _refuse(source, problems)  # before loading: another optimizer's state may not load
     try:
         trainer.resume(source)  # another model's shapes fail here, listing the mismatched keys
-    except CheckpointError as exc:
+    except CheckpointMismatchError as exc:  # a damaged file is reported as itself
         if not problems:
             raise
         _refuse(source, [*problems, f"so its weights do not fit: {exc}"])

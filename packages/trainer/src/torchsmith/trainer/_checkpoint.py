@@ -99,7 +99,7 @@ class CheckpointManager:
         linked = self.directory / os.readlink(latest) if latest.is_symlink() else None
         if found and not (latest.is_dir() and linked is None) and linked != found[-1]:
             self._point_latest(found[-1].name)
-        elif not found and linked is not None:  # a link to nothing: none left to name
+        elif not found and linked is not None and not latest.exists():  # a link to nothing
             latest.unlink()
 
     # ------------------------------------------------------------ save
@@ -322,8 +322,13 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+class CheckpointMismatchError(CheckpointError):
+    """A checkpoint's tensors do not fit the model: the message lists every mismatched key."""
+
+
 def load_model_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], source: Path) -> None:
-    """Copy ``tensors`` into ``model``, or a CheckpointError listing every mismatched key."""
+    """Copy ``tensors`` into ``model``, or a CheckpointMismatchError listing every
+    mismatched key."""
     expected = model.state_dict()
     missing = sorted(expected.keys() - tensors.keys())
     unexpected = sorted(tensors.keys() - expected.keys())
@@ -337,7 +342,7 @@ def load_model_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], sour
         parts += [f"  missing keys: {', '.join(missing)}"] if missing else []
         parts += [f"  unexpected keys: {', '.join(unexpected)}"] if unexpected else []
         parts += [f"  shape mismatches: {'; '.join(shapes)}"] if shapes else []
-        raise CheckpointError("\n".join(parts))
+        raise CheckpointMismatchError("\n".join(parts))
     model.load_state_dict(tensors, strict=True)
 
 

@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 import warnings
-from typing import TextIO
 
 from torchsmith.interfaces import TorchsmithError
 
@@ -38,17 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _show_warning(
+def _format_warning(
     message: Warning | str,
     category: type[Warning],
     filename: str,
     lineno: int,
-    file: TextIO | None = None,
     line: str | None = None,
-) -> None:
-    """A warning on the command line: one line, without the source line that raised it."""
+) -> str:
+    """A warning on the command line: one line, without the source line that raised it.
+    (Formatting, not showing, is replaced: a caller recording warnings still records them.)"""
     kind = "" if category is UserWarning else f"{category.__name__}: "
-    print(f"torchsmith train: warning: {kind}{message}", file=file or sys.stderr)
+    return f"torchsmith train: warning: {kind}{message}\n"
 
 
 def main(argv: list[str]) -> int:
@@ -69,7 +68,7 @@ def main(argv: list[str]) -> int:
         print("torchsmith train: error: --max-steps must be positive", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    shown_before, warnings.showwarning = warnings.showwarning, _show_warning
+    formatted_before, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         metrics = train(
             args.config,
@@ -84,7 +83,7 @@ def main(argv: list[str]) -> int:
         print(f"torchsmith train: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        warnings.showwarning = shown_before
+        warnings.formatwarning = formatted_before
         shutdown()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one a rank
         shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))

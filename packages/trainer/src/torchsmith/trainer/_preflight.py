@@ -85,10 +85,10 @@ def _run_metric(
 
 
 def _check_top_k(config: ExperimentConfig, model: nn.Module, x: torch.Tensor) -> None:
-    """Refuse a top-k the classifier has too few classes for: one ``task.top_k`` asks for, or
-    the ``val_top{k}_accuracy`` a run stops early on or keeps checkpoints by. Evaluation
-    reports top-k only up to the class count, so such a k would be missing without a word.
-    (The default ``top_k`` of [1, 5] is not refused: a 3-class model reports top-1.)"""
+    """Refuse a top-k the classifier has too few classes for: one in ``task.top_k``, or the
+    ``val_top{k}_accuracy`` a run stops early on or keeps checkpoints by. Evaluation reports
+    top-k only up to the class count, so such a k would be missing without a word. (The
+    default [1, 5] always fits: a classifier of the 10 digits outputs 10 scores or more.)"""
     if config.task.kind != "classification":
         return
     wanted = {
@@ -100,7 +100,7 @@ def _check_top_k(config: ExperimentConfig, model: nn.Module, x: torch.Tensor) ->
         for where, name in wanted.items()
         if name and (found := re.fullmatch(r"val_top(\d+)_accuracy", name))
     }
-    if "top_k" in config.task.model_fields_set:
+    if config.task.top_k:
         ks["task.top_k"] = max(config.task.top_k)
     if not ks:
         return
