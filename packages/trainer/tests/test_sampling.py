@@ -10,7 +10,7 @@ import torch
 from torchsmith.interfaces import ConfigError, DataError
 from torchsmith.trainer import apply_overrides, build_trainer, validate_config
 from torchsmith.trainer._datasets import Tokenizer
-from torchsmith.trainer._evaluate import TextSampler
+from torchsmith.trainer._evaluate import TextSampler, next_token_probs
 from torchsmith.trainer._models import GPT
 
 TOKENIZER = Tokenizer.fit("char", "abcdefghijklmnop\n")
@@ -115,3 +115,19 @@ def test_a_tiny_temperature_is_greedy_not_nan() -> None:
     model = _model()
     greedy = _samples(model, range(2), 1.0, top_k=1)
     assert _samples(model, range(2), 1e-45, top_k=None) == greedy
+
+
+@pytest.mark.parametrize(("temperature", "top_k"), [(1.0, None), (0.7, 4), (1.6, 1), (0.3, 50)])
+def test_the_sampled_distribution_is_transformers_temperature_then_top_k(
+    temperature: float, top_k: int | None
+) -> None:
+    """The same as transformers' logits warpers, applied in its generate's order."""
+    process = pytest.importorskip("transformers.generation.logits_process")
+    torch.manual_seed(0)
+    logits = torch.randn(5, 40) * 3
+    ids = torch.zeros(5, 1, dtype=torch.long)
+    theirs = process.TemperatureLogitsWarper(temperature)(ids, logits.clone())
+    if top_k is not None:
+        theirs = process.TopKLogitsWarper(top_k)(ids, theirs)
+    expected = torch.softmax(theirs, dim=-1)
+    torch.testing.assert_close(next_token_probs(logits, temperature, top_k), expected)

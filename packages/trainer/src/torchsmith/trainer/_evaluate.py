@@ -174,16 +174,24 @@ def generate(
     for _ in range(max_new_tokens):
         context = tokens[:, -block_size:]
         logits = model(context)[:, -1, :vocab_size].float()  # (B, vocab)
-        # Shifted so the largest is 0 before dividing: a tiny temperature then gives -inf
-        # for the rest (greedy), never inf - inf = NaN.
-        logits = (logits - logits.amax(-1, keepdim=True)) / temperature
-        if top_k is not None:
-            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        probs = torch.softmax(logits, dim=-1)
+        probs = next_token_probs(logits, temperature, top_k)
         nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
         tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
     return tokens
+
+
+def next_token_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None
+) -> torch.Tensor:
+    """The distribution :func:`generate` samples from: ``logits`` (B, vocab) divided by
+    ``temperature``, all but the ``top_k`` largest masked (ties with the k-th kept), softmax."""
+    # Shifted so the largest is 0 before dividing: a tiny temperature then gives -inf
+    # for the rest (greedy), never inf - inf = NaN.
+    logits = (logits - logits.amax(-1, keepdim=True)) / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return torch.softmax(logits, dim=-1)
 
 
 @dataclass
