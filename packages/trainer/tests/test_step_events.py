@@ -15,7 +15,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
 from torchsmith.interfaces import TrainingEvent
-from torchsmith.trainer import JsonlSink, RichProgressSink, _api, build_trainer, train
+from torchsmith.trainer import JsonlSink, ListSink, RichProgressSink, _api, build_trainer, train
 from torchsmith.trainer._events import drop_events_after
 
 from .conftest import small_config
@@ -137,3 +137,57 @@ def test_a_save_from_an_eval_sink_is_left_out_once(tmp_path: Path) -> None:
     trainer.checkpoints.save = slow_save  # type: ignore[method-assign]
     trainer.fit()
     assert sorted(steps) == [10, 20, 30, 40] and all(0 < t < 0.02 for t in steps.values()), steps
+
+
+def test_a_slow_sink_is_not_step_time(tmp_path: Path) -> None:
+    """0.1 s in every sink call, on step and epoch-end events too: none of it is training."""
+
+    class Slow:
+        def __init__(self) -> None:
+            self.steps: list[dict[str, float]] = []
+
+        def emit(self, event: TrainingEvent) -> None:
+            time.sleep(0.1)
+            if event.kind == "step":
+                self.steps.append(event.metrics)
+
+    slow = Slow()  # 22 batches per epoch: an epoch ends inside the interval ending at step 25
+    build_trainer(small_config(tmp_path, "training.log_every=5"), sinks=[slow]).fit()
+    times = [m["step_time_s"] for m in slow.steps]
+    assert len(times) == 6 and all(t < 0.01 for t in times), times
+
+
+def test_on_80_columns_the_stats_give_way_to_the_step_count() -> None:
+    """A pipe or a CI log is 80 columns wide: the count and the time left must still show."""
+    out = io.StringIO()
+    sink = RichProgressSink(total_steps=400, console=Console(file=out, width=80))
+    many = {"loss": 0.9421, "lr": 0.002957, "samples_per_s": 43812.5, "tokens_per_s": 2.001e5,
+            "data_wait_fraction": 0.1154}  # fmt: skip
+    sink.emit(TrainingEvent(kind="step", step=50, epoch=0, metrics=many))
+    sink.emit(TrainingEvent(kind="end", step=400, epoch=0))
+    line = out.getvalue().splitlines()[-1]
+    assert len(line) <= 80 and "50/400" in line and "loss 0.9421" in line
+    assert line.rstrip().endswith("…")  # the rest of the stats, cut short
+
+
+def test_every_epoch_a_step_ends_is_marked_and_evaluated_once(tmp_path: Path) -> None:
+    """2 batches an epoch and 3 micro-batches a step: some steps end two epochs, and each
+    gets its epoch_end event; evaluation every 2 epochs runs once at such a step."""
+    sink = ListSink()
+    config = small_config(tmp_path, "loader.batch_size=700", "training.grad_accum=3",
+                          "eval.every_epochs=2", "training.max_steps=8",
+                          "schedule.warmup_steps=0")  # fmt: skip
+    build_trainer(config, sinks=[sink]).fit()
+    ended = [(e.step, e.epoch) for e in sink.events if e.kind == "epoch_end"]
+    assert [epoch for _, epoch in ended] == list(range(12))
+    assert [step for step, _ in ended] == [1, 2, 2, 3, 4, 4, 5, 6, 6, 7, 8, 8]
+    assert [e.step for e in sink.events if e.kind == "eval"] == [2, 3, 4, 6, 7, 8]
+
+
+def test_the_last_steps_events_come_in_the_usual_order(tmp_path: Path) -> None:
+    """Step 30 is not a multiple of log_every: its step event still precedes its evaluation."""
+    sink = ListSink()
+    config = small_config(tmp_path, "training.log_every=20", "eval.every_steps=15")
+    build_trainer(config, sinks=[sink]).fit()
+    at_end = [e.kind for e in sink.events if e.step == 30]
+    assert at_end == ["step", "eval", "checkpoint", "end"]

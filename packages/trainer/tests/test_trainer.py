@@ -459,7 +459,7 @@ def test_rich_progress_shows_rates_and_evaluations() -> None:
     )
     sink.emit(TrainingEvent(kind="end", step=10, epoch=0))
     text = out.getvalue()
-    assert "samples_per_s=3000" in text and "tokens_per_s=9e+04" in text and "loss=1.25" in text
+    assert "3k samples/s" in text and "90k tokens/s" in text and "loss 1.25" in text
     assert "step 5: val_loss=1.5" in text and "text" in text
     assert "5/10" in text
     assert not sink._started  # the end event stopped the live display

@@ -158,14 +158,19 @@ class RichProgressSink:
             TextColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
 
+        # The stats take what is left of the line and are cut short (an ellipsis) there, so
+        # on 80 columns (a CI log) the step count and the time left always show.
+        stats = Column(ratio=1, no_wrap=True, overflow="ellipsis", min_width=8)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=20),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[stats]}"),
+            TextColumn("{task.fields[stats]}", table_column=stats),
             console=console,
+            expand=True,
         )
         self.task_id = self.progress.add_task(description, total=total_steps, stats="")
         self._started = False
@@ -179,10 +184,10 @@ class RichProgressSink:
             self.progress.start()
             self._started = True
         if event.kind == "step":
-            self.progress.update(self.task_id, completed=event.step, stats=_stats(event.metrics))
+            self.progress.update(self.task_id, completed=event.step, stats=_rates(event.metrics))
         elif event.kind == "eval":
-            values = {k: v for k, v in event.metrics.items() if k.startswith("val_")}
-            self.progress.console.print(f"step {event.step}: {_stats(values)}")
+            values = [f"{k}={v:.4g}" for k, v in event.metrics.items() if k.startswith("val_")]
+            self.progress.console.print(f"step {event.step}: {' '.join(values)}")
             if event.message:
                 self.progress.console.print(event.message)
         elif event.kind in ("end", "error"):
@@ -194,8 +199,20 @@ class RichProgressSink:
             self._started = False
 
 
-def _stats(metrics: dict[str, float]) -> str:
-    shown = ("loss", "lr", "samples_per_s", "tokens_per_s", "data_wait_fraction")
-    parts = [f"{k}={metrics[k]:.4g}" for k in shown if k in metrics]
-    parts += [f"{k}={v:.4g}" for k, v in metrics.items() if k.startswith("val_")]
-    return " ".join(parts)
+def _rates(metrics: dict[str, float]) -> str:
+    """A step's numbers, short: ``loss 0.9421  lr 0.00296  43.8k samples/s  wait 12%``."""
+    parts = [f"{name} {metrics[name]:.4g}" for name in ("loss", "lr") if name in metrics]
+    for name, unit in (("samples_per_s", "samples/s"), ("tokens_per_s", "tokens/s")):
+        if name in metrics:
+            parts.append(f"{_si(metrics[name])} {unit}")
+    if "data_wait_fraction" in metrics:
+        parts.append(f"wait {metrics['data_wait_fraction']:.0%}")
+    return "  ".join(parts)
+
+
+def _si(value: float) -> str:
+    """``43812.5`` as ``43.8k``: three figures and a k or M."""
+    for scale, suffix in ((1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"

@@ -114,12 +114,13 @@ class Trainer:
                 # 1) train, and only train, until something else is due
                 self._train(self._steps_until_due(last_step))
                 self.stepper.check_pending()  # a deferred NaN check, before anything is saved
-                # 2) then log, end the epoch, evaluate and save, as due
-                if self.stepper.track and self.step % s.log_every == 0:
+                # 2) then log, end the epoch, evaluate and save, as due (the last step's
+                # log too: its step event comes before its evaluation, as every step's does)
+                if self.stepper.track and (self.step % s.log_every == 0 or self.step == last_step):
                     self._log_step()
-                new_epoch = data.epochs_completed != epochs_done
+                ended = range(epochs_done, data.epochs_completed)
                 epochs_done = data.epochs_completed
-                stopped = self._periodic(new_epoch, epochs_done)
+                stopped = self._periodic(ended)
             self._finish()
         except BaseException as exc:
             try:
@@ -208,13 +209,16 @@ class Trainer:
         finally:
             self._wait += wait
 
-    def _periodic(self, new_epoch: bool, epochs_done: int) -> bool:
-        """Epoch-end event, evaluation and checkpoint when due; True to stop early."""
+    def _periodic(self, ended: range) -> bool:
+        """Epoch-end events for the ``ended`` epochs, evaluation and checkpoint when due;
+        True to stop early."""
         s, stop = self.schedule, False
-        if new_epoch:
-            self._emit("epoch_end", epoch=epochs_done - 1)
-            if s.eval_every_epochs and epochs_done % s.eval_every_epochs == 0:
-                stop = self._evaluate()
+        due = False
+        for epoch in ended:  # a step of a few large micro-batches may end more than one
+            self._emit("epoch_end", epoch=epoch)
+            due = due or bool(s.eval_every_epochs and (epoch + 1) % s.eval_every_epochs == 0)
+        if due:  # once: the model is the same after each of those epochs
+            stop = self._evaluate()
         if s.eval_every and self.step % s.eval_every == 0 and self._evaluated_at != self.step:
             stop = self._evaluate() or stop
         if stop or self.step == s.last_step:
@@ -255,7 +259,8 @@ class Trainer:
             event = TrainingEvent(
                 kind=kind, step=self.step, epoch=epoch, run_id=self.run_id, **fields
             )
-            self.events.emit(event)
+            with self._not_training():  # a slow sink is not a slow step
+                self.events.emit(event)
 
     def _log_step(self) -> None:
         now, s = time.perf_counter(), self.schedule
