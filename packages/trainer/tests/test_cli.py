@@ -201,7 +201,21 @@ def test_a_resume_logs_what_follows_its_step_once(tmp_path: Path) -> None:
     events = [json.loads(line) for line in log.read_text().splitlines()]
     steps = [e["step"] for e in events if e["kind"] == "step"]
     assert steps == [3, 6, 9, 12]
-    assert [e["step"] for e in events if e["kind"] == "end"] == [6, 12]
+    assert [e["step"] for e in events if e["kind"] == "end"] == [12]  # the run went on at 6
+
+
+def test_resuming_a_finished_run_logs_and_evaluates_nothing_twice(tmp_path: Path) -> None:
+    run = ["digits-classifier", "--out", str(tmp_path), "--max-steps", "6",
+           "--set", "eval.every_steps=3", *FAST]  # fmt: skip
+    assert main(run) == 0
+    first = (tmp_path / "metrics.jsonl").read_text()
+    assert main([*run, "--resume", "latest"]) == 0
+    events = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(e["kind"], e["step"]) for e in events if e["step"] == 6] == [
+        ("step", 6), ("eval", 6), ("checkpoint", 6), ("end", 6)
+    ]  # fmt: skip
+    ends = [e["metrics"] for e in events if e["kind"] == "end"]
+    assert ends == [json.loads(first.splitlines()[-1])["metrics"]]  # the same final numbers
 
 
 def test_a_fresh_run_starts_its_own_log(tmp_path: Path) -> None:

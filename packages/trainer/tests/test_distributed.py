@@ -214,3 +214,26 @@ def test_a_rank_with_no_evaluation_batch_does_not_hang_a_model_with_buffers(
     events = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     evals = {e["step"]: e["metrics"]["val_loss"] for e in events if e["kind"] == "eval"}
     assert sorted(evals) == [3, 6] and all(0.0 < v < 10.0 for v in evals.values())
+
+
+def test_each_rank_draws_the_views_one_process_would(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Contrastive evaluation draws random views: rank 1 of 2, taking batches 1 and 3, must
+    draw for them what one process evaluating all four draws, so the reduced numbers are
+    one process's. (The reduction itself is left out: each rank's means are combined here,
+    its batches being the same size.)"""
+    from torchsmith.trainer import ContrastiveTask, evaluate
+    from torchsmith.trainer._distributed import Dist
+    from torchsmith.trainer._evaluate import RunningMean
+    from torchsmith.trainer._models import Encoder
+
+    monkeypatch.setattr("torchsmith.trainer._evaluate._reduce", lambda *args: None)
+    torch.manual_seed(0)
+    model, task = Encoder(64, 32, 16), ContrastiveTask()
+    batches = [(torch.rand(8, 64), torch.zeros(8)) for _ in range(4)]
+    one = evaluate(model, task, batches, seed=5)
+    ranks = [evaluate(model, task, batches, seed=5, dist=Dist(rank, 2)) for rank in (0, 1)]
+    combined = RunningMean()
+    for values in ranks:
+        combined.update(values, 2)  # two batches of 8 each
+    for name, value in combined.compute().items():
+        assert value == pytest.approx(one[name], rel=1e-6), name

@@ -198,6 +198,14 @@ def test_early_stopping_modes() -> None:
         stop.update({"loss": 1.0})
 
 
+def test_a_nan_evaluation_is_never_the_best() -> None:
+    """A NaN first value used to become the best, and nothing compares better than NaN."""
+    stop = EarlyStopping("loss", patience=3)
+    assert [stop.update({"loss": v}) for v in (math.nan, 1.0, 0.5, 0.2, 0.1)] == [False] * 5
+    assert stop.best == 0.1 and stop.bad_evals == 0
+    assert [stop.update({"loss": v}) for v in (math.inf, math.nan, 0.1)] == [False, False, True]
+
+
 def test_evaluate_weights_by_items() -> None:
     model = torch.nn.Linear(2, 3)
     batches = [(torch.randn(n, 2), torch.randint(0, 3, (n,))) for n in (5, 1)]

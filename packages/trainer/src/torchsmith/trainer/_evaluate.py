@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ def evaluate(
     are reduced, so every rank returns the numbers one process would, for 1/world the work.
 
     The model is put in eval mode and restored; any randomness the task uses
-    (contrastive views) comes from a forked, fixed-seed RNG, so evaluating never
-    moves the training RNG and every evaluation sees the same views.
+    (contrastive views) comes from a forked RNG seeded per batch from (``seed``, the batch's
+    index), so evaluating never moves the training RNG, every evaluation sees the same
+    views, and under DDP a rank draws for its batches what one process would.
     """
     was_training = model.training
     model.eval()
@@ -56,13 +58,13 @@ def evaluate(
     if device is not None and device.type == "cuda":
         gpus = [torch.cuda.current_device() if device.index is None else device.index]
     with torch.random.fork_rng(devices=gpus):
-        torch.manual_seed(seed)
         rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
         for index, batch in enumerate(data):
             if max_batches is not None and index >= max_batches:
                 break
             if index % world != rank:
                 continue
+            torch.manual_seed(seed * 1_000_003 + index)
             if device is not None and device.type != "cpu":
                 batch = move_to(batch, device, non_blocking=True)
             with autocast or contextlib.nullcontext():
@@ -116,7 +118,8 @@ def _reduce(means: RunningMean, dist: Dist, device: torch.device | None) -> None
 
 @dataclass
 class EarlyStopping:
-    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` evaluations."""
+    """Stop when ``metric`` has not improved by more than ``min_delta`` for ``patience``
+    evaluations. A NaN or infinite value is never an improvement (nor the best so far)."""
 
     metric: str
     patience: int = 3
@@ -133,10 +136,13 @@ class EarlyStopping:
                 f"metrics {sorted(metrics)}"
             )
         value = metrics[self.metric]
-        improved = self.best is None or (
-            value < self.best - self.min_delta
-            if self.mode == "min"
-            else value > self.best + self.min_delta
+        improved = math.isfinite(value) and (
+            self.best is None
+            or (
+                value < self.best - self.min_delta
+                if self.mode == "min"
+                else value > self.best + self.min_delta
+            )
         )
         if improved:
             self.best, self.bad_evals = value, 0

@@ -98,14 +98,15 @@ class JsonlSink:
 
 
 def drop_events_after(path: Path, step: int) -> int:
-    """Remove from the JSONL log at ``path`` the events after ``step``, and any line a kill cut
-    short: a run resumed at ``step`` logs what follows again (as TensorBoard's ``purge_step``
-    does). Atomic; the number of lines removed."""
+    """Remove from the JSONL log at ``path`` the events after ``step``, the ``end`` event at
+    ``step`` (the run goes on from there), and any line a kill cut short: a run resumed at
+    ``step`` logs what follows again (as TensorBoard's ``purge_step`` does), and the log
+    reads as one run. Atomic; the number of lines removed."""
     if not path.is_file():
         return 0
     text = path.read_text(encoding="utf-8")
     lines = text.splitlines()
-    kept = [line for line in lines if (at := _step_of(line)) is not None and at <= step]
+    kept = [line for line in lines if (place := _place(line)) is not None and place <= (step, 1)]
     # A last line without its newline (a kill, a full disk) would have the next event
     # appended onto it, so the file is rewritten then too.
     if len(kept) < len(lines) or (text and not text.endswith("\n")):
@@ -113,10 +114,12 @@ def drop_events_after(path: Path, step: int) -> int:
     return len(lines) - len(kept)
 
 
-def _step_of(line: str) -> int | None:
+def _place(line: str) -> tuple[int, int] | None:
+    """(step, 2 for an ``end`` event, else 1): an end comes after everything at its step."""
     try:
-        return int(json.loads(line)["step"])
-    except (ValueError, KeyError, TypeError):
+        event = json.loads(line)
+        return int(event["step"]), 2 if event.get("kind") == "end" else 1
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

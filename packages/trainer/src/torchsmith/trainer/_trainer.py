@@ -444,11 +444,17 @@ class Trainer:
         self.data.load_state_dict(state["data"])
         self.step = int(state["loop"]["step"])
         self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
-        saved = state.get("meta", {}).get("metrics", {})
-        if "train_loss" in saved:  # measured at this step: what a run ending here reports
-            value = saved["train_loss"]  # null: it was NaN (every step of the log skipped)
-            self.metrics["train_loss"] = float("nan") if value is None else float(value)
+        saved = {  # measured at this step: what a run ending here reports
+            k: float("nan") if v is None else float(v)  # null: NaN (a log of skipped steps)
+            for k, v in state.get("meta", {}).get("metrics", {}).items()
+        }
+        if "train_loss" in saved:
+            self.metrics["train_loss"] = saved["train_loss"]
             self._logged_at = self.step
+        evaluated = {k: v for k, v in saved.items() if k.startswith("val_")}
+        if evaluated:  # a resume at the run's end does not evaluate (and log) it twice
+            self.metrics.update(evaluated)
+            self._evaluated_at, self._eval_keys = self.step, set(evaluated)
         self._saved_at = self.step
 
     def resume(self, path: str | Path = "latest") -> Path:
