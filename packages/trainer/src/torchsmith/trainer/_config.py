@@ -427,7 +427,7 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def validate_config(data: Mapping[str, Any], origin: str | None = None) -> ExperimentConfig:
     """An :class:`ExperimentConfig`, or one ConfigError naming each bad field (and
-    ``origin``, where the values came from: a file, a recipe, ``--set``)."""
+    ``origin``, where the values came from: a file, a recipe, overrides)."""
     try:
         return ExperimentConfig.model_validate(dict(data))
     except ValidationError as exc:
