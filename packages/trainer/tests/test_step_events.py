@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from torchsmith.interfaces import TrainingEvent
 from torchsmith.trainer import JsonlSink, ListSink, RichProgressSink, _api, build_trainer, train
-from torchsmith.trainer._events import drop_events_after
+from torchsmith.trainer._events import _si, drop_events_after
 
 from .conftest import small_config
 
@@ -82,6 +82,29 @@ def test_trimming_ends_a_log_cut_before_its_newline(tmp_path: Path) -> None:
         sink.emit(_event(6))
     assert sink._file.closed
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 6]
+
+
+def test_trimming_for_a_resume_keeps_the_step_but_not_where_a_process_stopped(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "metrics.jsonl"
+    kinds = ["step", "eval", "checkpoint", "error", "end"]
+    log.write_text("".join(
+        TrainingEvent(kind=kind, step=step, epoch=0).write() + "\n"  # type: ignore[arg-type]
+        for step in (5, 6) for kind in kinds
+    ))  # fmt: skip
+    assert drop_events_after(log, 6) == 2
+    kept = [(e["kind"], e["step"]) for e in map(json.loads, log.read_text().splitlines())]
+    assert kept == [(kind, 5) for kind in kinds] + [("step", 6), ("eval", 6), ("checkpoint", 6)]
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(0.0, "0"), (999.4, "999"), (999.5, "1k"), (43812.5, "43.8k"), (999_950.0, "1M"),
+     (2.5e9, "2.5G"), (1e12, "1e+12"), (float("inf"), "inf"), (-5e4, "-50k")],
+)  # fmt: skip
+def test_rates_read_in_three_figures(value: float, shown: str) -> None:
+    assert _si(value) == shown
 
 
 def test_the_progress_bar_ends_where_the_run_stops(tmp_path: Path) -> None:

@@ -204,6 +204,8 @@ def test_a_nan_evaluation_is_never_the_best() -> None:
     assert [stop.update({"loss": v}) for v in (math.nan, 1.0, 0.5, 0.2, 0.1)] == [False] * 5
     assert stop.best == 0.1 and stop.bad_evals == 0
     assert [stop.update({"loss": v}) for v in (math.inf, math.nan, 0.1)] == [False, False, True]
+    stop.load_state_dict({"best": math.nan, "bad_evals": 0})  # saved before this was fixed
+    assert stop.best is None and not stop.update({"loss": 0.5}) and stop.best == 0.5
 
 
 def test_evaluate_weights_by_items() -> None:
@@ -430,6 +432,21 @@ def test_evaluation_every_epoch(tmp_path: Path) -> None:
 
 def batch_max_logit(model: torch.nn.Module, batch: tuple, output: object) -> float:
     return float(model(batch[0]).max())
+
+
+def worst_case(model: torch.nn.Module, batch: tuple, output: object) -> float:
+    return math.inf
+
+
+def test_a_finished_run_resumed_reports_an_infinite_metric_as_it_was(tmp_path: Path) -> None:
+    """meta.json holds a value that is not finite as null: the resume evaluates again rather
+    than report null as NaN."""
+    config = small_config(tmp_path, f"eval.metrics={{worst: '{__name__}:worst_case'}}",
+                          "eval.every_steps=2", "training.max_steps=4")  # fmt: skip
+    assert build_trainer(config).fit()["val_worst"] == math.inf
+    trainer = build_trainer(config)
+    trainer.resume("latest")
+    assert trainer.fit()["val_worst"] == math.inf
 
 
 def test_user_metric_callables_by_import_path(tmp_path: Path) -> None:

@@ -159,7 +159,9 @@ class EarlyStopping:
         return {"best": self.best, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best, self.bad_evals = state["best"], int(state["bad_evals"])
+        best = state["best"]  # a NaN best (saved before NaN was refused) is no best at all
+        self.best = None if best is None or not math.isfinite(best) else float(best)
+        self.bad_evals = int(state["bad_evals"])
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ when a sink exists to receive it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable
@@ -98,10 +99,10 @@ class JsonlSink:
 
 
 def drop_events_after(path: Path, step: int) -> int:
-    """Remove from the JSONL log at ``path`` the events after ``step``, the ``end`` event at
-    ``step`` (the run goes on from there), and any line a kill cut short: a run resumed at
-    ``step`` logs what follows again (as TensorBoard's ``purge_step`` does), and the log
-    reads as one run. Atomic; the number of lines removed."""
+    """Remove from the JSONL log at ``path`` the events after ``step``, the ``end`` or
+    ``error`` event at ``step`` (the run goes on from there), and any line a kill cut short:
+    a run resumed at ``step`` logs what follows again (as TensorBoard's ``purge_step``
+    does), and the log reads as one run. Atomic; the number of lines removed."""
     if not path.is_file():
         return 0
     text = path.read_text(encoding="utf-8")
@@ -115,10 +116,11 @@ def drop_events_after(path: Path, step: int) -> int:
 
 
 def _place(line: str) -> tuple[int, int] | None:
-    """(step, 2 for an ``end`` event, else 1): an end comes after everything at its step."""
+    """(step, 2 for an ``end`` or ``error`` event, else 1): where a process stopped comes
+    after everything else at its step."""
     try:
         event = json.loads(line)
-        return int(event["step"]), 2 if event.get("kind") == "end" else 1
+        return int(event["step"]), 2 if event.get("kind") in ("end", "error") else 1
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -214,8 +216,10 @@ def _rates(metrics: dict[str, float]) -> str:
 
 
 def _si(value: float) -> str:
-    """``43812.5`` as ``43.8k``: three figures and a k or M."""
-    for scale, suffix in ((1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
+    """``43812.5`` as ``43.8k``: three figures and a k, M or G (what rounds up to 1000 of
+    one unit is 1 of the next)."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if math.isfinite(value) and abs(value) >= 0.9995 * scale:
+            text = f"{value / scale:.3g}"
+            return f"{text}{suffix}" if "e" not in text else f"{value:.3g}"
     return f"{value:.3g}"

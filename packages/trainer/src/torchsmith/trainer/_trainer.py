@@ -10,6 +10,7 @@ behind an ``if`` that is false unless something consumes it.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -452,7 +453,9 @@ class Trainer:
             self.metrics["train_loss"] = saved["train_loss"]
             self._logged_at = self.step
         evaluated = {k: v for k, v in saved.items() if k.startswith("val_")}
-        if evaluated:  # a resume at the run's end does not evaluate (and log) it twice
+        # A resume at the run's end does not evaluate (and log) it twice; unless a value was
+        # not finite (meta.json holds it as null), when evaluating again gives it back.
+        if evaluated and all(math.isfinite(v) for v in evaluated.values()):
             self.metrics.update(evaluated)
             self._evaluated_at, self._eval_keys = self.step, set(evaluated)
         self._saved_at = self.step
