@@ -176,6 +176,27 @@ def test_a_damaged_checkpoint_is_named_as_such_whatever_else_changed(
     assert code == 2 and "state.pt: it is damaged" in err and "do not fit" not in err
 
 
+def test_resume_onto_a_changed_corpus_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """data.paths names the same folder, but its text changed: a char vocabulary's ids, or
+    the batches, would not be the checkpoint's."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.md").write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    small = ["char-gpt", "--out", str(tmp_path / "run"), "--no-progress",
+             "--set", f"data.paths=[{corpus}]", "--set", "data.block_size=16",
+             "--set", "model={kind: gpt, block_size: 16, n_layer: 1, n_head: 2, n_embd: 16}",
+             "--set", "eval.every_steps=null", "--set", "eval.sample_tokens=0"]  # fmt: skip
+    assert main([*small, "--max-steps", "2"]) == 0
+    assert main([*small, "--max-steps", "3", "--resume", "latest"]) == 0  # unchanged: fine
+    (corpus / "a.md").write_text("the quick brown fox jumps over the lazy cat. " * 40)
+    capsys.readouterr()
+    assert main([*small, "--max-steps", "4", "--resume", "latest"]) == 2
+    err = capsys.readouterr().err
+    assert "data.paths: the text there is not what the checkpoint trained on" in err
+
+
 def test_resume_to_a_step_before_the_checkpoint_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -213,6 +213,19 @@ def test_a_corpus_that_cannot_be_read_is_a_data_error_naming_the_file(tmp_path: 
         text_corpus([tmp_path], "char", 8, 0.1)
 
 
+def test_a_corpus_reads_each_file_once_and_no_hidden_folder(tmp_path: Path) -> None:
+    """Named twice, or alone and inside a named folder: read once (twice, its text could
+    land in training and validation both). ``.git`` or ``.venv`` under a folder: not read.
+    A byte-order mark is not a character of the text."""
+    from torchsmith.trainer._datasets import read_corpus
+
+    (tmp_path / "a.md").write_text("\ufeffalpha\n", encoding="utf-8")
+    (tmp_path / ".venv" / "lib").mkdir(parents=True)
+    (tmp_path / ".venv" / "lib" / "README.md").write_text("hidden\n")
+    text = read_corpus([tmp_path, tmp_path / "a.md", tmp_path / "." / "a.md"])
+    assert text == "alpha\n"
+
+
 def test_a_corpus_too_short_for_a_validation_block_names_the_fields(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x" * 440)  # 44 tokens of validation for blocks of 64
     with pytest.raises(DataError) as caught:

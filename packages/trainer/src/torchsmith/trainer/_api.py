@@ -129,9 +129,16 @@ def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> N
     restored with its state), while seed, data and model changes would break exactness."""
     manager = trainer.checkpoints
     source = manager.resolve(resume) if manager is not None else Path(resume)
-    saved = read_meta(source).get("config")
+    meta = read_meta(source)
+    saved = meta.get("config")
     current = config.model_dump(mode="json")
     problems = resume_mismatches(saved, current) if saved else []
+    was, now = meta.get("data_sha256"), trainer.meta.get("data_sha256")
+    if was and now and was != now:  # the same data.paths, other text in them
+        problems.append(
+            f"data.paths: the text there is not what the checkpoint trained on (sha256 of "
+            f"its tokens {was[:12]}..., now {now[:12]}...): restore it, or start a new run"
+        )
     if any(not line.startswith("model.") for line in problems):
         _refuse(source, problems)  # before loading: another optimizer's state may not load
     try:

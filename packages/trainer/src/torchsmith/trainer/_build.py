@@ -5,6 +5,7 @@ Each builder wires objects it is handed or makes one part; nothing here trains.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import platform
 import warnings
@@ -281,10 +282,29 @@ def build_trainer(
         perplexity=config.task.kind == "causal_lm",
         items_name="tokens" if config.task.kind == "causal_lm" else "samples",
         samples_per_micro_batch=loader_cfg.batch_size,
-        meta={"config": config.model_dump(mode="json"), "versions": package_versions()},
+        meta={
+            "config": config.model_dump(mode="json"),
+            "versions": package_versions(),
+            **data_fingerprint(data),
+        },
         dist=info,
         seed=config.seed,
     )
+
+
+def data_fingerprint(data: Data) -> dict[str, str]:
+    """``{"data_sha256": ...}`` of a text corpus: its vocabulary and every token id, train
+    and validation. The config names only the corpus's paths, and a resume must read the
+    same text (an edited file shifts a char vocabulary's ids). Digits: nothing, their data
+    ships with scikit-learn."""
+    if data.tokenizer is None:
+        return {}
+    digest = hashlib.sha256(f"{data.tokenizer.kind}:{data.tokenizer.chars}".encode())
+    for part in (data.train, data.val):
+        tokens = getattr(part, "tokens", None)
+        if isinstance(tokens, torch.Tensor):
+            digest.update(tokens.numpy().tobytes())
+    return {"data_sha256": digest.hexdigest()}
 
 
 def _tokens_per_example(config: ExperimentConfig) -> int:

@@ -128,25 +128,36 @@ def shipped_corpus() -> list[Path]:
 
 
 def read_corpus(paths: list[Path]) -> str:
-    """The text of every file (directories: their text files, sorted), joined by blank lines."""
+    """The text of every file (directories: their text files, sorted, hidden ones such as
+    ``.git`` or ``.venv`` left out), joined by blank lines; a file named twice, or both
+    alone and inside a named directory, is read once."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
             found = (p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES)
-            files += sorted(p for p in found if p.is_file())
+            visible = (p for p in found if not _hidden(p.relative_to(path)))
+            files += sorted(p for p in visible if p.is_file())
         elif path.is_file():
             files.append(path)
         else:
             raise DataError(f"data.paths: {path} does not exist")
+    unique: dict[Path, Path] = {}  # by where the file really is, in first-named order
+    for file in files:
+        unique.setdefault(file.resolve(), file)
+    files = list(unique.values())
     if not files:
         where = ", ".join(str(p) for p in paths)
         raise DataError(f"data.paths: no text files ({', '.join(TEXT_SUFFIXES)}) in {where}")
     return "\n\n".join(_read_text(f) for f in files)
 
 
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
     except UnicodeDecodeError as exc:
         raise DataError(
             f"text data file {path} is not UTF-8 (byte {exc.start}: {exc.reason}); "
