@@ -304,3 +304,34 @@ def test_batch_seeded_reads_one_item_or_a_batch_of_a_gathered_dataset() -> None:
     assert x.shape == () and float(x) == 3.0 and int(y) == 9
     xs, ys = seeded.__getitems__([12, 13])  # a batch, collated already
     assert xs.tolist() == [2.0, 3.0] and ys.tolist() == [6, 9]
+
+
+def test_the_python_parts_refuse_arguments_that_mean_nothing(tmp_path: Path) -> None:
+    """What the config validates, the parts check too when called directly: one clear error
+    naming the argument, not an IndexError or a split with an empty side."""
+    for fraction in (0.0, 1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
+            digits(fraction)
+    (tmp_path / "a.md").write_text("abcdefgh" * 10)
+    with pytest.raises(ValueError, match="val_fraction must be between 0 and 1"):
+        text_corpus([tmp_path], "char", 4, 1.5)
+    with pytest.raises(ValueError, match="block_size must be positive, not 0"):
+        text_corpus([tmp_path], "char", 0, 0.1)
+    with pytest.raises(DataError, match="tokenizer 'word' is not one of"):
+        Tokenizer("word")
+    with pytest.raises(
+        DataError, match=r"token ids \[-1, 3\] are not among the char tokenizer's 3"
+    ):
+        Tokenizer.fit("char", "abc").decode([0, -1, 3])
+    with pytest.raises(DataError, match=r"token ids \[300\] are not among the byte tokenizer's"):
+        Tokenizer("byte").decode([300])
+    for bad in ({"batch_size": 0}, {"batch_size": 4, "rank": 2, "world_size": 2}):
+        with pytest.raises(ValueError, match="ResumableSampler needs batch_size > 0"):
+            ResumableSampler(100, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a position is never negative"):
+        ResumableSampler(100, 8).set_position(0, -1)
+    sampler = ResumableSampler(100, 8)
+    stream = BatchStream(build_loader(TensorDataset(torch.zeros(100)), 8, sampler=sampler), sampler)
+    for state in ({"epoch": -1, "batches_done": 0}, {"epoch": "x", "batches_done": 0}, {}):
+        with pytest.raises(ValueError, match="the data position needs non-negative integers"):
+            stream.load_state_dict(state)  # type: ignore[arg-type]

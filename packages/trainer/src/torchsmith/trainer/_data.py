@@ -48,6 +48,11 @@ class ResumableSampler(Sampler[int]):
         self.seed, self.shuffle = seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.epoch, self.start_batch = 0, 0
+        if batch_size <= 0 or not 0 <= rank < world_size:
+            raise ValueError(
+                f"ResumableSampler needs batch_size > 0 and 0 <= rank < world_size, "
+                f"not batch_size={batch_size}, rank={rank}, world_size={world_size}"
+            )
         if self.batches_per_epoch == 0:
             raise ValueError(
                 f"{num_samples} samples make no global batch of {batch_size} x {world_size}"
@@ -59,6 +64,8 @@ class ResumableSampler(Sampler[int]):
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
         """Start the next pass at batch ``start_batch`` of ``epoch``, skipping nothing lazily."""
+        if epoch < 0 or start_batch < 0:
+            raise ValueError(f"a position is never negative: epoch {epoch}, batch {start_batch}")
         self.epoch, self.start_batch = epoch, start_batch
 
     def __iter__(self) -> Iterator[int]:
@@ -242,7 +249,13 @@ class BatchStream:
         return {"epoch": self.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.batches_done = int(state["epoch"]), int(state["batches_done"])
+        epoch, done = state.get("epoch"), state.get("batches_done")
+        if not (isinstance(epoch, int) and isinstance(done, int) and epoch >= 0 and done >= 0):
+            raise ValueError(
+                "the data position needs non-negative integers 'epoch' and 'batches_done', "
+                f"not {dict(state)!r}"
+            )
+        self.epoch, self.batches_done = epoch, done
         self._iterator = None
 
     def __iter__(self) -> Iterator[Any]:

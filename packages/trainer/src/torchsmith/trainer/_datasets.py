@@ -26,6 +26,7 @@ def digits(
     With ``captions``, the second tensor is a caption such as "the digit three",
     as ``CAPTION_LENGTH`` bytes (zero padded), for image-text training.
     """
+    _check_fraction(val_fraction)
     table = _digits_table()  # (N, 65): 64 pixels in 0..16, then the label
     images = torch.tensor(table[:, :64], dtype=torch.float32) / 16.0  # (N, 64)
     labels = torch.tensor(table[:, 64], dtype=torch.int64)  # (N,)
@@ -62,6 +63,11 @@ def caption_tokens(labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.int64)
 
 
+def _check_fraction(val_fraction: float) -> None:
+    if not 0.0 < val_fraction < 1.0:  # NaN fails too
+        raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), not {val_fraction}")
+
+
 @dataclass(frozen=True)
 class Tokenizer:
     """A character- or byte-level tokenizer; a char vocabulary is the corpus's sorted characters."""
@@ -69,13 +75,15 @@ class Tokenizer:
     kind: str
     chars: str = ""
 
+    def __post_init__(self) -> None:
+        if self.kind not in ("char", "byte"):
+            raise DataError(f"tokenizer {self.kind!r} is not one of 'char', 'byte'")
+
     @classmethod
     def fit(cls, kind: str, text: str) -> Tokenizer:
         if kind == "byte":
             return cls("byte")
-        if kind == "char":
-            return cls("char", "".join(sorted(set(text))))
-        raise DataError(f"tokenizer {kind!r} is not one of 'char', 'byte'")
+        return cls(kind, "".join(sorted(set(text))))
 
     @property
     def vocab_size(self) -> int:
@@ -91,6 +99,12 @@ class Tokenizer:
         return [index[c] for c in text]
 
     def decode(self, tokens: list[int]) -> str:
+        outside = [t for t in tokens if not 0 <= t < self.vocab_size]
+        if outside:
+            raise DataError(
+                f"token ids {outside[:10]} are not among the {self.kind} tokenizer's "
+                f"{self.vocab_size} (0 to {self.vocab_size - 1})"
+            )
         if self.kind == "byte":
             return bytes(tokens).decode("utf-8", errors="replace")
         return "".join(self.chars[t] for t in tokens)
@@ -171,6 +185,9 @@ def text_corpus(
     paths: list[Path], tokenizer: str, block_size: int, val_fraction: float
 ) -> tuple[TokenBlocks, TokenBlocks, Tokenizer]:
     """(train, val, tokenizer): the corpus's first part trains, its tail validates."""
+    _check_fraction(val_fraction)
+    if block_size <= 0:
+        raise ValueError(f"block_size must be positive, not {block_size}")
     text = read_corpus(paths)
     tok = Tokenizer.fit(tokenizer, text)
     tokens = torch.tensor(tok.encode(text), dtype=torch.int64)
