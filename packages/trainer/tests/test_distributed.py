@@ -221,9 +221,8 @@ def test_each_rank_draws_the_views_one_process_would(monkeypatch: pytest.MonkeyP
     draw for them what one process evaluating all four draws, so the reduced numbers are
     one process's. (The reduction itself is left out: each rank's means are combined here,
     its batches being the same size.)"""
-    from torchsmith.trainer import ContrastiveTask, evaluate
+    from torchsmith.trainer import ContrastiveTask, RunningMean, evaluate
     from torchsmith.trainer._distributed import Dist
-    from torchsmith.trainer._evaluate import RunningMean
     from torchsmith.trainer._models import Encoder
 
     monkeypatch.setattr("torchsmith.trainer._evaluate._reduce", lambda *args: None)

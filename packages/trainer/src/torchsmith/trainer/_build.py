@@ -35,7 +35,7 @@ from ._config import (
 )
 from ._config_checks import plan_warnings
 from ._data import BatchStream, ResumableSampler, build_loader, dataset_length
-from ._datasets import Tokenizer, digits, shipped_corpus, text_corpus
+from ._datasets import TokenBlocks, Tokenizer, digits, shipped_corpus, text_corpus
 from ._distributed import Dist, barrier, init_distributed, wrap_ddp
 from ._evaluate import EarlyStopping, TextSampler
 from ._optim import build_optimizer, build_scheduler
@@ -301,9 +301,8 @@ def data_fingerprint(data: Data) -> dict[str, str]:
         return {}
     digest = hashlib.sha256(f"{data.tokenizer.kind}:{data.tokenizer.chars}".encode())
     for part in (data.train, data.val):
-        tokens = getattr(part, "tokens", None)
-        if isinstance(tokens, torch.Tensor):
-            digest.update(tokens.numpy().tobytes())
+        if isinstance(part, TokenBlocks):
+            digest.update(part.tokens.numpy().tobytes())
     return {"data_sha256": digest.hexdigest()}
 
 
