@@ -180,6 +180,10 @@ def test_override_round_trip(steps: int, lr: float) -> None:
         (["optim.betas=[0.9, 1.5]"], "optim.betas.1: Input should be less than 1; got 1.5"),
         (["task.top_k=[0]"], "task.top_k.0: Input should be greater than 0; got 0"),
         (
+            ["loader.prefetch_factor=4"],  # torch ignores it, or refuses it, without workers
+            "loader.prefetch_factor: 4 needs loader.num_workers > 0",
+        ),
+        (
             ["checkpoint.keep_best=2", "checkpoint.metric=train_loss",
              "checkpoint.every_steps=5", "training.log_every=10"],
             "checkpoint.metric: 'train_loss' is the mean over each training.log_every (10) steps",

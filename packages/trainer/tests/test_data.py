@@ -103,6 +103,13 @@ def test_a_loader_batch_size_other_than_the_samplers_is_refused() -> None:
         BatchStream(build_loader(TensorDataset(torch.arange(40)), 8, sampler=sampler), sampler)
 
 
+def test_prefetch_factor_reaches_the_workers_and_needs_them() -> None:
+    data = TensorDataset(torch.arange(8))
+    assert build_loader(data, 4, num_workers=1, prefetch_factor=3).prefetch_factor == 3
+    with pytest.raises(ValueError, match="prefetch_factor"):  # torch's own refusal
+        build_loader(data, 4, prefetch_factor=3)
+
+
 def test_workers_are_seeded_deterministically() -> None:
     class Noisy(torch.utils.data.Dataset[float]):
         def __len__(self) -> int:
@@ -210,6 +217,10 @@ def test_a_corpus_that_cannot_be_read_is_a_data_error_naming_the_file(tmp_path: 
     )
     (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin.txt is not UTF-8 \(byte 3"):
+        text_corpus([tmp_path], "char", 8, 0.1)
+    (tmp_path / "latin.txt").unlink()
+    (tmp_path / "dump.txt").write_bytes(b"header\0\0\x01\x02" * 40)  # valid UTF-8, binary
+    with pytest.raises(DataError, match=r"dump.txt holds a NUL character \(character 6\)"):
         text_corpus([tmp_path], "char", 8, 0.1)
 
 

@@ -120,8 +120,19 @@ class LoaderConfig(_Section):
     batch_size: int = Field(default=32, gt=0, description="Per process, per micro-batch.")
     eval_batch_size: int | None = Field(default=None, gt=0)
     num_workers: int = Field(default=0, ge=0)
-    prefetch_factor: int = Field(default=2, gt=0)
+    prefetch_factor: int | None = Field(
+        default=None, gt=0, description="Batches each worker loads ahead; None: torch's 2."
+    )
     shuffle: bool = True
+
+    @model_validator(mode="after")
+    def _prefetch_needs_workers(self) -> LoaderConfig:
+        if self.prefetch_factor is not None and self.num_workers == 0:
+            raise ValueError(
+                f"prefetch_factor: {self.prefetch_factor} needs loader.num_workers > 0 (with "
+                "none, batches are read when the loop asks); set it to null or add workers"
+            )
+        return self
 
 
 # ---------------------------------------------------------------- task

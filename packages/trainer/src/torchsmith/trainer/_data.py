@@ -178,7 +178,7 @@ def build_loader(
     *,
     sampler: Sampler[int] | None = None,
     num_workers: int = 0,
-    prefetch_factor: int = 2,
+    prefetch_factor: int | None = None,
     seed: int = 0,
     pin_memory: bool = False,
     drop_last: bool | None = None,
@@ -211,7 +211,7 @@ def build_loader(
         num_workers=num_workers,
         pin_memory=pin_memory,
         persistent_workers=workers,
-        prefetch_factor=prefetch_factor if workers else None,
+        prefetch_factor=prefetch_factor,  # torch refuses one without workers
         worker_init_fn=seed_worker if workers else None,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -171,7 +171,7 @@ def _hidden(relative: Path) -> bool:
 
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
     except UnicodeDecodeError as exc:
         raise DataError(
             f"text data file {path} is not UTF-8 (byte {exc.start}: {exc.reason}); "
@@ -179,6 +179,12 @@ def _read_text(path: Path) -> str:
         ) from exc
     except OSError as exc:
         raise DataError(f"text data file {path} cannot be read: {exc.strerror}") from exc
+    if "\0" in text:  # valid UTF-8, but a NUL is what marks a binary file (as git decides)
+        raise DataError(
+            f"text data file {path} holds a NUL character (character {text.index(chr(0))}), "
+            "so it is binary, not text; leave it out of data.paths"
+        )
+    return text
 
 
 def text_corpus(
