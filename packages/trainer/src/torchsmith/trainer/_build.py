@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from torchsmith.interfaces import ConfigError, DataError, EventSink
 
@@ -204,37 +204,7 @@ def build_trainer(
     if tr.compile:
         model = torch.compile(model)  # type: ignore[assignment]
     model = wrap_ddp(model, info, device)
-    train_size = dataset_length(data.train)
-    if train_size < loader_cfg.batch_size * info.world_size:
-        raise ConfigError(
-            f"loader.batch_size: {loader_cfg.batch_size} x {info.world_size} process(es) is more "
-            f"than the {train_size} training examples (data.val_fraction "
-            f"{config.data.val_fraction} keeps the rest for validation), so an epoch has no batch"
-        )
-    sampler = ResumableSampler(
-        train_size,
-        loader_cfg.batch_size,
-        seed=config.seed,
-        shuffle=loader_cfg.shuffle,
-        rank=info.rank,
-        world_size=info.world_size,
-    )
-    loader = build_loader(
-        data.train,
-        loader_cfg.batch_size,
-        sampler=sampler,
-        num_workers=loader_cfg.num_workers,
-        prefetch_factor=loader_cfg.prefetch_factor,
-        seed=config.seed,
-        pin_memory=device.type == "cuda",
-    )
-    # Validation reads every example in order; its own generator leaves the global RNG alone.
-    val_loader = build_loader(
-        data.val,
-        loader_cfg.eval_batch_size or loader_cfg.batch_size,
-        seed=config.seed,
-        drop_last=False,
-    )
+    sampler, loader, val_loader = _loaders(config, data, info, device)
     stepper = Stepper(
         model,
         task,
@@ -290,6 +260,46 @@ def build_trainer(
         dist=info,
         seed=config.seed,
     )
+
+
+def _loaders(
+    config: ExperimentConfig, data: Data, info: Dist, device: torch.device
+) -> tuple[ResumableSampler, DataLoader[Any], DataLoader[Any]]:
+    """(sampler, training loader, validation loader): this rank's share of each global batch,
+    in an order that resumes exactly; validation reads every example in order."""
+    loader_cfg = config.loader
+    train_size = dataset_length(data.train)
+    if train_size < loader_cfg.batch_size * info.world_size:
+        raise ConfigError(
+            f"loader.batch_size: {loader_cfg.batch_size} x {info.world_size} process(es) is more "
+            f"than the {train_size} training examples (data.val_fraction "
+            f"{config.data.val_fraction} keeps the rest for validation), so an epoch has no batch"
+        )
+    sampler = ResumableSampler(
+        train_size,
+        loader_cfg.batch_size,
+        seed=config.seed,
+        shuffle=loader_cfg.shuffle,
+        rank=info.rank,
+        world_size=info.world_size,
+    )
+    loader = build_loader(
+        data.train,
+        loader_cfg.batch_size,
+        sampler=sampler,
+        num_workers=loader_cfg.num_workers,
+        prefetch_factor=loader_cfg.prefetch_factor,
+        seed=config.seed,
+        pin_memory=device.type == "cuda",
+    )
+    # The validation loader's own generator leaves the global RNG alone.
+    val_loader = build_loader(
+        data.val,
+        loader_cfg.eval_batch_size or loader_cfg.batch_size,
+        seed=config.seed,
+        drop_last=False,
+    )
+    return sampler, loader, val_loader
 
 
 def data_fingerprint(data: Data) -> dict[str, str]:
