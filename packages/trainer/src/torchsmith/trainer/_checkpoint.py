@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import pickle
 import re
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.serialization import get_unsafe_globals_in_checkpoint
 
 from torchsmith.interfaces import CheckpointError, fsync_directory
 
@@ -56,6 +58,12 @@ class CheckpointManager:
         mode: str = "min",
         recover: bool = True,
     ) -> None:
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode: 'min' or 'max', not {mode!r}")
+        if keep_last < 1 or keep_best < 0:
+            raise ValueError(
+                f"keep_last: at least 1 ({keep_last}), keep_best: at least 0 ({keep_best})"
+            )
         self.directory = Path(directory)
         self.keep_last, self.keep_best = keep_last, keep_best
         self.metric, self.mode = metric, mode
@@ -114,7 +122,9 @@ class CheckpointManager:
             return self._save(state, step=step, metrics=metrics)
 
     def _save(self, state: Mapping[str, Any], *, step: int, metrics: Mapping[str, float]) -> Path:
-        """Write ``state`` (``"model"``: tensors; the rest: weights-only picklable) atomically.
+        """Write ``state`` (``"model"``: tensors; the rest: what ``torch.load(weights_only=True)``
+        reads back, such as ``optimizer.state_dict()``, never the optimizer itself) atomically.
+        ``metrics``: numbers (a numpy scalar or one-element tensor too), ranked by keep-best.
 
         After a resume from ``resumed_at``, the first save moves the checkpoints of later
         steps (those of the run this one branched off) to ``abandoned/``: out of the way
@@ -159,11 +169,13 @@ class CheckpointManager:
     ) -> None:
         rest = {k: v for k, v in state.items() if k not in ("model", "meta")}
         # A NaN metric is written as null: bare NaN is not JSON, and it ranks as nothing.
-        finite = {k: v if _finite(v) else None for k, v in metrics.items()}
+        values = {k: _number(k, v) for k, v in metrics.items()}
+        finite = {k: v if math.isfinite(v) else None for k, v in values.items()}
         meta = {**dict(state.get("meta", {})), "step": step, "metrics": finite}
         text = json.dumps(meta, indent=2, allow_nan=False)
-        _write_synced(tmp / MODEL_FILE, lambda p: save_file(_unshared(state["model"]), str(p)))
         _write_synced(tmp / STATE_FILE, lambda p: torch.save(rest, p))
+        _refuse_objects(tmp / STATE_FILE, rest)  # before a loadless checkpoint prunes good ones
+        _write_synced(tmp / MODEL_FILE, lambda p: save_file(_unshared(state["model"]), str(p)))
         _write_synced(tmp / META_FILE, lambda p: p.write_text(text))
         fsync_directory(tmp)
 
@@ -362,6 +374,29 @@ def step_of(path: Path) -> int:
     """The step a ``step-NNNNNNNN`` directory holds (-1 for a name that is not a number)."""
     digits = path.name.removeprefix("step-")
     return int(digits) if digits.isdigit() else -1
+
+
+def _number(name: str, value: object) -> float:
+    """A metric's value as a float: a Python or numpy number, or a one-element real tensor."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
+        return float(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    raise TypeError(f"metrics[{name!r}] must be a number, not {type(value).__name__}")
+
+
+def _refuse_objects(file: Path, state: Mapping[str, Any]) -> None:
+    """Raise if ``file`` holds objects ``torch.load(weights_only=True)`` would refuse to
+    read, naming them and the keys of ``state`` that hold them (read from the pickle's
+    opcodes, no tensor loaded)."""
+    objects = get_unsafe_globals_in_checkpoint(file)
+    if objects:
+        plain = (torch.Tensor, numbers.Number, str, bytes, dict, list, tuple, type(None))
+        keys = [k for k, v in state.items() if not isinstance(v, plain)]
+        raise TypeError(
+            f"state {keys or list(state)} holds Python objects that a checkpoint never loads "
+            f"({', '.join(objects)}); save state_dict()s, tensors, numbers and strings"
+        )
 
 
 def _finite(value: object) -> bool:

@@ -220,13 +220,20 @@ def build_loader(
 class BatchStream:
     """Batches forever, epoch after epoch, with the position the loop has reached.
 
-    ``epoch`` and ``batches_done`` count what was handed out; saving them and
-    calling :meth:`resume` restarts exactly there, without reading skipped batches.
+    ``epoch`` and ``batches_done`` count what was handed out; saving them
+    (:meth:`state_dict`) and calling :meth:`load_state_dict` restarts exactly there,
+    without reading skipped batches. ``loader`` must draw its order from ``sampler``
+    (``build_loader(..., sampler=sampler)``): the stream resumes by moving the sampler.
     Batches come one at a time (``next``), or as a run of them from one epoch
     (:meth:`take`, then :meth:`advance` by the number used).
     """
 
     def __init__(self, loader: DataLoader[Any], sampler: ResumableSampler, seed: int = 0) -> None:
+        if loader.sampler is not sampler:
+            raise ValueError(
+                "the loader does not draw from this sampler, so resuming could not move it; "
+                "build it with build_loader(dataset, batch_size, sampler=sampler)"
+            )
         if loader.batch_size not in (None, sampler.batch_size):
             raise ValueError(
                 f"the loader's batch_size {loader.batch_size} differs from its sampler's "
@@ -254,6 +261,11 @@ class BatchStream:
             raise ValueError(
                 "the data position needs non-negative integers 'epoch' and 'batches_done', "
                 f"not {dict(state)!r}"
+            )
+        if done > self.batches_per_epoch:
+            raise ValueError(
+                f"batches_done {done} is beyond an epoch's {self.batches_per_epoch} batches: "
+                "the state is of another dataset or batch size"
             )
         self.epoch, self.batches_done = epoch, done
         self._iterator = None

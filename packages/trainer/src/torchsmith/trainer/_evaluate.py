@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,25 +31,30 @@ def evaluate(
     data: Iterable[Any],
     *,
     max_batches: int | None = None,
-    device: torch.device | None = None,
+    device: torch.device | str | None = None,
     autocast: contextlib.AbstractContextManager[Any] | None = None,
     seed: int = 0,
     perplexity_of_loss: bool = False,
     metrics: Mapping[str, MetricFn] | None = None,
     dist: Dist | None = None,
 ) -> dict[str, float]:
-    """``val_loss`` and ``val_<metric>`` averaged over items, plus ``val_perplexity`` for LMs
-    (exp of the mean token NLL, the task's ``nll`` metric, else of ``val_loss``).
+    """``val_loss`` and ``val_<metric>`` averaged over items, and with
+    ``perplexity_of_loss=True`` (language models) ``val_perplexity``: exp of the mean token
+    NLL, the task's ``nll`` metric, else of ``val_loss``.
+
+    ``device``: where batches go (None: left where the loader puts them).
 
     ``metrics`` adds user callables ``fn(model, batch, output)``, averaged the same way.
     Under DDP (``dist``) rank ``r`` evaluates batches ``r, r + world, ...`` and the sums
     are reduced, so every rank returns the numbers one process would, for 1/world the work.
 
-    The model is put in eval mode and restored; any randomness the task uses
-    (contrastive views) comes from a forked RNG seeded per batch from (``seed``, the batch's
-    index), so evaluating never moves the training RNG, every evaluation sees the same
-    views, and under DDP a rank draws for its batches what one process would.
+    The model is put in eval mode and restored, also when the task raises. Any randomness
+    the task uses (contrastive views) comes from a forked RNG seeded per batch from
+    (``seed``, the batch's index), so evaluating never moves the training RNG, every
+    evaluation sees the same views, and under DDP a rank draws for its batches what one
+    process would.
     """
+    device = torch.device(device) if device is not None else None
     was_training = model.training
     model.eval()
     means = RunningMean()
@@ -57,7 +62,7 @@ def evaluate(
     gpus = []
     if device is not None and device.type == "cuda":
         gpus = [torch.cuda.current_device() if device.index is None else device.index]
-    with torch.random.fork_rng(devices=gpus):
+    with torch.random.fork_rng(devices=gpus), _restoring_mode(model, was_training):
         rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
         for index, batch in enumerate(data):
             if max_batches is not None and index >= max_batches:
@@ -74,7 +79,6 @@ def evaluate(
                 for name, fn in (metrics or {}).items()
             }
             means.update({"loss": out.loss, **out.metrics, **extra}, out.num_items)
-    model.train(was_training)
     if dist is not None and dist.enabled:
         _reduce(means, dist, device)
     result = {f"val_{k}": v for k, v in means.compute().items()}
@@ -83,6 +87,14 @@ def evaluate(
     if perplexity_of_loss and nll is not None:
         result["val_perplexity"] = perplexity(nll)
     return result
+
+
+@contextlib.contextmanager
+def _restoring_mode(model: nn.Module, training: bool) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        model.train(training)
 
 
 def metric_value(field: str, value: Any) -> float | torch.Tensor:
@@ -127,6 +139,12 @@ class EarlyStopping:
     mode: str = "min"
     best: float | None = None
     bad_evals: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode: 'min' or 'max', not {self.mode!r}")
+        if self.patience < 1:
+            raise ValueError(f"patience: at least 1 evaluation, not {self.patience}")
 
     def update(self, metrics: dict[str, float]) -> bool:
         """Record one evaluation; True when training should stop."""
@@ -179,6 +197,7 @@ def generate(
     """Extend ``tokens`` (B, T) by sampling ``max_new_tokens`` from ``model``'s logits;
     with ``vocab_size``, only ids below it (a model's vocabulary may be padded beyond its
     tokenizer's, and an id the tokenizer lacks cannot be decoded)."""
+    _check_sampling(temperature, top_k)
     for _ in range(max_new_tokens):
         context = tokens[:, -block_size:]
         logits = model(context)[:, -1, :vocab_size].float()  # (B, vocab)
@@ -202,6 +221,13 @@ def next_token_probs(
     return torch.softmax(logits, dim=-1)
 
 
+def _check_sampling(temperature: float, top_k: int | None) -> None:
+    if not temperature > 0:  # 0 would divide by zero; greedy is a tiny temperature or top_k=1
+        raise ValueError(f"temperature: above 0, not {temperature}; for greedy, use top_k=1")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k: at least 1 (or None for all), not {top_k}")
+
+
 @dataclass
 class TextSampler:
     """An evaluation hook: text sampled from a language model, from its own seeded generator."""
@@ -215,24 +241,24 @@ class TextSampler:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        # Encoded now: a prompt the tokenizer cannot encode fails before training, not after.
+        # Checked now: a prompt the tokenizer cannot encode fails before training, not after.
+        _check_sampling(self.temperature, self.top_k)
         self._prompt_tokens = self.tokenizer.encode(self.prompt) or [0]
 
     def __call__(self, model: nn.Module, step: int) -> str:
-        was_training = model.training
-        model.eval()
         device = next(model.parameters()).device
         start = torch.tensor([self._prompt_tokens], dtype=torch.int64, device=device)
         generator = torch.Generator(device=device).manual_seed(self.seed + step)
-        out = generate(
-            model,
-            start,
-            self.num_tokens,
-            block_size=self.block_size,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            generator=generator,
-            vocab_size=self.tokenizer.vocab_size,
-        )
-        model.train(was_training)
+        with _restoring_mode(model, model.training):
+            model.eval()
+            out = generate(
+                model,
+                start,
+                self.num_tokens,
+                block_size=self.block_size,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                generator=generator,
+                vocab_size=self.tokenizer.vocab_size,
+            )
         return self.tokenizer.decode(out[0].tolist())

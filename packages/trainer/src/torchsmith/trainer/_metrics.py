@@ -11,7 +11,8 @@ import torch
 def top_k_accuracy(
     logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
 ) -> dict[str, torch.Tensor]:
-    """``accuracy`` (top-1) and ``top{k}_accuracy`` for each k < number of classes."""
+    """``accuracy`` (top-1) and ``top{k}_accuracy`` for each k up to the number of classes
+    (``targets``: class ids)."""
     num_classes = logits.shape[-1]
     ks = sorted({k for k in ks if k <= num_classes} | {1})
     top = logits.topk(max(ks), dim=-1).indices  # (B, kmax)

@@ -59,24 +59,34 @@ class Stepper:
     model: nn.Module
     task: Any
     optimizer: torch.optim.Optimizer
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    precision: str = "fp32"
+    # Where batches go and autocast runs; None: the device of the model's parameters.
+    device: torch.device | str | None = None
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast and a GradScaler)
     clip_grad_norm: float | None = None
-    nonfinite: str = "error"
+    nonfinite: str = "error"  # a NaN/Inf loss: "error" raises, "skip" skips the step
     dist: Dist = field(default_factory=Dist)
     track: bool = False
     scaler: torch.amp.GradScaler | None = None
     batches_per_epoch: int | None = None  # only to name a bad batch's place in its epoch
     # Reading a loss on CUDA waits for the GPU. With nonfinite="error" the check can wait
-    # for the loop's next pause instead (check_pending: one read for the whole window);
-    # None defers on CUDA on one process, where it saves a host sync per micro-batch.
-    defer_nonfinite_check: bool | None = None
+    # for the loop's next pause instead: then the loop must call check_pending() before it
+    # logs, evaluates or saves (the Trainer does), or a NaN goes unreported. None defers on
+    # CUDA on one process, where it saves a host sync per micro-batch (the Trainer's
+    # "auto"); False, the default, checks every micro-batch.
+    defer_nonfinite_check: bool | None = False
     # The nominal items (examples, or tokens) of one micro-batch; the same on every rank.
     items_per_micro_batch: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision: 'fp32', 'bf16' or 'fp16', not {self.precision!r}")
+        if self.nonfinite not in ("error", "skip"):
+            raise ValueError(f"nonfinite: 'error' or 'skip', not {self.nonfinite!r}")
+        if self.device is None:
+            self.device = next(self.model.parameters(), torch.empty(0)).device
+        self.device = self._device = torch.device(self.device)  # "cuda" is a device too
         if self.precision == "fp16" and self.scaler is None:
-            self.scaler = torch.amp.GradScaler(self.device.type)
+            self.scaler = torch.amp.GradScaler(self._device.type)
         # Every trained tensor, the loss's own parameters included (a learnable temperature
         # sits in its own optimizer group): all are normalised and clipped together.
         self._params = [
@@ -84,14 +94,14 @@ class Stepper:
         ]
         in_model = {id(p) for p in self.model.parameters()}
         self._outside_ddp = [p for p in self._params if id(p) not in in_model]
-        self._move = self.device.type != "cpu"
+        self._move = self._device.type != "cpu"
         self._ddp = self.dist.enabled
         # Context managers are built once and re-entered each micro-batch.
         self._autocast = self.autocast()
         self._amp = None if self.precision == "fp32" else self._autocast  # None: no `with`
         defer = self.defer_nonfinite_check
         if defer is None:
-            defer = self.device.type == "cuda" and not self._ddp
+            defer = self._device.type == "cuda" and not self._ddp
         # Skipping must decide before the step; under DDP ranks must decide together (a rank
         # raising alone would leave the others waiting in a collective), so both check now.
         self._defer = defer and self.nonfinite == "error" and not self._ddp
@@ -108,7 +118,7 @@ class Stepper:
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
+        return torch.autocast(self._device.type, dtype=dtype)
 
     def pop_tracked(self) -> tuple[torch.Tensor | None, int]:
         """The item-weighted loss sum (float64, on the loss's device) and the item count since
@@ -120,13 +130,14 @@ class Stepper:
         if self._defer:  # tensors, left on the device: one stack, no sync here
             losses = torch.stack(values).double()  # type: ignore[arg-type]
         else:
-            losses = torch.tensor(values, dtype=torch.float64, device=self.device)
+            losses = torch.tensor(values, dtype=torch.float64, device=self._device)
         f64 = torch.float64  # an int, or a count made on the device
         counts = torch.stack([torch.as_tensor(n, dtype=f64, device=losses.device) for n in items])
         return (losses * counts).sum(), int(counts.sum())
 
     def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> None:
-        """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as step ``step``."""
+        """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as the step
+        after ``step`` steps (an error names it ``step + 1``, as events count steps)."""
         if len(micro_batches) == 1 and not self._ddp:
             self.window(micro_batches, step, first_batch)
             return
@@ -181,7 +192,7 @@ class Stepper:
         try:
             for batch in batches:
                 if move:
-                    batch = move_to(batch, self.device, non_blocking=True)
+                    batch = move_to(batch, self._device, non_blocking=True)
                 if autocast is None:
                     out: TaskOutput = task(model, batch)
                 else:
@@ -237,7 +248,7 @@ class Stepper:
 
     def _forward(self, batch: Any) -> TaskOutput:
         if self._move:
-            batch = move_to(batch, self.device, non_blocking=True)
+            batch = move_to(batch, self._device, non_blocking=True)
         with self._autocast:
             out: TaskOutput = self.task(self.model, batch)
         return out
@@ -261,7 +272,7 @@ class Stepper:
         """
         total: int | torch.Tensor = local_items
         if self._ddp:  # one collective carries both the item count and the bad-loss flag
-            packed = torch.zeros(2, dtype=torch.float64, device=self.device)
+            packed = torch.zeros(2, dtype=torch.float64, device=self._device)
             packed[0], packed[1] = local_items, float(local_bad)  # a count may be a tensor
             all_reduce_sum(packed, self.dist)
             total, local_bad = packed[0], bool(packed[1])
@@ -312,5 +323,5 @@ class Stepper:
         where = f"batch {index} of the epoch" if index >= 0 else "another rank's batch"
         raise NonFiniteLossError(
             f"loss is {value} at step {step + 1}, {where} "
-            "(set training.nonfinite='skip' to skip such steps)"
+            "(training.nonfinite='skip', or Stepper(nonfinite='skip'), skips such steps)"
         )

@@ -6,6 +6,7 @@ with ``train_metrics=True``), so training steps pay for the loss alone.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +40,8 @@ def _pair(batch: Any, task: str) -> tuple[Any, Any]:
 
 @dataclass
 class ClassificationTask:
-    """Supervised classification: ``model(x)`` gives logits (B, C); targets (B,)."""
+    """Supervised classification: ``model(x)`` gives logits (B, C); targets (B,) class ids,
+    or (B, C) class probabilities (mixup, label smoothing), scored by their largest."""
 
     loss: LossFn = F.cross_entropy
     top_k: Sequence[int] = (1, 5)
@@ -51,7 +53,8 @@ class ClassificationTask:
         loss = self.loss(logits, y)
         metrics: dict[str, float | torch.Tensor] = {}
         if self.train_metrics or not model.training:
-            metrics.update(top_k_accuracy(logits.detach(), y, self.top_k))
+            labels = y.argmax(-1) if y.is_floating_point() and y.ndim == logits.ndim else y
+            metrics.update(top_k_accuracy(logits.detach(), labels, self.top_k))
         return TaskOutput(loss, y.shape[0], metrics)
 
 
@@ -63,12 +66,17 @@ class CausalLMTask:
     are not counted: ``num_items`` is the number of target tokens, counted on the device, so
     accumulated micro-batches with different amounts of padding weigh in by their real
     tokens, as one batch would (the bug fixed in transformers PR #34191). A micro-batch with
-    no target token has no mean loss (NaN), which the trainer treats as non-finite.
+    no target token has no mean loss (NaN), which the trainer treats as non-finite. The
+    default loss ignores ``ignore_index`` too; a loss of your own must ignore it itself.
     """
 
     loss: LossFn = F.cross_entropy
     train_metrics: bool = False
     ignore_index: int = -100
+
+    def __post_init__(self) -> None:
+        if self.loss is F.cross_entropy and self.ignore_index != -100:
+            self.loss = functools.partial(F.cross_entropy, ignore_index=self.ignore_index)
 
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
         x, y = _pair(batch, "causal_lm")
@@ -94,6 +102,11 @@ def digit_views(x: torch.Tensor) -> torch.Tensor:
     Drawn on ``x``'s device (checkpoints save that generator too): a GPU step copies nothing
     from the host, which would wait for the GPU.
     """
+    if x.ndim != 2 or x.shape[1] != 64:
+        raise DataError(
+            f"digit_views jitters flattened 8x8 digits, shape (B, 64), not {tuple(x.shape)}; "
+            "give ContrastiveTask an augment= for your data"
+        )
     b, device = x.shape[0], x.device
     images = x.view(b, 1, 8, 8)
     angle = (torch.rand(b, device=device) - 0.5) * 0.5  # about +-15 degrees
@@ -113,7 +126,9 @@ def digit_views(x: torch.Tensor) -> torch.Tensor:
 class ContrastiveTask:
     """SimCLR: two random views of each input, pulled together against the batch's others.
 
-    ``augment`` draws from the global torch RNG, which checkpoints save and restore.
+    ``augment`` makes a random view of a batch of inputs; the default, :func:`digit_views`,
+    fits flattened 8x8 digits only. It draws from the global torch RNG, which checkpoints
+    save and restore.
     """
 
     loss: LossFn = field(default=ntxent)
@@ -155,9 +170,11 @@ def takes_logit_scale(loss: LossFn) -> bool:
 class CLIPTask:
     """Image-text contrastive learning: ``model(images, texts)`` gives (image, text[, scale]).
 
-    A scale the model returns (CLIP's learnable temperature) goes to the loss as its
-    third argument, so it trains. A loss that takes no scale cannot learn it: that is
-    an error, never a silently frozen parameter (under DDP, an unused one).
+    ``texts`` is a tensor with one row per image (token ids (B, L), or (B,)); retrieval
+    accuracy counts a caption equal to the right one as right. A scale the model returns
+    (CLIP's learnable temperature) goes to the loss as its third argument, so it trains.
+    A loss that takes no scale cannot learn it: that is an error, never a silently frozen
+    parameter (under DDP, an unused one).
     """
 
     loss: LossFn = field(default=clip_loss)
@@ -179,8 +196,8 @@ class CLIPTask:
         if self.train_metrics or not model.training:
             sim = F.normalize(image.detach(), dim=1) @ F.normalize(text.detach(), dim=1).T
             # Identical captions are equally right: score by the caption picked, not its index.
-            picked = texts[sim.argmax(1)]
-            hits = (picked == texts).all(dim=1).float().mean()
+            rows = texts.reshape(texts.shape[0], -1)
+            hits = (rows[sim.argmax(1)] == rows).all(dim=1).float().mean()
             metrics = {"retrieval_accuracy": hits}
         return TaskOutput(loss, images.shape[0], metrics)
 

@@ -442,7 +442,11 @@ class Trainer:
                 stacklevel=2,
             )
         set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
-        self.data.load_state_dict(state["data"])
+        position = dict(state["data"])
+        if len(rngs) != self.dist.world_size:  # a global batch holds another number of examples
+            seen = position["batches_done"] * len(rngs) // self.dist.world_size
+            position["batches_done"] = min(seen, self.data.batches_per_epoch)
+        self.data.load_state_dict(position)
         self.step = int(state["loop"]["step"])
         self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
         saved = {  # measured at this step: what a run ending here reports
