@@ -318,7 +318,7 @@ def test_saving_after_resuming_from_an_older_checkpoint_shelves_the_later_ones(
     manager = CheckpointManager(tmp_path, keep_last=2, keep_best=1, metric="v")
     for step in (1, 2, 3):
         manager.save(_state(float(step)), step=step, metrics={"v": float(step)})
-    manager.resumed_at = 1  # what Trainer.resume sets
+    manager.branch_from(1)  # what Trainer.resume does
     with pytest.warns(UserWarning, match=r"resumed from before step-00000002: the 2 later"):
         manager.save(_state(5.0), step=2, metrics={"v": 9.0})
     manager.save(_state(6.0), step=3, metrics={"v": 9.0})  # no more shelving

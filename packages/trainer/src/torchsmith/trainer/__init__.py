@@ -32,9 +32,8 @@ from ._config import (  # noqa: E402
     ScheduleConfig,
     TaskConfig,
     TrainingConfig,
-    apply_overrides,
-    validate_config,
 )
+from ._config_files import apply_overrides, validate_config  # noqa: E402
 from ._data import (  # noqa: E402
     BatchSeeded,
     BatchStream,

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, no run lock
+    fcntl = None  # type: ignore[assignment]
 
 from torchsmith.interfaces import CheckpointError, ConfigError, EventSink, TrainingEvent
 
 from ._build import build_trainer
 from ._checkpoint import CheckpointMismatchError, read_meta, step_of
-from ._config import (
-    ExperimentConfig,
-    apply_overrides,
-    read_config_file,
-    validate_config,
-)
+from ._config import ExperimentConfig
 from ._config_checks import resume_mismatches, resume_warnings
+from ._config_files import apply_overrides, read_config_file, validate_config
 from ._events import EventBus, JsonlSink, RichProgressSink, drop_events_after
 from ._trainer import Trainer
 
@@ -115,6 +117,34 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ConfigError(f"out_dir (--out): {existing} is not writable")
 
 
+@contextlib.contextmanager
+def _run_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``OUT/.run.lock`` for the whole run, so that a second run started on the same
+    directory fails at once instead of sharing its checkpoints. The kernel drops the lock
+    of a killed process. Under torchrun only rank 0 takes it: the ranks share ``OUT``."""
+    if fcntl is None or os.environ.get("RANK", "0") != "0":
+        yield
+        return
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / ".run.lock"
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"out_dir (--out): another run is training in {out_dir} (it holds {lock}); "
+                "wait for it to end, or choose another --out"
+            ) from None
+        try:
+            yield
+        finally:
+            if created and [p.name for p in out_dir.iterdir()] == [lock.name]:
+                lock.unlink()  # a run that failed before any work leaves nothing behind
+                out_dir.rmdir()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _of_this_run(resume: str | Path, out_dir: Path) -> bool:
     """Whether ``resume`` names a checkpoint of the run in ``out_dir`` (``latest`` does)."""
     if str(resume) == "latest":
@@ -203,21 +233,32 @@ def train(
         updates["training"] = {**cfg.training.model_dump(), "stop_after": max_steps}
     if updates:
         cfg = validate_config({**cfg.model_dump(), **updates})
-    _check_out_dir(Path(cfg.out_dir))
+    out = Path(cfg.out_dir)
+    _check_out_dir(out)
     if resume is not None and str(resume) != "latest" and not Path(resume).exists():
         raise CheckpointError(f"resume (--resume): {resume} does not exist")
-    if resume is None or not _of_this_run(resume, Path(cfg.out_dir)):
-        _refuse_another_runs_checkpoints(Path(cfg.out_dir))
-    given = list(sinks)
-    all_sinks = list(given)
+    with _run_lock(out):
+        if resume is None or not _of_this_run(resume, out):
+            _refuse_another_runs_checkpoints(out)
+        return _train(cfg, base_dir, sinks, resume, progress, log_jsonl, run_id)
+
+
+def _train(
+    cfg: ExperimentConfig,
+    base_dir: Path | None,
+    sinks: Iterable[EventSink],
+    resume: str | Path | None,
+    progress: bool,
+    log_jsonl: bool,
+    run_id: str | None,
+) -> dict[str, float]:
+    """:func:`train` once its arguments are checked: the sinks it owns, build, resume, fit."""
     log = Path(cfg.out_dir) / "metrics.jsonl"
-    if log_jsonl:
-        all_sinks.append(_JsonlOnFirstEvent(log))
+    jsonl = _JsonlOnFirstEvent(log) if log_jsonl else None
     bar = RichProgressSink(cfg.training.stop_after or cfg.training.max_steps) if progress else None
-    all_sinks += [bar] if bar is not None else []
-    owned = EventBus(all_sinks[len(given) :])  # the sinks made here; callers own theirs
+    owned = EventBus([sink for sink in (jsonl, bar) if sink is not None])  # callers own theirs
     try:
-        trainer = build_trainer(cfg, sinks=all_sinks, base_dir=base_dir)
+        trainer = build_trainer(cfg, sinks=[*sinks, *owned.sinks], base_dir=base_dir)
         trainer.run_id = run_id
         if resume is not None:
             _resume(trainer, resume, cfg)

@@ -67,7 +67,7 @@ class CheckpointManager:
         self.directory = Path(directory)
         self.keep_last, self.keep_best = keep_last, keep_best
         self.metric, self.mode = metric, mode
-        self.resumed_at: int | None = None  # set by a resume: see save()
+        self._branch_step: int | None = None  # see branch_from()
         if recover and self.directory.is_dir():  # under DDP, rank 0's alone: renames race
             with self._locked():
                 self._recover()
@@ -112,8 +112,22 @@ class CheckpointManager:
 
     # ------------------------------------------------------------ save
 
+    def branch_from(self, step: int) -> None:
+        """Training goes on from ``step`` (a resume): the first save moves the checkpoints of
+        later steps, those of the run this one branched off, to ``abandoned/``, out of the
+        way of keep-last, keep-best and ``latest``, and deletes none."""
+        self._branch_step = step
+
     def save(self, state: Mapping[str, Any], *, step: int, metrics: Mapping[str, float]) -> Path:
-        """Write ``state`` (see :meth:`_save`) while holding the directory's lock."""
+        """Write ``state`` as the checkpoint of ``step``, atomically, then prune.
+
+        ``state["model"]`` holds the weights (tensors, to safetensors); the rest is what
+        ``torch.load(weights_only=True)`` reads back, such as ``optimizer.state_dict()``,
+        never the optimizer itself. ``metrics``: numbers (a numpy scalar or one-element
+        tensor too), ranked by keep-best; a NaN is stored as null and never ranks. The
+        directory's lock is held throughout, so another process's recovery never
+        interleaves.
+        """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -122,14 +136,6 @@ class CheckpointManager:
             return self._save(state, step=step, metrics=metrics)
 
     def _save(self, state: Mapping[str, Any], *, step: int, metrics: Mapping[str, float]) -> Path:
-        """Write ``state`` (``"model"``: tensors; the rest: what ``torch.load(weights_only=True)``
-        reads back, such as ``optimizer.state_dict()``, never the optimizer itself) atomically.
-        ``metrics``: numbers (a numpy scalar or one-element tensor too), ranked by keep-best.
-
-        After a resume from ``resumed_at``, the first save moves the checkpoints of later
-        steps (those of the run this one branched off) to ``abandoned/``: out of the way
-        of keep-last, keep-best and ``latest``, and not deleted.
-        """
         final = self.directory / f"step-{step:08d}"
         tmp = self.directory / f".tmp-step-{step:08d}-{os.getpid()}"
         try:
@@ -140,16 +146,27 @@ class CheckpointManager:
         except Exception as exc:  # the last good checkpoint stays; nothing is left behind
             shutil.rmtree(tmp, ignore_errors=True)
             raise CheckpointError(f"cannot write checkpoint {final}: {exc}") from exc
+        if self._branch_step is not None:
+            try:
+                self._abandon_after(self._branch_step)
+            except OSError as exc:
+                raise CheckpointError(
+                    f"cannot move the checkpoints after step {self._branch_step} to "
+                    f"{self.directory / ABANDONED}: {exc}"
+                ) from exc
+            self._branch_step = None
         try:
             self._put_in_place(tmp, final)
         except OSError as exc:
             raise CheckpointError(f"wrote {tmp} but could not move it to {final}: {exc}") from exc
+        try:
+            self._prune()
+        except OSError as exc:  # the checkpoint is in place; an older one stays too
+            raise CheckpointError(f"saved {final}, but pruning older ones failed: {exc}") from exc
         return final
 
     def _put_in_place(self, tmp: Path, final: Path) -> None:
-        if self.resumed_at is not None:
-            self._abandon_after(self.resumed_at)
-            self.resumed_at = None
+        """Rename ``tmp`` to ``final`` (replacing a copy of the same step) and link it."""
         old = None
         if final.exists():  # saving the same step again (e.g. a resumed run's last step)
             # Two renames, and a kill between them leaves the old copy under a name that
@@ -161,7 +178,6 @@ class CheckpointManager:
         fsync_directory(self.directory)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
-        self._prune()
 
     @staticmethod
     def _write(

@@ -13,6 +13,7 @@ from torchsmith.interfaces import TorchsmithError
 
 from ._api import list_recipes, train
 from ._distributed import shutdown
+from ._step import NonFiniteLossError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,12 +51,36 @@ def _format_warning(
     return f"torchsmith train: warning: {kind}{message}\n"
 
 
+def _print(line: str) -> None:
+    """``line`` on stdout; if its reader went away (``| head``), nothing more is printed
+    and the run's outcome, not the pipe's, decides the exit code."""
+    try:
+        print(line, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+
+
+def _shown(name: str, value: float) -> str:
+    counted = name in ("step", "skipped_steps")  # whole numbers a script reads back
+    return f"{name}={int(value)}" if counted else f"{name}={value:.4g}"
+
+
 def main(argv: list[str]) -> int:
-    """Run ``torchsmith train``; 0 on success, 2 on a bad config or checkpoint."""
+    """Run ``torchsmith train``: 0 on success, 2 on a bad config or checkpoint (or usage),
+    3 when training stopped on a NaN/Inf loss, 130 on Ctrl-C."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # also under `python -m torchsmith.trainer` (torchrun)
+        print("torchsmith train: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for name in list_recipes():
-            print(name)
+            _print(name)
         return 0
     if not args.config:
         _parser().print_usage(sys.stderr)
@@ -81,11 +106,10 @@ def main(argv: list[str]) -> int:
         )
     except TorchsmithError as exc:
         print(f"torchsmith train: error: {exc}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(exc, NonFiniteLossError) else 2
     finally:
         warnings.formatwarning = formatted_before
         shutdown()
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, not one a rank
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-        print(f"done: {shown}")
+        _print("done: " + ", ".join(_shown(k, v) for k, v in sorted(metrics.items())))
     return 0

@@ -1,21 +1,16 @@
-"""The experiment config: validated data, loaded from TOML or YAML, overridable with ``--set``.
+"""The experiment config's sections: pydantic models, validated before any work starts.
 
-Every section is a pydantic model with ``extra="forbid"``, so a misspelt key fails
-before any work starts, with one :class:`ConfigError` naming the field and the
-values it accepts. Models, data and tasks are tagged unions on ``kind``.
+Every section has ``extra="forbid"``, so a misspelt key fails with one
+:class:`ConfigError` naming the field and the values it accepts (``_config_files``
+loads files and overrides and words the errors). Models, data and tasks are tagged unions
+on ``kind``.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from torchsmith.interfaces import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
@@ -244,7 +239,7 @@ class ExperimentConfig(_Section):
 
     name: str = Field(default="experiment", pattern=r"^[\w.-]+$")
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy's seeds; the sampler's fit int64
-    out_dir: str = "runs/experiment"
+    out_dir: str = Field(default="runs/experiment", min_length=1)  # "" (an unset $OUT): no
     model: ModelConfig = Field(default_factory=MLPConfig)
     data: DataConfig = Field(default_factory=DigitsDataConfig)
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
@@ -381,121 +376,3 @@ def eval_metric_names(config: ExperimentConfig, user: bool = True) -> list[str]:
     else:
         names.append("retrieval_accuracy")
     return [f"val_{name}" for name in names]
-
-
-# ---------------------------------------------------------------- loading
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The raw mapping in a ``.toml``, ``.yaml`` or ``.yml`` file."""
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start})") from exc
-    try:
-        if path.suffix == ".toml":
-            data: Any = tomllib.loads(text)
-        elif path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
-        else:
-            raise ConfigError(f"config file {path}: suffix must be .toml, .yaml or .yml")
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"config file {path} is not valid: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping at the top level")
-    return data
-
-
-def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """``data`` with each ``"a.b=value"`` set; values parse as YAML (``3e-4``, ``[1, 2]``)."""
-    result = _deep_copy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r} must look like section.field=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, dict) and not raw.lstrip().startswith("{"):
-            value = raw  # "The loop: it" is text; a mapping is written {a: 1}
-        *parents, leaf = key.strip().split(".")
-        node = result
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
-            node = child
-        node[leaf] = value
-    return result
-
-
-def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
-
-
-def validate_config(data: Mapping[str, Any], origin: str | None = None) -> ExperimentConfig:
-    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field (and
-    ``origin``, where the values came from: a file, a recipe, overrides)."""
-    try:
-        return ExperimentConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, origin)) from None
-
-
-def _describe(exc: ValidationError, origin: str | None) -> str:
-    lines = []
-    for error in exc.errors():
-        if error["type"] == "value_error" and not error["loc"]:
-            lines.append(str(error["ctx"]["error"]))  # cross-field: it names its fields
-            continue
-        loc = error["loc"]
-        if len(loc) > 1 and loc[0] in ("model", "data") and loc[1] in _TAGGED:
-            loc = (loc[0], *loc[2:])  # pydantic names the union's tag: model.mlp.hidden
-        where = ".".join(str(p) for p in loc) or "config"
-        if error["type"] == "value_error":  # a section's own check: its message is ours
-            text = str(error["ctx"]["error"])
-            field, sep, rest = text.partition(": ")
-            if sep and field in _fields_at(error["loc"]):  # it names one of the section's fields
-                where, text = f"{where}.{field}", rest
-            lines.append(f"{where}: {text}")
-            continue
-        message = error["msg"]
-        allowed = (error.get("ctx") or {}).get("expected")
-        if error["type"] == "extra_forbidden":
-            message = f"unknown field (allowed: {', '.join(_fields_at(error['loc'][:-1]))})"
-        if allowed and str(allowed) not in message:
-            message += f" (allowed: {allowed})"
-        lines.append(f"{where}: {message}; got {error.get('input')!r}")
-    where = f" ({origin})" if origin else ""
-    return f"invalid config{where}:\n  " + "\n  ".join(lines)
-
-
-_TAGGED: dict[str, type[BaseModel]] = {
-    cls.model_fields["kind"].default: cls
-    for cls in (
-        MLPConfig,
-        EncoderConfig,
-        GPTConfig,
-        CLIPConfig,
-        ImportedModelConfig,
-        DigitsDataConfig,
-        TextDataConfig,
-    )
-}
-
-
-def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
-    """The field names of the section at ``loc`` (tags of unions step into their class)."""
-    section: type[BaseModel] = ExperimentConfig
-    for part in loc:
-        if isinstance(part, str) and part in _TAGGED and part not in section.model_fields:
-            section = _TAGGED[part]
-            continue
-        field = section.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            section = annotation
-    return sorted(section.model_fields)

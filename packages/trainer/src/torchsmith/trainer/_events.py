@@ -151,11 +151,13 @@ class ListSink:
 
 
 class RichProgressSink:
-    """A rich progress bar over optimizer steps with loss, samples/s and tokens/s."""
+    """A rich progress bar over optimizer steps with loss, samples/s and tokens/s, and a
+    line per evaluation; on stderr (as tqdm's), so stdout stays for what a script reads."""
 
     def __init__(
         self, total_steps: int, description: str = "train", console: Console | None = None
     ) -> None:
+        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -174,8 +176,9 @@ class RichProgressSink:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[stats]}", table_column=stats),
-            console=console,
+            console=console or Console(stderr=True),
             expand=True,
+            redirect_stdout=False,  # a print stays on stdout, not above the bar on stderr
         )
         self.task_id = self.progress.add_task(description, total=total_steps, stats="")
         self._started = False

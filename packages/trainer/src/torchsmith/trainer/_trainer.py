@@ -85,13 +85,15 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.events = EventBus(self.sinks if self.dist.is_main else ())
+        # The Stepper keeps each step's loss only for a log: when a sink listens, and under
+        # DDP on every rank, since each must join the reduction of the logged loss.
         self.stepper.track = bool(self.events) or self.dist.enabled
         self.metrics: dict[str, float] = {}
         self._evaluated_at = self._saved_at = self._logged_at = -1
         self._eval_keys: set[str] = set()
-        self._window_start, self._wait = time.perf_counter(), 0.0
+        self._interval_clock, self._wait = time.perf_counter(), 0.0
         self._pausing = False  # inside _not_training
-        self._interval_start = self.step  # the step the current log interval began at
+        self._interval_step = self.step  # the step the current log interval began at
         self.stepper.batches_per_epoch = self.data.batches_per_epoch  # for error messages
 
     @property
@@ -106,8 +108,8 @@ class Trainer:
         s, data = self.schedule, self.data
         last_step = s.last_step
         self.stepper.model.train()
-        self._window_start, self._wait = time.perf_counter(), 0.0
-        self._interval_start = self.step  # a resumed run's first interval is shorter
+        self._interval_clock, self._wait = time.perf_counter(), 0.0
+        self._interval_step = self.step  # a resumed run's first interval is shorter
         epochs_done = data.epochs_completed
         stopped = self.early_stopping is not None and self.early_stopping.stopped
         try:
@@ -223,15 +225,15 @@ class Trainer:
         if s.eval_every and self.step % s.eval_every == 0 and self._evaluated_at != self.step:
             stop = self._evaluate() or stop
         if stop or self.step == s.last_step:
-            self._measure_last_step()  # before its checkpoint, so that holds the numbers
+            return stop  # the run ends here: _finish measures the step, then saves it
         if s.checkpoint_every and self.step % s.checkpoint_every == 0:
             self.save()  # after evaluation, so keep-best sees this step's metrics
-        return stop
+        return False
 
     def _measure_last_step(self) -> None:
         """The last step's numbers (once): the log interval ending there, its loss when
         nothing logs, and an evaluation if none was due there."""
-        if self.stepper.track and self.step > self._interval_start:
+        if self.stepper.track and self.step > self._interval_step:
             self._log_step()  # the last interval may be shorter
         last_loss = self.stepper.last_loss
         if last_loss is not None and self._logged_at != self.step:  # nothing logs
@@ -244,8 +246,8 @@ class Trainer:
             self._evaluate(scheduled=False)
 
     def _finish(self) -> None:
-        self._measure_last_step()  # done already, unless the run resumed at its end
-        if self.checkpoints is not None and self._saved_at != self.step:
+        self._measure_last_step()  # before the checkpoint, so that holds the numbers
+        if self.checkpoints is not None and self._saved_at != self.step:  # a resume at the end
             self.save()
         self.metrics["step"] = float(self.step)
         if self.skipped_steps:
@@ -265,17 +267,20 @@ class Trainer:
 
     def _log_step(self) -> None:
         now, s = time.perf_counter(), self.schedule
-        elapsed, wait = now - self._window_start, self._wait
-        self._window_start, self._wait = now, 0.0
+        elapsed, wait = now - self._interval_clock, self._wait
+        self._interval_clock, self._wait = now, 0.0
         loss_sum, items = self.stepper.pop_tracked()
-        steps, self._interval_start = self.step - self._interval_start, self.step
-        if self.dist.enabled and loss_sum is not None:
+        steps, self._interval_step = self.step - self._interval_step, self.step
+        loss = float("nan")  # no step tracked: every one was skipped
+        if loss_sum is not None and self.dist.enabled:  # every rank tracks, so all join
             packed = torch.stack([loss_sum.float(), torch.tensor(float(items)).to(loss_sum)])
-            loss_sum, items = (t for t in all_reduce_sum(packed, self.dist))  # type: ignore[assignment]
-            items = int(items)
+            total, count = all_reduce_sum(packed, self.dist).tolist()
+            loss, items = total / max(count, 1), int(count)
+        elif loss_sum is not None:
+            loss = float(loss_sum) / max(items, 1)
         samples = steps * s.grad_accum * self.samples_per_micro_batch * self.dist.world_size
         metrics = {
-            "loss": float(loss_sum) / max(items, 1) if loss_sum is not None else float("nan"),
+            "loss": loss,
             "samples_per_s": samples / elapsed,
             "data_wait_fraction": wait / elapsed,
             "step_time_s": elapsed / steps,
@@ -283,19 +288,10 @@ class Trainer:
         if self.items_name == "tokens":
             metrics["tokens_per_s"] = items / elapsed
         if self.scheduler is not None:
-            metrics["lr"] = self._lr_of_last_step()
+            metrics["lr"] = _lr_of_last_step(self.scheduler)
         self.metrics["train_loss"] = metrics["loss"]
         self._logged_at = self.step
         self._emit("step", metrics=metrics)
-
-    def _lr_of_last_step(self) -> float:
-        """The LR the step just taken used (first group). ``get_last_lr`` is the next step's:
-        the scheduler stepped after it. For a LambdaLR (what configs build) that one is
-        recomputed; another scheduler's next LR is reported as it is."""
-        s = self.scheduler
-        if isinstance(s, torch.optim.lr_scheduler.LambdaLR) and s.last_epoch > 0:
-            return float(s.base_lrs[0] * s.lr_lambdas[0](s.last_epoch - 1))
-        return float(s.get_last_lr()[0]) if s is not None else float("nan")
 
     @contextlib.contextmanager
     def _not_training(self) -> Iterator[None]:
@@ -309,7 +305,7 @@ class Trainer:
             yield
         finally:
             self._pausing = False
-            self._window_start += time.perf_counter() - started
+            self._interval_clock += time.perf_counter() - started
 
     def _evaluate(self, scheduled: bool = True) -> bool:
         """Evaluate, run hooks, emit; True when (scheduled and) early stopping says stop."""
@@ -431,29 +427,35 @@ class Trainer:
                     f"{type(loss).__name__} (its {', '.join(loss.state_dict())}), "
                     "so the run cannot resume exactly; it was saved with another task.loss"
                 )
-            per_rank = state["loss"]
-            loss.load_state_dict(per_rank[self.dist.rank if self.dist.rank < len(per_rank) else 0])
-        rngs = state["rng"]  # one per process that wrote the checkpoint
+            loss.load_state_dict(self._mine(state["loss"]))
+        self._restore_position(state["rng"], state["data"], source)
+        self.step = int(state["loop"]["step"])
+        self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
+        self._restore_measurements(state.get("meta", {}).get("metrics", {}))
+
+    def _mine(self, per_rank: list[Any]) -> Any:
+        """This rank's entry of a per-process list; rank 0's if fewer processes wrote it."""
+        return per_rank[self.dist.rank if self.dist.rank < len(per_rank) else 0]
+
+    def _restore_position(self, rngs: list[Any], data: Mapping[str, int], source: Path) -> None:
+        """The RNGs and the data position; ``rngs`` has one entry per process that saved."""
+        set_rng_state(self._mine(rngs))
+        position = dict(data)
         if len(rngs) != self.dist.world_size:
             warnings.warn(
                 f"resuming {source}, written by {len(rngs)} process(es), with "
                 f"{self.dist.world_size}: the data order and random streams are per process, "
                 "so this run will not match an uninterrupted one",
-                stacklevel=2,
-            )
-        set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
-        position = dict(state["data"])
-        if len(rngs) != self.dist.world_size:  # a global batch holds another number of examples
+                stacklevel=3,
+            )  # and a global batch now holds another number of examples:
             seen = position["batches_done"] * len(rngs) // self.dist.world_size
             position["batches_done"] = min(seen, self.data.batches_per_epoch)
         self.data.load_state_dict(position)
-        self.step = int(state["loop"]["step"])
-        self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
-        saved = {  # measured at this step: what a run ending here reports
-            k: float("nan") if v is None else float(v)  # null: NaN (a log of skipped steps)
-            for k, v in state.get("meta", {}).get("metrics", {}).items()
-        }
-        if "train_loss" in saved:
+
+    def _restore_measurements(self, metrics: Mapping[str, float | None]) -> None:
+        """What was measured at the checkpoint's step, which a run ending there reports."""
+        saved = {k: float("nan") if v is None else float(v) for k, v in metrics.items()}
+        if "train_loss" in saved:  # null: NaN, the mean of a log whose steps were all skipped
             self.metrics["train_loss"] = saved["train_loss"]
             self._logged_at = self.step
         evaluated = {k: v for k, v in saved.items() if k.startswith("val_")}
@@ -462,12 +464,22 @@ class Trainer:
         if evaluated and all(math.isfinite(v) for v in evaluated.values()):
             self.metrics.update(evaluated)
             self._evaluated_at, self._eval_keys = self.step, set(evaluated)
-        self._saved_at = self.step
 
     def resume(self, path: str | Path = "latest") -> Path:
         """Continue from a checkpoint: ``"latest"`` under our directory, or a path."""
         source = Path(path) if self.checkpoints is None else self.checkpoints.resolve(path)
         self.load_state_dict(load_checkpoint(source), source)
-        if self.checkpoints is not None:  # later checkpoints, if any, are another branch
-            self.checkpoints.resumed_at = self.step
+        if self.checkpoints is not None:
+            self.checkpoints.branch_from(self.step)  # later checkpoints are another branch
+            if source.resolve().parent == self.checkpoints.directory.resolve():
+                self._saved_at = self.step  # saved here already (not so from another --out)
         return source
+
+
+def _lr_of_last_step(scheduler: torch.optim.lr_scheduler.LRScheduler) -> float:
+    """The LR the step just taken used (first group). ``get_last_lr`` is the next step's:
+    the scheduler stepped after it. For a LambdaLR (what configs build) that one is
+    recomputed; another scheduler's next LR is reported as it is."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR) and scheduler.last_epoch > 0:
+        return float(scheduler.base_lrs[0] * scheduler.lr_lambdas[0](scheduler.last_epoch - 1))
+    return float(scheduler.get_last_lr()[0])

@@ -1,0 +1,199 @@
+"""Reading a config: TOML or YAML files, ``--set a.b=value`` overrides, and validation
+into one :class:`ConfigError` that names each bad field.
+
+YAML is read by the YAML 1.2 rules, as TOML and JSON read numbers and booleans: ``1e-4`` is
+a number (YAML 1.1, PyYAML's default, makes it text), ``017`` is 17 (not octal 15),
+``1:30`` is text (not 90) and ``on``/``yes`` are text (not true); ``1_000`` is 1000, as
+in TOML. The same config means the same in a ``.toml`` file, a ``.yaml`` file and a
+``--set``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from torchsmith.interfaces import ConfigError
+
+from ._config import (
+    CLIPConfig,
+    DigitsDataConfig,
+    EncoderConfig,
+    ExperimentConfig,
+    GPTConfig,
+    ImportedModelConfig,
+    MLPConfig,
+    TextDataConfig,
+)
+
+_BOOL, _INT, _FLOAT = (f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float"))
+
+
+class _Yaml12Loader(yaml.SafeLoader):  # type: ignore[misc]
+    """PyYAML's safe loader with the YAML 1.2 core schema's booleans, integers and floats."""
+
+
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Yaml12Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Yaml12Loader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?[0-9]+(?:_[0-9]+)*|0o[0-7]+|0x[0-9a-fA-F]+)$"), list("-+0123456789")
+)
+_Yaml12Loader.add_implicit_resolver(
+    _FLOAT,
+    re.compile(
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:_[0-9]+)*(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+.0123456789"),
+)
+
+
+def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = loader.construct_scalar(node)
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)  # "017" is 17
+
+
+def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = loader.construct_scalar(node).lower()
+    return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+
+
+_Yaml12Loader.add_constructor(_INT, _int)
+_Yaml12Loader.add_constructor(_FLOAT, _float)
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` read as YAML by the 1.2 rules (see the module's docstring)."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: builds no Python objects
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The raw mapping in a ``.toml``, ``.yaml`` or ``.yml`` file."""
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start})") from exc
+    try:
+        if path.suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = load_yaml(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: suffix must be .toml, .yaml or .yml")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return data
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """``data`` with each ``"a.b=value"`` set; values parse as YAML 1.2 (``3e-4``,
+    ``[1, 2]``, ``{a: 1}``, ``null``), and text is kept as written (``Step #1`` is not cut
+    at a YAML comment)."""
+    result = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        try:
+            value = load_yaml(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict) and not raw.lstrip().startswith("{"):
+            value = raw  # "The loop: it" is text; a mapping is written {a: 1}
+        elif isinstance(value, str) and not raw.strip().startswith(("'", '"')):
+            value = raw.strip()  # unquoted text as written: "Step #1" is no comment
+        *parents, leaf = key.strip().split(".")
+        node = result
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[leaf] = value
+    return result
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def validate_config(data: Mapping[str, Any], origin: str | None = None) -> ExperimentConfig:
+    """An :class:`ExperimentConfig`, or one ConfigError naming each bad field (and
+    ``origin``, where the values came from: a file, a recipe, overrides)."""
+    try:
+        return ExperimentConfig.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+def _describe(exc: ValidationError, origin: str | None) -> str:
+    lines = []
+    for error in exc.errors():
+        if error["type"] == "value_error" and not error["loc"]:
+            lines.append(str(error["ctx"]["error"]))  # cross-field: it names its fields
+            continue
+        loc = error["loc"]
+        if len(loc) > 1 and loc[0] in ("model", "data") and loc[1] in _TAGGED:
+            loc = (loc[0], *loc[2:])  # pydantic names the union's tag: model.mlp.hidden
+        where = ".".join(str(p) for p in loc) or "config"
+        if error["type"] == "value_error":  # a section's own check: its message is ours
+            text = str(error["ctx"]["error"])
+            field, sep, rest = text.partition(": ")
+            if sep and field in _fields_at(error["loc"]):  # it names one of the section's fields
+                where, text = f"{where}.{field}", rest
+            lines.append(f"{where}: {text}")
+            continue
+        message = error["msg"]
+        allowed = (error.get("ctx") or {}).get("expected")
+        if error["type"] == "extra_forbidden":
+            message = f"unknown field (allowed: {', '.join(_fields_at(error['loc'][:-1]))})"
+        if allowed and str(allowed) not in message:
+            message += f" (allowed: {allowed})"
+        lines.append(f"{where}: {message}; got {error.get('input')!r}")
+    where = f" ({origin})" if origin else ""
+    return f"invalid config{where}:\n  " + "\n  ".join(lines)
+
+
+_TAGGED: dict[str, type[BaseModel]] = {
+    cls.model_fields["kind"].default: cls
+    for cls in (
+        MLPConfig,
+        EncoderConfig,
+        GPTConfig,
+        CLIPConfig,
+        ImportedModelConfig,
+        DigitsDataConfig,
+        TextDataConfig,
+    )
+}
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the section at ``loc`` (tags of unions step into their class)."""
+    section: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        if isinstance(part, str) and part in _TAGGED and part not in section.model_fields:
+            section = _TAGGED[part]
+            continue
+        field = section.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            section = annotation
+    return sorted(section.model_fields)

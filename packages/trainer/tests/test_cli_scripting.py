@@ -1,0 +1,114 @@
+"""What a script around `torchsmith train` relies on: stdout, exit codes, pipes, one run
+per directory, and a config that means the same in TOML, YAML and --set."""
+
+from __future__ import annotations
+
+import fcntl
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchsmith.interfaces import ConfigError
+from torchsmith.trainer import NonFiniteLossError, apply_overrides, train, validate_config
+from torchsmith.trainer._cli import main
+from torchsmith.trainer._config_files import load_yaml, read_config_file
+
+from .test_cli import FAST
+
+FAST_BAR = [a for a in FAST if a != "--no-progress"]  # with the progress bar
+OVERRIDES = FAST[1:-1:2]  # the values of its --set
+
+
+def test_stdout_holds_only_the_done_line_with_whole_step_counts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    steps = ["--set", "training.max_steps=20000", "--max-steps", "12"]
+    assert main(["digits-classifier", "--out", str(tmp_path), *FAST_BAR, *steps]) == 0
+    out, err = capsys.readouterr()
+    assert re.fullmatch(r"done: step=12, train_loss=[\d.]+(, val_\w+=[\d.]+)+\n", out), out
+    assert "step 12: val_loss=" in err  # the progress bar's lines: on stderr
+
+
+def test_exit_codes_for_a_nan_stop_and_ctrl_c(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def raising(error: BaseException) -> object:
+        def run(*args: object, **kwargs: object) -> None:
+            raise error
+
+        return run
+
+    monkeypatch.setattr("torchsmith.trainer._cli.train", raising(NonFiniteLossError("nan")))
+    assert main(["digits-classifier", "--out", str(tmp_path)]) == 3  # not 2: not the config
+    monkeypatch.setattr("torchsmith.trainer._cli.train", raising(KeyboardInterrupt()))
+    assert main(["digits-classifier", "--out", str(tmp_path)]) == 130
+    assert capsys.readouterr().err.endswith("torchsmith train: interrupted\n")
+
+
+def test_a_reader_that_goes_away_does_not_stop_the_run(tmp_path: Path) -> None:
+    """`torchsmith train ... | head -0`: the run trains and checkpoints all the same."""
+    code = "import sys; from torchsmith.trainer._cli import main; sys.exit(main(sys.argv[1:]))"
+    args = ["digits-classifier", "--out", str(tmp_path), *FAST_BAR, "--max-steps", "5"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before anything is printed
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    assert (tmp_path / "checkpoints" / "step-00000005" / "model.safetensors").is_file()
+
+
+def test_a_second_run_on_a_directory_in_use_is_refused(tmp_path: Path) -> None:
+    with open(tmp_path / ".run.lock", "a") as held:  # as a run in another process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match=r"out_dir \(--out\): another run is training in"):
+            train("digits-classifier", overrides=OVERRIDES, out_dir=tmp_path, max_steps=2)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    assert not (tmp_path / "checkpoints").exists()
+    train("digits-classifier", overrides=OVERRIDES, out_dir=tmp_path, max_steps=2)
+    assert (tmp_path / "checkpoints" / "latest").is_dir()  # the lock went with its run
+
+
+def test_an_empty_out_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["digits-classifier", "--out", "", *FAST]) == 2  # say, an unset $OUT
+    assert "out_dir: String should have at least 1 character" in capsys.readouterr().err
+
+
+def test_resuming_into_a_new_out_at_the_checkpoints_step_writes_it_there(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["digits-classifier", "--out", str(first), *FAST, "--max-steps", "4"]) == 0
+    resume = ["--resume", str(first / "checkpoints" / "latest"), "--max-steps", "4"]
+    assert main(["digits-classifier", "--out", str(second), *FAST, *resume]) == 0
+    written = second / "checkpoints" / "latest" / "model.safetensors"
+    assert (
+        written.read_bytes()
+        == (first / "checkpoints" / "latest" / "model.safetensors").read_bytes()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1e-4", 1e-4), ("017", 17), ("1_000", 1000), ("1:30", "1:30"), ("on", "on"),
+     ("true", True), ("0x1f", 31), ("null", None), ("[1, 2e-3]", [1, 2e-3])],
+)  # fmt: skip
+def test_yaml_reads_numbers_and_booleans_as_toml_does(text: str, value: object) -> None:
+    assert load_yaml(text) == value and type(load_yaml(text)) is type(value)
+
+
+def test_a_config_means_the_same_in_toml_yaml_and_set(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text("[task]\nloss_kwargs = {label_smoothing = 1e-1}\n")
+    (tmp_path / "a.yaml").write_text("task:\n  loss_kwargs: {label_smoothing: 1e-1}\n")
+    toml, yaml = (read_config_file(tmp_path / f"a.{s}") for s in ("toml", "yaml"))
+    overridden = apply_overrides({}, ["task.loss_kwargs={label_smoothing: 1e-1}"])
+    assert toml == yaml == overridden == {"task": {"loss_kwargs": {"label_smoothing": 0.1}}}
+    assert validate_config(toml) == validate_config(yaml)
+
+
+def test_set_keeps_unquoted_text_as_written() -> None:
+    values = apply_overrides({}, ["eval.sample_prompt=Step #1", "name= run-1 ", "a='x #1'"])
+    assert values == {"eval": {"sample_prompt": "Step #1"}, "name": "run-1", "a": "x #1"}
