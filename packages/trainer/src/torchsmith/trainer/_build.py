@@ -42,12 +42,14 @@ from ._optim import build_optimizer, build_scheduler
 from ._preflight import preflight
 from ._rng import seed_everything
 from ._step import Stepper
-from ._tasks import build_task
+from ._tasks import TaskFn, build_task
 from ._trainer import Schedule, Trainer
 
 
 @dataclass
 class Data:
+    """A run's datasets, and the tokenizer of a text corpus (None for digits)."""
+
     train: Dataset[Any]
     val: Dataset[Any]
     tokenizer: Tokenizer | None = None
@@ -142,7 +144,7 @@ def _import_model(m: ImportedModelConfig) -> nn.Module:
     return model
 
 
-def build_config_task(config: ExperimentConfig) -> Any:
+def build_config_task(config: ExperimentConfig) -> TaskFn:
     """The task of ``config.task``; its loss is reachable as ``task.loss``."""
     t = config.task
     clip_model = isinstance(config.model, CLIPConfig)  # DualEncoder returns its logit scale
@@ -231,13 +233,13 @@ def build_trainer(
         stepper=stepper,
         data=BatchStream(loader, sampler, seed=config.seed),
         schedule=Schedule(
-            tr.max_steps,
-            tr.stop_after,
-            tr.grad_accum,
-            tr.log_every,
-            ev.every_steps,
-            ck.every_steps,
-            ev.every_epochs,
+            max_steps=tr.max_steps,
+            stop_after=tr.stop_after,
+            grad_accum=tr.grad_accum,
+            log_every=tr.log_every,
+            eval_every=ev.every_steps,
+            checkpoint_every=ck.every_steps,
+            eval_every_epochs=ev.every_epochs,
         ),
         scheduler=build_scheduler(optimizer, config.schedule, tr.max_steps),
         val_data=val_loader,

@@ -21,7 +21,7 @@ import pickle
 import re
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -263,6 +263,8 @@ class CheckpointManager:
         return [path for *_, path in sorted(scored)]
 
     def latest(self) -> Path | None:
+        """The checkpoint ``latest`` names (a copied ``latest`` directory is itself one), else
+        the newest, or None when there is none."""
         link = self.directory / LATEST
         if link.is_dir():
             return self.directory / os.readlink(link) if link.is_symlink() else link
@@ -419,7 +421,7 @@ def _finite(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _write_synced(path: Path, write: Any) -> None:
+def _write_synced(path: Path, write: Callable[[Path], object]) -> None:
     write(path)
     with open(path, "rb+") as f:
         os.fsync(f.fileno())

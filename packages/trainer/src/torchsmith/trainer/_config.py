@@ -112,6 +112,8 @@ DataConfig = Annotated[DigitsDataConfig | TextDataConfig, Field(discriminator="k
 
 
 class LoaderConfig(_Section):
+    """How batches are read: sizes, DataLoader workers, shuffling (order = f(seed, epoch))."""
+
     batch_size: int = Field(default=32, gt=0, description="Per process, per micro-batch.")
     eval_batch_size: int | None = Field(default=None, gt=0)
     num_workers: int = Field(default=0, ge=0)
@@ -134,6 +136,8 @@ class LoaderConfig(_Section):
 
 
 class TaskConfig(_Section):
+    """What a batch trains: the task's kind, its loss by name (and arguments), top-k."""
+
     kind: Literal["classification", "contrastive", "clip", "causal_lm"] = "classification"
     loss: str | None = Field(default=None, description="A torchsmith-losses name; None: default.")
     loss_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -147,6 +151,8 @@ _Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class OptimConfig(_Section):
+    """The optimizer by name, its settings, and which parameters skip weight decay."""
+
     name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
     lr: float = Field(default=1e-3, gt=0.0)
     weight_decay: float = Field(default=0.01, ge=0.0)
@@ -171,6 +177,8 @@ class OptimConfig(_Section):
 
 
 class ScheduleConfig(_Section):
+    """The LR schedule over ``training.max_steps``: warmup, then the named shape."""
+
     name: Literal["constant", "linear", "cosine", "step"] = "cosine"
     warmup_steps: int = Field(default=0, ge=0)
     min_lr_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -179,6 +187,8 @@ class ScheduleConfig(_Section):
 
 
 class TrainingConfig(_Section):
+    """The loop: length, accumulation, clipping, precision, device, compile, NaN policy, logs."""
+
     max_steps: int = Field(default=200, gt=0, description="Optimizer steps; the LR horizon.")
     stop_after: int | None = Field(
         default=None, gt=0, description="Stop early at this step (--max-steps); keeps the LR plan."
@@ -199,6 +209,8 @@ class TrainingConfig(_Section):
 
 
 class EvalConfig(_Section):
+    """When to evaluate, extra metrics, early stopping, and text sampling for LMs."""
+
     every_steps: int | None = Field(default=None, gt=0)
     every_epochs: int | None = Field(default=None, gt=0)
     metrics: dict[str, str] = Field(
@@ -216,6 +228,8 @@ class EvalConfig(_Section):
 
 
 class CheckpointConfig(_Section):
+    """When to save, and which checkpoints to keep: the last N, the best N."""
+
     every_steps: int | None = Field(default=None, gt=0)
     keep_last: int = Field(default=2, gt=0)
     keep_best: int = Field(default=0, ge=0)

@@ -60,6 +60,7 @@ class ResumableSampler(Sampler[int]):
 
     @property
     def batches_per_epoch(self) -> int:
+        """Whole global batches an epoch holds, this rank's share of each (the rest drops)."""
         return self.num_samples // (self.batch_size * self.world_size)
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
@@ -149,6 +150,8 @@ class Gathered(Dataset[Any]):
 
     @staticmethod
     def supports(dataset: Dataset[Any]) -> bool:
+        """Whether ``dataset`` can be read a batch at a time: a plain ``TensorDataset`` (not a
+        subclass, which may change ``__getitem__``) or one with ``gather_batch``."""
         return type(dataset) is TensorDataset or callable(getattr(dataset, "gather_batch", None))
 
     def __len__(self) -> int:
@@ -245,6 +248,7 @@ class BatchStream:
 
     @property
     def batches_per_epoch(self) -> int:
+        """The sampler's: batches in one epoch."""
         return self.sampler.batches_per_epoch
 
     @property
@@ -253,9 +257,12 @@ class BatchStream:
         return self.epoch + (self.batches_done >= self.batches_per_epoch)
 
     def state_dict(self) -> dict[str, int]:
+        """The position: ``epoch``, and ``batches_done`` in it (equal to an epoch's batches
+        once its last batch is out and the next epoch has not started)."""
         return {"epoch": self.epoch, "batches_done": self.batches_done}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        """Go to the position :meth:`state_dict` gave; the next batch is the one after it."""
         epoch, done = state.get("epoch"), state.get("batches_done")
         if not (isinstance(epoch, int) and isinstance(done, int) and epoch >= 0 and done >= 0):
             raise ValueError(

@@ -81,15 +81,18 @@ class Tokenizer:
 
     @classmethod
     def fit(cls, kind: str, text: str) -> Tokenizer:
+        """A ``"char"`` tokenizer over the characters of ``text`` (sorted), or ``"byte"``."""
         if kind == "byte":
             return cls("byte")
         return cls(kind, "".join(sorted(set(text))))
 
     @property
     def vocab_size(self) -> int:
+        """The number of ids: 256 bytes, or the characters seen."""
         return 256 if self.kind == "byte" else len(self.chars)
 
     def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``; a DataError names a character the tokenizer never saw."""
         if self.kind == "byte":
             return list(text.encode("utf-8"))
         index = {c: i for i, c in enumerate(self.chars)}
@@ -99,6 +102,8 @@ class Tokenizer:
         return [index[c] for c in text]
 
     def decode(self, tokens: list[int]) -> str:
+        """The text of ``tokens``; an id outside the vocabulary is a DataError (bytes that
+        are not valid UTF-8 decode as U+FFFD)."""
         outside = [t for t in tokens if not 0 <= t < self.vocab_size]
         if outside:
             raise DataError(

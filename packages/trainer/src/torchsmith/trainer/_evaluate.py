@@ -18,8 +18,8 @@ from ._data import move_to
 from ._datasets import Tokenizer
 from ._distributed import Dist, all_reduce_sum, gather_objects
 from ._metrics import RunningMean, perplexity
+from ._tasks import TaskFn
 
-TaskFn = Callable[[nn.Module, Any], Any]
 # A user metric: (model, batch, task output) -> the batch's mean value, weighted by num_items.
 MetricFn = Callable[[nn.Module, Any, Any], "float | torch.Tensor"]
 
@@ -174,9 +174,11 @@ class EarlyStopping:
         return self.bad_evals >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
+        """The best value so far and the evaluations since it improved."""
         return {"best": self.best, "bad_evals": self.bad_evals}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` gave."""
         best = state["best"]  # a NaN best (saved before NaN was refused) is no best at all
         self.best = None if best is None or not math.isfinite(best) else float(best)
         self.bad_evals = int(state["bad_evals"])

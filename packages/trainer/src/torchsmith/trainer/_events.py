@@ -52,6 +52,7 @@ class EventBus:
             raise failure
 
     def close(self) -> None:
+        """Close every sink that has a ``close`` method."""
         for sink in self.sinks:
             close = getattr(sink, "close", None)
             if close is not None:
@@ -71,6 +72,7 @@ class JsonlSink:
         self._file: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def emit(self, event: TrainingEvent) -> None:
+        """Append ``event`` as one JSON line, flushed; fsynced at checkpoints, end and error."""
         if os.fstat(self._file.fileno()).st_nlink == 0:  # the file (or its folder) was deleted
             self._reopen()
         self._file.write(event.write() + "\n")
@@ -89,6 +91,7 @@ class JsonlSink:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def close(self) -> None:
+        """Close the file (the run's owner does, at the end)."""
         self._file.close()
 
     def __enter__(self) -> JsonlSink:
@@ -133,6 +136,7 @@ class CallbackSink:
         self.callbacks = callbacks
 
     def emit(self, event: TrainingEvent) -> None:
+        """Call the target's method for ``event.kind`` (``on_step_end`` ...), if it has one."""
         handler: Callable[[TrainingEvent], object] | None = getattr(
             self.callbacks, _CALLBACKS[event.kind], None
         )
@@ -147,6 +151,7 @@ class ListSink:
         self.events: list[TrainingEvent] = []
 
     def emit(self, event: TrainingEvent) -> None:
+        """Keep ``event``."""
         self.events.append(event)
 
 
@@ -188,6 +193,7 @@ class RichProgressSink:
         self.progress.reset(self.task_id, completed=step)
 
     def emit(self, event: TrainingEvent) -> None:
+        """Advance the bar on a step event, print a line per evaluation, stop at the end."""
         if not self._started:
             self.progress.start()
             self._started = True
@@ -202,6 +208,7 @@ class RichProgressSink:
             self.close()
 
     def close(self) -> None:
+        """Stop the bar (leaving its last line)."""
         if self._started:
             self.progress.stop()
             self._started = False

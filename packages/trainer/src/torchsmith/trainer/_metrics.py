@@ -64,6 +64,3 @@ class RunningMean:
         if not items:
             return {}
         return {name: float(total) / items for name, total in self.sums.items()}
-
-    def reset(self) -> None:
-        self.sums, self.items = {}, 0

@@ -18,7 +18,7 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ from torchsmith.interfaces import TaskOutput, TorchsmithError
 
 from ._data import move_to
 from ._distributed import Dist, all_reduce_sum
+from ._tasks import TaskFn
 
 
 class NonFiniteLossError(TorchsmithError, FloatingPointError):
@@ -47,7 +48,9 @@ def step_past_skip(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
 
 @dataclass
 class Stepper:
-    """Forward, backward, clip and step; knows precision, accumulation and DDP, nothing else.
+    """Optimizer steps: forward, backward, clip, step (and the scheduler's step, when given
+    one), for one step or a window of them; knows precision, accumulation, DDP and what to
+    do with a NaN/Inf loss, nothing of logging, evaluation or saving.
 
     What a step leaves behind is kept here, not returned, so a step allocates nothing
     the loop does not read: ``last_loss`` (the last micro-batch's mean loss, read once at
@@ -57,13 +60,13 @@ class Stepper:
     """
 
     model: nn.Module
-    task: Any
+    task: TaskFn  # (model, batch) -> TaskOutput: a built-in task or a function
     optimizer: torch.optim.Optimizer
     # Where batches go and autocast runs; None: the device of the model's parameters.
     device: torch.device | str | None = None
-    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast and a GradScaler)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast; fp16: and a scaler
     clip_grad_norm: float | None = None
-    nonfinite: str = "error"  # a NaN/Inf loss: "error" raises, "skip" skips the step
+    nonfinite: Literal["error", "skip"] = "error"  # a NaN/Inf loss raises, or skips the step
     dist: Dist = field(default_factory=Dist)
     track: bool = False
     scaler: torch.amp.GradScaler | None = None
@@ -71,8 +74,9 @@ class Stepper:
     # Reading a loss on CUDA waits for the GPU. With nonfinite="error" the check can wait
     # for the loop's next pause instead: then the loop must call check_pending() before it
     # logs, evaluates or saves (the Trainer does), or a NaN goes unreported. None defers on
-    # CUDA on one process, where it saves a host sync per micro-batch (the Trainer's
-    # "auto"); False, the default, checks every micro-batch.
+    # CUDA on one process, where it saves a host sync per micro-batch (what a config's
+    # training.nonfinite_check="auto" builds); False, the default, checks every micro-batch.
+    # With nonfinite="skip" or under DDP every micro-batch is checked whatever this says.
     defer_nonfinite_check: bool | None = False
     # The nominal items (examples, or tokens) of one micro-batch; the same on every rank.
     items_per_micro_batch: float = 1.0
@@ -135,12 +139,29 @@ class Stepper:
         counts = torch.stack([torch.as_tensor(n, dtype=f64, device=losses.device) for n in items])
         return (losses * counts).sum(), int(counts.sum())
 
-    def __call__(self, micro_batches: Sequence[Any], step: int, first_batch: int = 0) -> None:
+    def __call__(
+        self,
+        micro_batches: Sequence[Any],
+        step: int,
+        first_batch: int = 0,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ) -> None:
         """Train on ``micro_batches`` (batches ``first_batch...`` of the epoch) as the step
-        after ``step`` steps (an error names it ``step + 1``, as events count steps)."""
+        after ``step`` steps (an error names it ``step + 1``, as events count steps), then
+        step ``scheduler`` if given (a skipped step counts too)."""
         if len(micro_batches) == 1 and not self._ddp:
-            self.window(micro_batches, step, first_batch)
+            self.window(micro_batches, step, first_batch, scheduler)
             return
+        skipped = self.skipped
+        self._accumulate(micro_batches, step, first_batch)
+        if scheduler is not None:
+            if self.skipped == skipped:
+                scheduler.step()
+            else:
+                step_past_skip(scheduler)
+
+    def _accumulate(self, micro_batches: Sequence[Any], step: int, first_batch: int) -> None:
+        """One optimizer step over several micro-batches, or over one under DDP."""
         tracked: list[tuple[float | torch.Tensor, int | torch.Tensor]] = []
         items: int | torch.Tensor = 0
         bad = None

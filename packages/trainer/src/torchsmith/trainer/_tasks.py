@@ -29,6 +29,8 @@ from ._losses import LossFn, clip_loss, ntxent, resolve_loss
 from ._metrics import matched_accuracy, top_k_accuracy
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
+# What the loop calls a task: the interfaces' Task protocol, for a torch model.
+TaskFn = Callable[[nn.Module, Any], TaskOutput]
 
 
 def _pair(batch: Any, task: str) -> tuple[Any, Any]:
@@ -218,7 +220,7 @@ def build_task(
     top_k: list[int],
     *,
     model_scale: bool = False,
-) -> Any:
+) -> TaskFn:
     """The task ``kind`` with its loss resolved by name (default: the task's usual loss).
 
     ``model_scale``: the CLIP model returns its own logit scale. ``"clip"`` (the default)

@@ -35,7 +35,7 @@ from ._distributed import Dist, all_reduce_sum, barrier, for_evaluation, gather_
 from ._evaluate import EarlyStopping, MetricFn, evaluate
 from ._events import EventBus
 from ._rng import rng_state, set_rng_state
-from ._step import Stepper, step_past_skip
+from ._step import Stepper
 
 EvalHook = Callable[[nn.Module, int], str]
 _END = object()  # the end of a window's batches
@@ -56,6 +56,8 @@ class Schedule:
 
     @property
     def last_step(self) -> int:
+        """Where this run stops: ``stop_after`` (``--max-steps``) if it comes before the
+        end of the plan, ``max_steps``, which also sets the LR schedule's length."""
         return min(self.max_steps, self.stop_after or self.max_steps)
 
 
@@ -138,7 +140,9 @@ class Trainer:
         s, step = self.schedule, self.step
         per_epoch = self.data.batches_per_epoch
         batches_left = per_epoch - self.data.batches_done % per_epoch
-        due = [last_step, step + -(-batches_left // s.grad_accum)]
+        # Rounded up: with accumulation the epoch's last step may take batches of the next.
+        steps_left_in_epoch = -(-batches_left // s.grad_accum)
+        due = [last_step, step + steps_left_in_epoch]
         for every in (
             s.log_every if self.stepper.track else None,
             s.eval_every,
@@ -190,24 +194,15 @@ class Trainer:
     def _train_accumulating(self, steps: int) -> None:
         """Accumulation windows, or DDP: a Stepper call per optimizer step."""
         data, stepper, scheduler = self.data, self.stepper, self.scheduler
-        accum, per_epoch, clock, wait = (
-            self.schedule.grad_accum,
-            data.batches_per_epoch,
-            time.perf_counter,
-            0.0,
-        )
+        accum, per_epoch = self.schedule.grad_accum, data.batches_per_epoch
+        clock, wait = time.perf_counter, 0.0
         try:
             for _ in range(steps):
                 first = data.batches_done % per_epoch
                 t0 = clock()
                 micro_batches = [next(data) for _ in range(accum)]
                 wait += clock() - t0
-                skipped = stepper.skipped
-                stepper(micro_batches, self.step, first)
-                if scheduler is not None and stepper.skipped == skipped:
-                    scheduler.step()
-                elif scheduler is not None:
-                    step_past_skip(scheduler)
+                stepper(micro_batches, self.step, first, scheduler)
                 self.step += 1
         finally:
             self._wait += wait
