@@ -225,6 +225,8 @@ def test_running_mean_is_item_weighted() -> None:
     mean.update({"x": torch.tensor(1.0)}, 3)
     mean.update({"x": 5.0}, 1)
     assert mean.compute() == {"x": 2.0}
+    mean.reset()
+    assert mean.compute() == {}
 
 
 @pytest.mark.parametrize("accum", [1, 2])

@@ -64,3 +64,7 @@ class RunningMean:
         if not items:
             return {}
         return {name: float(total) / items for name, total in self.sums.items()}
+
+    def reset(self) -> None:
+        """Forget every value added: start a new mean (say, for the next evaluation)."""
+        self.sums, self.items = {}, 0
