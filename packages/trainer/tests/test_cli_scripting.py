@@ -109,6 +109,29 @@ def test_a_config_means_the_same_in_toml_yaml_and_set(tmp_path: Path) -> None:
     assert validate_config(toml) == validate_config(yaml)
 
 
-def test_set_keeps_unquoted_text_as_written() -> None:
-    values = apply_overrides({}, ["eval.sample_prompt=Step #1", "name= run-1 ", "a='x #1'"])
-    assert values == {"eval": {"sample_prompt": "Step #1"}, "name": "run-1", "a": "x #1"}
+def test_set_keeps_text_with_a_hash_as_written() -> None:
+    values = apply_overrides(
+        {}, ["eval.sample_prompt=Step #1", "name= run-1 ", "a='x #1'", "b=#x", "c=!!str 1e3"]
+    )
+    assert values == {
+        "eval": {"sample_prompt": "Step #1"},
+        "name": "run-1",
+        "a": "x #1",
+        "b": "#x",
+        "c": "1e3",
+    }
+
+
+@pytest.mark.parametrize("bad", ["!!int 1.5", "!!float abc"])
+def test_a_value_that_is_not_its_tag_is_a_config_error(tmp_path: Path, bad: str) -> None:
+    (tmp_path / "c.yaml").write_text(f"seed: {bad}\n")
+    with pytest.raises(ConfigError, match=r"is not valid: .* is not an? (integer|number)"):
+        read_config_file(tmp_path / "c.yaml")
+    assert apply_overrides({}, [f"seed={bad}"]) == {"seed": bad}  # text, which validation names
+
+
+def test_a_run_that_fails_early_removes_the_directories_it_made(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "run"
+    with pytest.raises(ConfigError, match=r"loader\.batch_size"):
+        train("digits-classifier", overrides=["loader.batch_size=5000"], out_dir=out)
+    assert list(tmp_path.iterdir()) == []

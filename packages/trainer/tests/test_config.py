@@ -359,3 +359,9 @@ def test_resume_compares_free_form_maps_whole() -> None:
         "model.kwargs: checkpoint {'a': 1}, this run {}",
         "task.loss_kwargs: checkpoint {}, this run {'temperature': 0.5}",
     ]
+
+
+def test_an_older_configs_prefetch_factor_without_workers_still_validates() -> None:
+    """Configs saved by earlier versions (meta.json) hold torch's default 2 with no workers."""
+    config = validate_config({"loader": {"num_workers": 0, "prefetch_factor": 2}})
+    assert config.loader.prefetch_factor is None

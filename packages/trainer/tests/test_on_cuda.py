@@ -148,7 +148,14 @@ def test_padded_language_model_accumulation_on_the_gpu_is_one_batch() -> None:
     F.cross_entropy(reference(x).reshape(-1, 11), y.reshape(-1)).backward()
     model = _TokenLM().to(cuda)
     opt = _KeepGrads(model.parameters(), lr=0.0)
-    stepper = Stepper(model, CausalLMTask(), opt, device=cuda, items_per_micro_batch=16.0)
+    stepper = Stepper(
+        model,
+        CausalLMTask(),
+        opt,
+        device=cuda,
+        items_per_micro_batch=16.0,
+        defer_nonfinite_check=None,  # as a config builds it on CUDA: no host sync per step
+    )
     torch.cuda.set_sync_debug_mode("error")  # a host sync in the step raises
     try:
         stepper([(x[:2], y[:2]), (x[2:], y[2:])], step=0)

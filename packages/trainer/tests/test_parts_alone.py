@@ -70,11 +70,13 @@ def test_a_checkpoint_of_objects_is_refused_before_anything_is_pruned(tmp_path: 
 def test_numpy_and_tensor_metrics_rank_for_keep_best(tmp_path: Path) -> None:
     model, _ = _linear()
     manager = CheckpointManager(tmp_path, keep_last=1, keep_best=1)
-    for step, value in [(1, np.float32(0.1)), (2, torch.tensor(0.5)), (3, 0.9)]:
+    values = [np.float32(0.1), torch.tensor(0.5), np.array(0.7), 0.9]
+    for step, value in enumerate(values, 1):
         manager.save({"model": model.state_dict()}, step=step, metrics={"val_loss": value})
-    assert [p.name for p in manager.all()] == ["step-00000001", "step-00000003"]
-    with pytest.raises(CheckpointError, match=r"metrics\['val_loss'\] must be a number, not list"):
-        manager.save({"model": model.state_dict()}, step=4, metrics={"val_loss": [0.1]})  # type: ignore[dict-item]
+    assert [p.name for p in manager.all()] == ["step-00000001", "step-00000004"]
+    for bad in ([0.1], torch.tensor(True), np.bool_(True)):
+        with pytest.raises(CheckpointError, match=r"metrics\['val_loss'\] must be a number"):
+            manager.save({"model": model.state_dict()}, step=5, metrics={"val_loss": bad})  # type: ignore[dict-item]
 
 
 @pytest.mark.parametrize(

@@ -125,7 +125,8 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
     if fcntl is None or os.environ.get("RANK", "0") != "0":
         yield
         return
-    created = not out_dir.exists()
+    out_dir = out_dir.absolute()
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]  # deepest first
     out_dir.mkdir(parents=True, exist_ok=True)
     lock = out_dir / ".run.lock"
     with open(lock, "a") as handle:
@@ -140,9 +141,20 @@ def _run_lock(out_dir: Path) -> Iterator[None]:
             yield
         finally:
             if created and [p.name for p in out_dir.iterdir()] == [lock.name]:
-                lock.unlink()  # a run that failed before any work leaves nothing behind
-                out_dir.rmdir()
+                _remove_empty(lock, created)  # a run that failed before any work
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_empty(lock: Path, created: list[Path]) -> None:
+    """Remove ``lock`` and the directories ``created`` (deepest first) while they are empty:
+    a run that failed before any work leaves nothing behind. Another run that started there
+    meanwhile keeps its directory (rmdir refuses one that is not empty)."""
+    lock.unlink(missing_ok=True)
+    for directory in created:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _of_this_run(resume: str | Path, out_dir: Path) -> bool:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -395,10 +396,15 @@ def step_of(path: Path) -> int:
 
 
 def _number(name: str, value: object) -> float:
-    """A metric's value as a float: a Python or numpy number, or a one-element real tensor."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex():
-        return float(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+    """A metric's value as a float: a Python or numpy number, or a one-element real (not
+    boolean) tensor or array."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        if not (value.is_complex() or value.dtype == torch.bool):
+            return float(value)
+    elif isinstance(value, np.ndarray) and value.size == 1:
+        if value.dtype.kind in "iuf":
+            return float(value.item())
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
         return float(value)
     raise TypeError(f"metrics[{name!r}] must be a number, not {type(value).__name__}")
 

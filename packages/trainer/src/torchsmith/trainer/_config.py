@@ -124,6 +124,8 @@ class LoaderConfig(_Section):
 
     @model_validator(mode="after")
     def _prefetch_needs_workers(self) -> LoaderConfig:
+        if self.prefetch_factor == 2 and self.num_workers == 0:
+            self.prefetch_factor = None  # torch's default: configs of earlier versions hold it
         if self.prefetch_factor is not None and self.num_workers == 0:
             raise ValueError(
                 f"prefetch_factor: {self.prefetch_factor} needs loader.num_workers > 0 (with "

@@ -3,13 +3,14 @@ into one :class:`ConfigError` that names each bad field.
 
 YAML is read by the YAML 1.2 rules, as TOML and JSON read numbers and booleans: ``1e-4`` is
 a number (YAML 1.1, PyYAML's default, makes it text), ``017`` is 17 (not octal 15),
-``1:30`` is text (not 90) and ``on``/``yes`` are text (not true); ``1_000`` is 1000, as
-in TOML. The same config means the same in a ``.toml`` file, a ``.yaml`` file and a
-``--set``.
+``1:30`` is text (not 90), ``on``/``yes`` are text (not true) and so is ``2026-11-26`` (not
+a date); ``1_000`` is 1000, as in TOML. The same config means the same in a ``.toml``
+file, a ``.yaml`` file and a ``--set``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -32,7 +33,9 @@ from ._config import (
     TextDataConfig,
 )
 
-_BOOL, _INT, _FLOAT = (f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float"))
+_BOOL, _INT, _FLOAT, _DATE = (
+    f"tag:yaml.org,2002:{t}" for t in ("bool", "int", "float", "timestamp")
+)
 
 
 class _Yaml12Loader(yaml.SafeLoader):  # type: ignore[misc]
@@ -40,7 +43,7 @@ class _Yaml12Loader(yaml.SafeLoader):  # type: ignore[misc]
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT)]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL, _INT, _FLOAT, _DATE)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Yaml12Loader.add_implicit_resolver(
@@ -61,14 +64,22 @@ _Yaml12Loader.add_implicit_resolver(
 
 def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = loader.construct_scalar(node)
-    if text.startswith(("0o", "0x")):
-        return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text, 10)  # "017" is 17
+    for base in (10, 0):  # "017" and "1_000" in base 10; "0x1f", "0o17", "0b1" by prefix
+        with contextlib.suppress(ValueError):
+            return int(text, base)
+    raise _not_a(node, text, "an integer")
 
 
 def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
-    text = loader.construct_scalar(node).lower()
-    return float(text.replace(".inf", "inf").replace(".nan", "nan"))
+    text = loader.construct_scalar(node)
+    try:
+        return float(text.lower().replace(".inf", "inf").replace(".nan", "nan"))
+    except ValueError:
+        raise _not_a(node, text, "a number") from None
+
+
+def _not_a(node: yaml.ScalarNode, text: str, kind: str) -> yaml.YAMLError:
+    return yaml.constructor.ConstructorError(None, None, f"{text!r} is not {kind}", node.start_mark)
 
 
 _Yaml12Loader.add_constructor(_INT, _int)
@@ -104,8 +115,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """``data`` with each ``"a.b=value"`` set; values parse as YAML 1.2 (``3e-4``,
-    ``[1, 2]``, ``{a: 1}``, ``null``), and text is kept as written (``Step #1`` is not cut
-    at a YAML comment)."""
+    ``[1, 2]``, ``{a: 1}``, ``null``), and unquoted text holding a ``#`` is kept as written
+    (``Step #1`` is not cut at a YAML comment)."""
     result = _deep_copy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -117,8 +128,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
             value = raw
         if isinstance(value, dict) and not raw.lstrip().startswith("{"):
             value = raw  # "The loop: it" is text; a mapping is written {a: 1}
-        elif isinstance(value, str) and not raw.strip().startswith(("'", '"')):
-            value = raw.strip()  # unquoted text as written: "Step #1" is no comment
+        elif "#" in raw and isinstance(value, str | None) and raw.strip()[:1] not in "'\"[{":
+            value = raw.strip()  # text with a "#" as written: "Step #1" is not "Step"
         *parents, leaf = key.strip().split(".")
         node = result
         for part in parents:
