@@ -27,7 +27,6 @@ from torchsmith.trainer._config import (
 )
 from torchsmith.trainer._config_checks import plan_warnings, resume_mismatches, resume_warnings
 from torchsmith.trainer._datasets import caption_tokens
-from torchsmith.trainer._evaluate import evaluate
 
 from .conftest import small_config
 
@@ -233,13 +232,10 @@ def test_metric_names_are_what_evaluate_reports(tmp_path: Path) -> None:
     for kind, sections in kinds.items():
         config = small_config(tmp_path / kind, **sections)
         trainer = build_trainer(config)
-        reported = evaluate(
-            trainer.stepper.model,
-            trainer.stepper.task,
-            trainer.val_data,
-            max_batches=1,
-            device=trainer.stepper.device,
-            perplexity_of_loss=trainer.perplexity,
+        assert trainer.evaluation is not None
+        trainer.evaluation.max_batches = 1
+        reported = trainer.evaluation.run(
+            trainer.stepper.model, trainer.stepper.task, device=trainer.stepper.device
         )
         assert sorted(reported) == sorted(eval_metric_names(config)), kind
 

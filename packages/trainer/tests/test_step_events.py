@@ -49,8 +49,9 @@ def test_an_evaluation_before_the_last_log_is_not_step_time(tmp_path: Path) -> N
                 steps[event.step] = event.metrics
 
     trainer = build_trainer(config, sinks=[Sink()])
-    assert trainer.val_data is not None
-    trainer.val_data = DataLoader(_SlowValidation(trainer.val_data.dataset), batch_size=4)
+    assert trainer.evaluation is not None
+    slow = _SlowValidation(trainer.evaluation.data.dataset)  # type: ignore[attr-defined]
+    trainer.evaluation.data = DataLoader(slow, batch_size=4)
     trainer.fit()
     assert sorted(steps) == [10, 20, 25]
     assert all(metrics["step_time_s"] < 0.02 for metrics in steps.values()), steps

@@ -185,7 +185,7 @@ def test_clip_from_config_trains_the_models_logit_scale(tmp_path: Path) -> None:
     model = trainer.stepper.model
     assert isinstance(model, DualEncoder)
     before = float(model.logit_scale.detach())
-    batch = move_to(next(iter(trainer.val_data)), trainer.stepper.device)
+    batch = move_to(next(iter(trainer.evaluation.data)), trainer.stepper.device)
     trainer.stepper.task(model, batch).loss.backward()
     assert model.logit_scale.grad is not None and float(model.logit_scale.grad) != 0.0
     model.zero_grad()

@@ -255,7 +255,7 @@ def test_evaluation_time_is_not_step_time(tmp_path: Path) -> None:
     sink = ListSink()
     config = small_config(tmp_path, "eval.every_steps=5", "training.log_every=5")
     trainer = build_trainer(config, sinks=[sink])
-    trainer.eval_hooks.append(lambda model, step: time.sleep(0.3) or "")
+    trainer.evaluation.hooks.append(lambda model, step: time.sleep(0.3) or "")
     trainer.fit()
     steps = [e.metrics for e in sink.events if e.kind == "step"]
     # A step of this MLP takes about a millisecond; 0.3 s of evaluation in a 5-step window

@@ -43,7 +43,7 @@ from ._data import (  # noqa: E402
     seed_worker,
 )
 from ._datasets import Tokenizer, digits, text_corpus  # noqa: E402
-from ._evaluate import EarlyStopping, TextSampler, evaluate, generate  # noqa: E402
+from ._evaluate import EarlyStopping, Evaluation, TextSampler, evaluate, generate  # noqa: E402
 from ._events import CallbackSink, EventBus, JsonlSink, ListSink, RichProgressSink  # noqa: E402
 from ._losses import clip_loss, ntxent, resolve_loss  # noqa: E402
 from ._metrics import RunningMean, perplexity, top_k_accuracy  # noqa: E402
@@ -105,6 +105,7 @@ __all__ = [
     "Tokenizer",
     # evaluation and metrics
     "evaluate",
+    "Evaluation",
     "EarlyStopping",
     "TextSampler",
     "generate",

@@ -37,7 +37,7 @@ from ._config_checks import plan_warnings
 from ._data import BatchStream, ResumableSampler, build_loader, dataset_length
 from ._datasets import TokenBlocks, Tokenizer, digits, shipped_corpus, text_corpus
 from ._distributed import Dist, barrier, init_distributed, wrap_ddp
-from ._evaluate import EarlyStopping, TextSampler
+from ._evaluate import EarlyStopping, EvalHook, Evaluation, TextSampler
 from ._optim import build_optimizer, build_scheduler
 from ._preflight import preflight
 from ._rng import seed_everything
@@ -242,16 +242,19 @@ def build_trainer(
             eval_every_epochs=ev.every_epochs,
         ),
         scheduler=build_scheduler(optimizer, config.schedule, tr.max_steps),
-        val_data=val_loader,
+        evaluation=Evaluation(
+            val_loader,
+            max_batches=ev.max_batches,
+            metrics=metrics,
+            perplexity=config.task.kind == "causal_lm",
+            seed=config.seed,
+            hooks=_eval_hooks(config, data.tokenizer),
+        ),
         checkpoints=checkpoints,
         sinks=sinks,
         early_stopping=EarlyStopping(ev.early_stopping_metric, ev.patience, ev.min_delta, ev.mode)
         if ev.early_stopping_metric
         else None,
-        eval_hooks=_eval_hooks(config, data.tokenizer),
-        eval_max_batches=ev.max_batches,
-        eval_metrics=metrics,
-        perplexity=config.task.kind == "causal_lm",
         items_name="tokens" if config.task.kind == "causal_lm" else "samples",
         samples_per_micro_batch=loader_cfg.batch_size,
         meta={
@@ -260,7 +263,6 @@ def build_trainer(
             **data_fingerprint(data),
         },
         dist=info,
-        seed=config.seed,
     )
 
 
@@ -325,7 +327,7 @@ def _tokens_per_example(config: ExperimentConfig) -> int:
     return 1
 
 
-def _eval_hooks(config: ExperimentConfig, tokenizer: Tokenizer | None) -> list[Any]:
+def _eval_hooks(config: ExperimentConfig, tokenizer: Tokenizer | None) -> list[EvalHook]:
     ev, model = config.eval, config.model
     if not ev.sample_tokens or tokenizer is None or not isinstance(model, GPTConfig):
         return []

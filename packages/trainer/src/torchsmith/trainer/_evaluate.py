@@ -6,7 +6,7 @@ import contextlib
 import math
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,6 +22,48 @@ from ._tasks import TaskFn
 
 # A user metric: (model, batch, task output) -> the batch's mean value, weighted by num_items.
 MetricFn = Callable[[nn.Module, Any, Any], "float | torch.Tensor"]
+# Run after each evaluation (text sampling): (model, step) -> text for the eval event.
+EvalHook = Callable[[nn.Module, int], str]
+
+
+@dataclass
+class Evaluation:
+    """The held-out data and how a run evaluates on it: :func:`evaluate` with these
+    settings, then each hook, whose text goes with the ``eval`` event."""
+
+    data: Iterable[Any]
+    max_batches: int | None = None
+    metrics: dict[str, MetricFn] = field(default_factory=dict)
+    perplexity: bool = False  # val_perplexity, for language models
+    seed: int = 0  # seeds the evaluation's own randomness (contrastive views), per batch
+    hooks: list[EvalHook] = field(default_factory=list)
+
+    def run(
+        self,
+        model: nn.Module,
+        task: TaskFn,
+        *,
+        device: torch.device | str | None = None,
+        autocast: contextlib.AbstractContextManager[Any] | None = None,
+        dist: Dist | None = None,
+    ) -> dict[str, float]:
+        """``val_*`` of ``model`` on :attr:`data` (see :func:`evaluate`)."""
+        return evaluate(
+            model,
+            task,
+            self.data,
+            max_batches=self.max_batches,
+            device=device,
+            autocast=autocast,
+            seed=self.seed,
+            perplexity_of_loss=self.perplexity,
+            metrics=self.metrics,
+            dist=dist,
+        )
+
+    def notes(self, model: nn.Module, step: int) -> str | None:
+        """The hooks' text at ``step``, one per line (None without hooks)."""
+        return "\n".join(hook(model, step) for hook in self.hooks) or None
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,12 +32,11 @@ from torchsmith.interfaces import (
 from ._checkpoint import STATE_FILE, CheckpointManager, load_checkpoint, load_model_state
 from ._data import BatchStream
 from ._distributed import Dist, all_reduce_sum, barrier, for_evaluation, gather_objects, unwrap
-from ._evaluate import EarlyStopping, MetricFn, evaluate
+from ._evaluate import EarlyStopping, Evaluation
 from ._events import EventBus
 from ._rng import rng_state, set_rng_state
 from ._step import Stepper
 
-EvalHook = Callable[[nn.Module, int], str]
 _END = object()  # the end of a window's batches
 EventKind = Literal["step", "eval", "checkpoint", "epoch_end", "end", "error"]
 
@@ -69,19 +68,14 @@ class Trainer:
     data: BatchStream
     schedule: Schedule
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    val_data: Iterable[Any] | None = None
+    evaluation: Evaluation | None = None
     checkpoints: CheckpointManager | None = None
     sinks: Iterable[EventSink] = ()
     early_stopping: EarlyStopping | None = None
-    eval_hooks: list[EvalHook] = field(default_factory=list)
-    eval_max_batches: int | None = None
-    eval_metrics: dict[str, MetricFn] = field(default_factory=dict)
-    perplexity: bool = False
-    items_name: str = "samples"
+    items_name: Literal["samples", "tokens"] = "samples"  # tokens: a step event's tokens_per_s
     samples_per_micro_batch: int = 1
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  # written into each checkpoint's meta
     dist: Dist = field(default_factory=Dist)
-    seed: int = 0
     run_id: str | None = None
     step: int = 0
 
@@ -234,7 +228,7 @@ class Trainer:
         if last_loss is not None and self._logged_at != self.step:  # nothing logs
             self.metrics["train_loss"] = float(last_loss.detach())
             self._logged_at = self.step
-        if self.val_data is not None and self._evaluated_at != self.step:
+        if self.evaluation is not None and self._evaluated_at != self.step:
             # Not a scheduled evaluation (a stop before the plan's end, or an end between
             # evaluations): it must not move early stopping, or a run resumed from here
             # would stop differently from one that never stopped.
@@ -309,24 +303,19 @@ class Trainer:
 
     def _evaluate_now(self, scheduled: bool) -> bool:
         self._evaluated_at = self.step
-        if self.val_data is None:
+        if self.evaluation is None:
             return False
-        model = self.stepper.model
-        values = evaluate(
+        model, stepper = self.stepper.model, self.stepper
+        values = self.evaluation.run(
             for_evaluation(model, self.dist),
-            self.stepper.task,
-            self.val_data,
-            max_batches=self.eval_max_batches,
-            device=self.stepper.device,
-            autocast=self.stepper.autocast(),
-            seed=self.seed,
-            perplexity_of_loss=self.perplexity,
-            metrics=self.eval_metrics,
+            stepper.task,
+            device=stepper.device,
+            autocast=stepper.autocast(),
             dist=self.dist,
         )
         self.metrics.update(values)
         self._eval_keys = set(values)
-        message = "\n".join(hook(unwrap(model), self.step) for hook in self.eval_hooks) or None
+        message = self.evaluation.notes(unwrap(model), self.step)
         self._emit("eval", metrics=values, message=message)
         if self.early_stopping is None or not scheduled:
             return False
