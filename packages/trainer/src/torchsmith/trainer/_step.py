@@ -184,9 +184,11 @@ class Stepper:
             items += out.num_items
             if self.track:
                 tracked.append((value, out.num_items))
-        if self._normalise_gradients(items, bad is not None):
-            self._nonfinite(bad or (float("nan"), -1), step)
+        total, any_bad = self._agree(items, bad is not None)
+        if any_bad:  # here or on another rank (then this rank names no batch of its own)
+            self._nonfinite(bad or (float("nan"), None), step)
             return
+        self._scale_gradients(total)
         self._clip_and_step()
         self.last_loss = out.loss
         self._tracked += tracked
@@ -286,19 +288,21 @@ class Stepper:
         else:
             loss.backward()  # type: ignore[no-untyped-call]
 
-    def _normalise_gradients(self, local_items: int | torch.Tensor, local_bad: bool) -> bool:
-        """Scale the summed gradients by world_size / N; True if any rank saw a bad loss.
+    def _agree(
+        self, local_items: int | torch.Tensor, local_bad: bool
+    ) -> tuple[int | torch.Tensor, bool]:
+        """(N, the items of the window over every rank; whether any rank saw a bad loss).
+        Under DDP one collective carries both, so the ranks decide together."""
+        if not self._ddp:
+            return local_items, local_bad
+        packed = torch.zeros(2, dtype=torch.float64, device=self._device)
+        packed[0], packed[1] = local_items, float(local_bad)  # a count may be a tensor
+        all_reduce_sum(packed, self.dist)
+        return packed[0], bool(packed[1])
 
-        N counted on the device (a tensor) stays there: the scale is applied without a sync.
-        """
-        total: int | torch.Tensor = local_items
-        if self._ddp:  # one collective carries both the item count and the bad-loss flag
-            packed = torch.zeros(2, dtype=torch.float64, device=self._device)
-            packed[0], packed[1] = local_items, float(local_bad)  # a count may be a tensor
-            all_reduce_sum(packed, self.dist)
-            total, local_bad = packed[0], bool(packed[1])
-        if local_bad:
-            return True
+    def _scale_gradients(self, total: int | torch.Tensor) -> None:
+        """Scale the summed gradients by world_size * m / N: each backward carried
+        ``loss_i * n_i / m``. N counted on the device (a tensor) stays there: no sync."""
         if self._ddp and self._outside_ddp:
             self._average_outside_ddp()
         if isinstance(total, torch.Tensor):
@@ -308,7 +312,6 @@ class Stepper:
         grads = [p.grad for p in self._params if p.grad is not None]
         if grads:  # with a tensor scale, _foreach_mul_ refuses an empty list
             torch._foreach_mul_(grads, scale)
-        return False
 
     def _average_outside_ddp(self) -> None:
         """Average over ranks, as DDP does for the model, the gradients of parameters DDP
@@ -333,15 +336,16 @@ class Stepper:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _nonfinite(self, bad: tuple[float, int], step: int) -> None:
+    def _nonfinite(self, bad: tuple[float, int | None], step: int) -> None:
+        """Skip the step, or raise naming it and the batch (None: another rank's)."""
         value, index = bad
         if self.nonfinite == "skip":
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             return
-        if index >= 0 and self.batches_per_epoch:
+        if index is not None and self.batches_per_epoch:
             index %= self.batches_per_epoch  # an accumulation window may cross an epoch's end
-        where = f"batch {index} of the epoch" if index >= 0 else "another rank's batch"
+        where = f"batch {index} of the epoch" if index is not None else "another rank's batch"
         raise NonFiniteLossError(
             f"loss is {value} at step {step + 1}, {where} "
             "(training.nonfinite='skip', or Stepper(nonfinite='skip'), skips such steps)"
