@@ -252,6 +252,11 @@ class BatchStream:
         return self.sampler.batches_per_epoch
 
     @property
+    def next_batch(self) -> int:
+        """The index in its epoch of the batch to come (0 once an epoch has ended)."""
+        return self.batches_done % self.batches_per_epoch
+
+    @property
     def epochs_completed(self) -> int:
         """Whole epochs handed out, counting one whose last batch was just taken."""
         return self.epoch + (self.batches_done >= self.batches_per_epoch)
@@ -287,8 +292,7 @@ class BatchStream:
         try:
             batch = next(iterator)
         except StopIteration:
-            self._iterator = None
-            self.epoch, self.batches_done = self.epoch + 1, 0
+            self._next_epoch()
             return next(self)
         self.batches_done += 1
         return batch
@@ -300,7 +304,7 @@ class BatchStream:
         They are not counted until :meth:`advance` says how many were used.
         """
         if self.batches_done >= self.batches_per_epoch:  # the last epoch ended: start the next
-            self.epoch, self.batches_done, self._iterator = self.epoch + 1, 0, None
+            self._next_epoch()
         iterator = self._iterator if self._iterator is not None else self._start_epoch()
         return itertools.islice(iterator, count)
 
@@ -310,6 +314,9 @@ class BatchStream:
         self.batches_done += used
         if not read_all:
             self._iterator = None  # restart at batches_done: the sampler starts anywhere
+
+    def _next_epoch(self) -> None:
+        self.epoch, self.batches_done, self._iterator = self.epoch + 1, 0, None
 
     def _start_epoch(self) -> Iterator[Any]:
         self.sampler.set_position(self.epoch, self.batches_done)

@@ -133,7 +133,7 @@ class Trainer:
         """Optimizer steps until the next log, evaluation, checkpoint, epoch end or the end."""
         s, step = self.schedule, self.step
         per_epoch = self.data.batches_per_epoch
-        batches_left = per_epoch - self.data.batches_done % per_epoch
+        batches_left = per_epoch - self.data.next_batch
         # Rounded up: with accumulation the epoch's last step may take batches of the next.
         steps_left_in_epoch = -(-batches_left // s.grad_accum)
         due = [last_step, step + steps_left_in_epoch]
@@ -188,11 +188,10 @@ class Trainer:
     def _train_accumulating(self, steps: int) -> None:
         """Accumulation windows, or DDP: a Stepper call per optimizer step."""
         data, stepper, scheduler = self.data, self.stepper, self.scheduler
-        accum, per_epoch = self.schedule.grad_accum, data.batches_per_epoch
-        clock, wait = time.perf_counter, 0.0
+        accum, clock, wait = self.schedule.grad_accum, time.perf_counter, 0.0
         try:
             for _ in range(steps):
-                first = data.batches_done % per_epoch
+                first = data.next_batch
                 t0 = clock()
                 micro_batches = [next(data) for _ in range(accum)]
                 wait += clock() - t0
