@@ -193,7 +193,8 @@ def build_loader(
     torch RNG (DataLoader draws a worker base seed on every ``iter()``), which
     would otherwise make a resumed run drift from an uninterrupted one. With workers and
     a :class:`ResumableSampler`, the dataset is wrapped in :class:`BatchSeeded` (and the
-    sampler tags its indices with the epoch), so randomness drawn in workers resumes exactly.
+    sampler tags its indices with the epoch, so it then serves this loader only), so randomness
+    drawn in workers resumes exactly.
     Without a sampler the order is the dataset's and, unless ``drop_last=False`` (as an
     evaluation wants), the incomplete last batch is dropped.
     """
