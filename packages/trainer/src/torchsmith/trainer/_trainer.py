@@ -235,7 +235,7 @@ class Trainer:
 
     def _finish(self) -> None:
         self._measure_last_step()  # before the checkpoint, so that holds the numbers
-        if self.checkpoints is not None and self._saved_at != self.step:  # a resume at the end
+        if self.checkpoints is not None and self._saved_at != self.step:  # --max-steps: always
             self.save()
         self.metrics["step"] = float(self.step)
         if self.skipped_steps:
