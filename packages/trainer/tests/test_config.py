@@ -165,7 +165,8 @@ def test_override_round_trip(steps: int, lr: float) -> None:
             ["training.stop_after=31", "training.max_steps=30"],
             "training.stop_after (--max-steps): 31 is beyond training.max_steps 30",
         ),
-        (["data.kind=text"], "data.kind: a classification task trains on 'digits', not 'text'"),
+        (["data.kind=text"],
+         "data.kind: a classification task trains on 'digits' (or 'import' data), not 'text'"),
         (
             ["task.kind=causal_lm", "data.kind=text"],
             "model.kind: a causal_lm task trains a 'gpt' model (or an 'import' one), not 'mlp'",
@@ -200,7 +201,7 @@ def test_fields_that_must_agree(overrides: list[str], expected: str) -> None:
     ("overrides", "expected"),
     [
         (["loader.batch_size=2000"], "loader.batch_size: 2000 x 1 process(es) is more than the "
-                                     "1438 training examples (data.val_fraction 0.2 keeps"),
+                                     "1438 training examples; data.val_fraction 0.2 keeps"),
         (["model.kind=gpt", "data.kind=text", "task.kind=causal_lm", "model.vocab_size=10"],
          "model.vocab_size: 10 is fewer than the tokenizer's 70 tokens"),
     ],

@@ -20,7 +20,7 @@ from ._worker import JobContext
 def checked_train_config(recipe: str, overrides: list[str]) -> Any:
     """The recipe's config with ``overrides``, refused (ConfigError, a 422) where a request
     would run code or read files on the server rather than tune a shipped recipe: an
-    ``import`` model and ``eval.metrics`` call what their import paths name, and
+    ``import`` model or data and ``eval.metrics`` call what their import paths name, and
     ``data.paths`` reads the server's files (whose text the sampled evaluations would show).
     ``out_dir`` needs no check: the job's own directory replaces it. ``recipe`` must be a
     shipped recipe's name (``load_config`` would read a ``.toml`` of that name from the
@@ -32,8 +32,11 @@ def checked_train_config(recipe: str, overrides: list[str]) -> Any:
         )
     config, _ = trainer.load_config(recipe, overrides)
     problems = []
-    if config.model.kind == "import":
-        problems.append("model.kind: 'import' runs code named by path; train a built-in kind")
+    for section in ("model", "data"):  # every section with an `import` kind
+        if getattr(config, section).kind == "import":
+            problems.append(
+                f"{section}.kind: 'import' runs code named by path; train a built-in kind"
+            )
     if config.eval.metrics:
         problems.append("eval.metrics: each runs code named by path; use the built-in metrics")
     if getattr(config.data, "paths", None):

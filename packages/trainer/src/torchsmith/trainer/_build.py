@@ -9,7 +9,7 @@ import hashlib
 import importlib
 import platform
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from torchsmith.interfaces import ConfigError, DataError, EventSink
 
@@ -29,6 +29,7 @@ from ._config import (
     EncoderConfig,
     ExperimentConfig,
     GPTConfig,
+    ImportedDataConfig,
     ImportedModelConfig,
     MLPConfig,
     TextDataConfig,
@@ -76,6 +77,8 @@ def build_data(config: ExperimentConfig, base_dir: Path | None = None) -> Data:
     if isinstance(data, DigitsDataConfig):
         train, val = digits(data.val_fraction, seed=config.seed, captions=data.captions)
         return Data(train, val)
+    if isinstance(data, ImportedDataConfig):
+        return _import_data(data)
     paths = [_relative(Path(p), base_dir) for p in data.paths] or shipped_corpus()
     train_blocks, val_blocks, tokenizer = text_corpus(
         paths, data.tokenizer, data.block_size, data.val_fraction
@@ -119,7 +122,10 @@ def import_callable(target: str, field: str) -> Any:
         for part in attr.split("."):
             found = getattr(found, part)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{field}: cannot import {target!r}: {exc}") from exc
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError):
+            hint = "; install its package, or add the module's folder to PYTHONPATH"
+        raise ConfigError(f"{field}: cannot import {target!r}: {exc}{hint}") from exc
     except Exception as exc:  # the module itself failed: a SyntaxError, an error at import
         raise ConfigError(
             f"{field}: importing {target!r} failed: {type(exc).__name__}: {exc}"
@@ -142,6 +148,32 @@ def _import_model(m: ImportedModelConfig) -> nn.Module:
             f"model.target: {m.target!r} returned {type(model).__name__}, not a Module"
         )
     return model
+
+
+def _import_data(d: ImportedDataConfig) -> Data:
+    build = import_callable(d.target, "data.target")
+    try:
+        made = build(**d.kwargs)
+    except Exception as exc:  # wrong or missing kwargs, or the builder's own refusal
+        raise ConfigError(
+            f"data.kwargs: {d.target}(**{d.kwargs}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not (isinstance(made, tuple | list) and len(made) == 2):
+        raise ConfigError(
+            f"data.target: {d.target!r} returned {type(made).__name__}, not (train, val) datasets"
+        )
+    for name, dataset in zip(("train", "val"), made, strict=True):
+        if isinstance(dataset, IterableDataset) or not (
+            isinstance(dataset, Sized) and hasattr(dataset, "__getitem__")
+        ):
+            raise ConfigError(
+                f"data.target: the {name} set {d.target!r} returned is a "
+                f"{type(dataset).__name__}; give a map-style dataset (len and [i]), which the "
+                "resumable sampler can index"
+            )
+        if len(dataset) == 0:
+            raise ConfigError(f"data.target: the {name} set {d.target!r} returned is empty")
+    return Data(made[0], made[1])
 
 
 def build_config_task(config: ExperimentConfig) -> TaskFn:
@@ -274,10 +306,11 @@ def _loaders(
     loader_cfg = config.loader
     train_size = dataset_length(data.train)
     if train_size < loader_cfg.batch_size * info.world_size:
+        split = getattr(config.data, "val_fraction", None)
+        kept = f"; data.val_fraction {split} keeps the rest for validation" if split else ""
         raise ConfigError(
             f"loader.batch_size: {loader_cfg.batch_size} x {info.world_size} process(es) is more "
-            f"than the {train_size} training examples (data.val_fraction "
-            f"{config.data.val_fraction} keeps the rest for validation), so an epoch has no batch"
+            f"than the {train_size} training examples{kept}, so an epoch has no batch"
         )
     sampler = ResumableSampler(
         train_size,

@@ -108,7 +108,18 @@ class TextDataConfig(_Section):
     val_fraction: float = Field(default=0.1, gt=0.0, lt=1.0)
 
 
-DataConfig = Annotated[DigitsDataConfig | TextDataConfig, Field(discriminator="kind")]
+class ImportedDataConfig(_Section):
+    """Your own data, from a builder named by import path: ``target(**kwargs)`` returns
+    ``(train, val)``, two map-style datasets (``len`` and ``[i]``) of what the task reads."""
+
+    kind: Literal["import"] = "import"
+    target: str = Field(pattern=r"^[\w.]+:[\w.]+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+DataConfig = Annotated[
+    DigitsDataConfig | TextDataConfig | ImportedDataConfig, Field(discriminator="kind")
+]
 
 
 class LoaderConfig(_Section):
@@ -344,9 +355,10 @@ class ExperimentConfig(_Section):
         task, data, model = self.task.kind, self.data, self.model
         wanted_data, wanted_model = _FITS[task]
         problems = []
-        if data.kind != wanted_data:
+        if data.kind not in (wanted_data, "import"):
             problems.append(
-                f"data.kind: a {task} task trains on {wanted_data!r}, not {data.kind!r}"
+                f"data.kind: a {task} task trains on {wanted_data!r} (or 'import' data), "
+                f"not {data.kind!r}"
             )
         if model.kind not in (wanted_model, "import"):
             problems.append(

@@ -85,6 +85,11 @@ def plan_warnings(config: ExperimentConfig) -> list[str]:
             " steps after warmup, so the 'step' schedule never decays the LR"
         )
     ev = config.eval
+    if ev.sample_tokens and config.data.kind == "import" and config.task.kind == "causal_lm":
+        found.append(
+            f"eval.sample_tokens: {ev.sample_tokens}, but imported data has no tokenizer to "
+            "turn samples into text, so none is sampled"
+        )
     if ev.early_stopping_metric and ev.every_steps and not ev.every_epochs:
         evaluations = steps // ev.every_steps
         if evaluations <= ev.patience:

@@ -28,6 +28,7 @@ from ._config import (
     EncoderConfig,
     ExperimentConfig,
     GPTConfig,
+    ImportedDataConfig,
     ImportedModelConfig,
     MLPConfig,
     TextDataConfig,
@@ -192,6 +193,7 @@ _TAGGED: dict[str, type[BaseModel]] = {
         ImportedModelConfig,
         DigitsDataConfig,
         TextDataConfig,
+        ImportedDataConfig,
     )
 }
 

@@ -38,8 +38,8 @@ def preflight(
     metrics: Mapping[str, MetricFn],
 ) -> None:
     """Run two validation examples through ``task`` and each of ``metrics``; a ConfigError
-    naming the field (``task.loss``, ``model``, ``eval.metrics.<name>``, or the metric a
-    top-k needs) for what fails."""
+    naming the field (``task.loss``, ``model``, ``data.target`` for imported data,
+    ``eval.metrics.<name>``, or the metric a top-k needs) for what fails."""
     batch = move_to(default_collate([val[i] for i in range(min(2, len(val)))]), device)  # type: ignore[arg-type]
     training, rngs = model.training, rng_state()
     model.eval()
@@ -64,6 +64,9 @@ def _run_task(config: ExperimentConfig, model: nn.Module, task: Any, batch: Any)
         t = config.task
         field = "task.loss" if t.loss else "model"
         what = f"the loss {t.loss!r}" if t.loss else f"a {config.model.kind!r} model"
+        target = getattr(config.data, "target", None)
+        if target is not None:  # imported data: it may be the part that does not fit
+            field, what = "data.target", f"the data of {target!r}, with {what},"
         raise ConfigError(
             f"{field}: {what} fails on a {t.kind} task's validation batch before training: "
             f"{type(exc).__name__}: {exc}"

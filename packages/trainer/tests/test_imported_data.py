@@ -1,0 +1,150 @@
+"""``data.kind = "import"``: a user's own datasets, named by import path in a config."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from torchsmith.interfaces import ConfigError
+from torchsmith.trainer import train
+
+BUILDERS = """
+import torch
+from torch.utils.data import IterableDataset, TensorDataset
+
+
+def blobs(n=320, features=3, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(classes, features, generator=g) * 3
+    y = torch.randint(0, classes, (n,), generator=g)
+    x = centers[y] + torch.randn(n, features, generator=g)
+    cut = n * 3 // 4
+    return TensorDataset(x[:cut], y[:cut]), TensorDataset(x[cut:], y[cut:])
+
+
+def one_set():
+    return TensorDataset(torch.zeros(8, 3))
+
+
+class Stream(IterableDataset):
+    def __iter__(self):
+        yield from range(8)
+
+
+def streams():
+    return Stream(), Stream()
+
+
+def tokens(n=64, block=8, vocab=11):
+    x = torch.randint(0, vocab, (n, block + 1), generator=torch.Generator().manual_seed(0))
+    return TensorDataset(x[:48, :-1], x[:48, 1:]), TensorDataset(x[48:, :-1], x[48:, 1:])
+
+
+def empty_val():
+    return TensorDataset(torch.zeros(8, 3)), TensorDataset(torch.zeros(0, 3))
+"""
+
+
+@pytest.fixture
+def builders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    (tmp_path / "my_blobs.py").write_text(BUILDERS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_blobs"
+    sys.modules.pop("my_blobs", None)
+
+
+def _overrides(target: str, *more: str) -> list[str]:
+    return [
+        "data={kind: import, target: '" + target + "'}",
+        "model={in_features: 3, hidden: [16], num_classes: 3}",
+        "task.top_k=[1, 2]",
+        "training.max_steps=60",
+        "eval.every_steps=20",
+        "checkpoint.every_steps=20",
+        *more,
+    ]
+
+
+def test_imported_data_trains_and_resumes_bitwise(builders: str, tmp_path: Path) -> None:
+    whole = train("digits-classifier", overrides=_overrides(f"{builders}:blobs"),
+                  out_dir=tmp_path / "whole")  # fmt: skip
+    assert whole["val_accuracy"] > 0.9 and "val_top2_accuracy" in whole
+    split = tmp_path / "split"
+    train("digits-classifier", overrides=_overrides(f"{builders}:blobs"), out_dir=split,
+          max_steps=30)  # fmt: skip
+    resumed = train("digits-classifier", overrides=_overrides(f"{builders}:blobs"),
+                    out_dir=split, resume="latest")  # fmt: skip
+    assert resumed == whole
+    model = Path("checkpoints", "latest", "model.safetensors")
+    assert (split / model).read_bytes() == (tmp_path / "whole" / model).read_bytes()
+
+
+def test_a_resume_onto_other_data_kwargs_is_refused(builders: str, tmp_path: Path) -> None:
+    target = f"{builders}:blobs"
+    train("digits-classifier", overrides=_overrides(target), out_dir=tmp_path, max_steps=20)
+    other = _overrides(target, "data.kwargs={seed: 1}")
+    with pytest.raises(ConfigError, match=r"data.kwargs"):
+        train("digits-classifier", overrides=other, out_dir=tmp_path, resume="latest")
+
+
+@pytest.mark.parametrize(
+    ("target", "kwargs", "message"),
+    [
+        ("no_such_module:build", "",
+         r"data.target: cannot import .* add the module's folder to PYTHONPATH"),
+        ("{m}:one_set", "",
+         r"data.target: 'my_blobs:one_set' returned TensorDataset, not \(train, val\)"),
+        ("{m}:streams", "",
+         r"data.target: the train set .* is a Stream; give a map-style dataset"),
+        ("{m}:empty_val", "",
+         r"data.target: the val set 'my_blobs:empty_val' returned is empty"),
+        ("{m}:blobs", "data.kwargs={colour: red}",
+         r"data.kwargs: my_blobs:blobs\(\*\*\{'colour': 'red'\}\) failed: TypeError"),
+    ],
+)  # fmt: skip
+def test_a_data_builder_that_does_not_fit_fails_naming_the_field(
+    builders: str, tmp_path: Path, target: str, kwargs: str, message: str
+) -> None:
+    overrides = _overrides(target.format(m=builders), *([kwargs] if kwargs else []))
+    with pytest.raises(ConfigError, match=message):
+        train("digits-classifier", overrides=overrides, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # failed before any work
+
+
+def test_every_task_takes_imported_data() -> None:
+    from torchsmith.trainer import validate_config
+
+    data = {"kind": "import", "target": "a:b"}
+    for task, model in [("classification", "mlp"), ("contrastive", "encoder"),
+                        ("clip", "clip"), ("causal_lm", "gpt")]:  # fmt: skip
+        config = validate_config({"task": {"kind": task}, "model": {"kind": model}, "data": data})
+        assert config.data.kind == "import"
+
+
+def test_a_language_model_on_imported_tokens(builders: str, tmp_path: Path) -> None:
+    lm = [
+        "task.kind=causal_lm",
+        "data={kind: import, target: '" + builders + ":tokens'}",
+        "model={kind: gpt, block_size: 8, n_layer: 1, n_head: 2, n_embd: 16}",
+        "training.max_steps=5",
+        "schedule.warmup_steps=0",
+        "eval.sample_tokens=0",
+        "loader.batch_size=8",
+    ]
+    with pytest.raises(ConfigError, match=r"model\.vocab_size: required when the data has no"):
+        train("char-gpt", overrides=lm, out_dir=tmp_path / "a")
+    with pytest.warns(UserWarning, match=r"eval\.sample_tokens: 40, but imported data has no"):
+        done = train("char-gpt", overrides=[*lm, "model.vocab_size=11", "eval.sample_tokens=40"],
+                     out_dir=tmp_path / "b")  # fmt: skip
+    assert done["step"] == 5 and "val_perplexity" in done
+
+
+def test_data_that_does_not_fit_the_task_is_named(builders: str, tmp_path: Path) -> None:
+    """Contrastive views of 3 features: the built-in augmentation fits digits only."""
+    overrides = ["data={kind: import, target: '" + builders + ":blobs'}", "model.in_features=3"]
+    with pytest.raises(ConfigError, match=r"data\.target: the data of 'my_blobs:blobs', with "):
+        train("simclr-digits", overrides=overrides, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
