@@ -90,6 +90,8 @@ def test_a_recipe_trains_as_a_job_with_its_events_stored(app_client) -> None:
         ("digits-classifier",
          ["data={kind: import, target: 'os:system', kwargs: {command: 'true'}}"],
          "data.kind: 'import' runs code"),
+        ("digits-classifier", ["task={kind: import, target: 'os:getcwd'}"],
+         "task.kind: 'import' runs code"),
         ("digits-classifier", ["eval.metrics={leak: 'os:getcwd'}"], "eval.metrics: each runs code"),
         ("char-gpt", ["data.paths=['/etc']"], "data.paths: the server's files"),
     ],

@@ -20,7 +20,7 @@ from ._worker import JobContext
 def checked_train_config(recipe: str, overrides: list[str]) -> Any:
     """The recipe's config with ``overrides``, refused (ConfigError, a 422) where a request
     would run code or read files on the server rather than tune a shipped recipe: an
-    ``import`` model or data and ``eval.metrics`` call what their import paths name, and
+    ``import`` model, data or task and ``eval.metrics`` call what their import paths name, and
     ``data.paths`` reads the server's files (whose text the sampled evaluations would show).
     ``out_dir`` needs no check: the job's own directory replaces it. ``recipe`` must be a
     shipped recipe's name (``load_config`` would read a ``.toml`` of that name from the
@@ -32,7 +32,7 @@ def checked_train_config(recipe: str, overrides: list[str]) -> Any:
         )
     config, _ = trainer.load_config(recipe, overrides)
     problems = []
-    for section in ("model", "data"):  # every section with an `import` kind
+    for section in ("model", "data", "task"):  # every section with an `import` kind
         if getattr(config, section).kind == "import":
             problems.append(
                 f"{section}.kind: 'import' runs code named by path; train a built-in kind"

@@ -179,8 +179,26 @@ def _import_data(d: ImportedDataConfig) -> Data:
 def build_config_task(config: ExperimentConfig) -> TaskFn:
     """The task of ``config.task``; its loss is reachable as ``task.loss``."""
     t = config.task
+    if t.kind == "import":
+        return _import_task(str(t.target), t.kwargs)
     clip_model = isinstance(config.model, CLIPConfig)  # DualEncoder returns its logit scale
     return build_task(t.kind, t.loss, t.loss_kwargs, t.top_k, model_scale=clip_model)
+
+
+def _import_task(target: str, kwargs: dict[str, Any]) -> TaskFn:
+    build = import_callable(target, "task.target")
+    try:
+        task = build(**kwargs)
+    except Exception as exc:  # wrong or missing kwargs, or the builder's own refusal
+        raise ConfigError(
+            f"task.kwargs: {target}(**{kwargs}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not callable(task):
+        raise ConfigError(
+            f"task.target: {target!r} returned {type(task).__name__}, not a task: a callable "
+            "(model, batch) -> TaskOutput"
+        )
+    return task  # type: ignore[no-any-return]
 
 
 def add_loss_parameters(optimizer: torch.optim.Optimizer, loss: nn.Module) -> None:

@@ -149,12 +149,33 @@ class LoaderConfig(_Section):
 
 
 class TaskConfig(_Section):
-    """What a batch trains: the task's kind, its loss by name (and arguments), top-k."""
+    """What a batch trains: the task's kind, its loss by name (and arguments), top-k; or,
+    with ``kind = "import"``, a task of your own from a builder named by import path."""
 
-    kind: Literal["classification", "contrastive", "clip", "causal_lm"] = "classification"
+    kind: Literal["classification", "contrastive", "clip", "causal_lm", "import"] = "classification"
     loss: str | None = Field(default=None, description="A torchsmith-losses name; None: default.")
     loss_kwargs: dict[str, Any] = Field(default_factory=dict)
     top_k: list[Annotated[int, Field(gt=0)]] = Field(default_factory=lambda: [1, 5])
+    target: str | None = Field(
+        default=None,
+        pattern=r"^[\w.]+:[\w.]+$",
+        description="'import': 'package.module:builder'; builder(**kwargs) returns the task.",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _import_names_its_builder(self) -> TaskConfig:
+        if self.kind == "import" and self.target is None:
+            raise ValueError(
+                "target: an 'import' task names its builder, 'package.module:function'"
+            )
+        if self.kind != "import" and (self.target is not None or self.kwargs):
+            raise ValueError(f"target: only an 'import' task takes one, not a {self.kind} task")
+        if self.kind == "import" and (self.loss or self.loss_kwargs):
+            raise ValueError(
+                "loss: an 'import' task brings its own loss; pass its settings in task.kwargs"
+            )
+        return self
 
 
 # ---------------------------------------------------------------- optimization
@@ -340,6 +361,8 @@ class ExperimentConfig(_Section):
         produced = eval_metric_names(self)
         wanted = [("eval.early_stopping_metric", self.eval.early_stopping_metric, produced)]
         wanted.append(("checkpoint.metric", self.checkpoint.metric, ["train_loss", *produced]))
+        if self.task.kind == "import":  # its metrics are known once it runs (the preflight)
+            wanted = []
         for where, name, allowed in wanted:
             if name is not None and name not in allowed:
                 problems.append(
@@ -353,7 +376,8 @@ class ExperimentConfig(_Section):
     def _kinds_fit(self) -> list[str]:
         """Task, data and model that cannot train together (they would fail at step 1)."""
         task, data, model = self.task.kind, self.data, self.model
-        wanted_data, wanted_model = _FITS[task]
+        # An imported task may train any data and model; its own first batch will tell.
+        wanted_data, wanted_model = _FITS.get(task, (data.kind, model.kind))
         problems = []
         if data.kind not in (wanted_data, "import"):
             problems.append(
@@ -390,7 +414,8 @@ def eval_metric_names(config: ExperimentConfig, user: bool = True) -> list[str]:
     ``val_loss``; the task's metrics (classification: ``val_accuracy`` and
     ``val_top{k}_accuracy`` for each k up to the number of classes, when it is known);
     ``val_nll`` and ``val_perplexity`` for language models; with ``user``, one
-    ``val_<name>`` per ``eval.metrics``.
+    ``val_<name>`` per ``eval.metrics``. An imported task's own metrics are not among them:
+    the preflight reads them off its first validation batch.
     """
     kind, names = config.task.kind, ["loss", *(config.eval.metrics if user else ())]
     if kind == "classification":
@@ -401,6 +426,6 @@ def eval_metric_names(config: ExperimentConfig, user: bool = True) -> list[str]:
         names += ["accuracy", "nll", "perplexity"]
     elif kind == "contrastive":
         names.append("pair_accuracy")
-    else:
-        names.append("retrieval_accuracy")
+    elif kind == "clip":
+        names.append("retrieval_accuracy")  # an imported task's own are known when it runs
     return [f"val_{name}" for name in names]

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from torchsmith.interfaces import ConfigError
+from torchsmith.interfaces import ConfigError, TaskOutput
 
 from ._config import ExperimentConfig, ImportedModelConfig
 from ._data import move_to
@@ -46,6 +46,8 @@ def preflight(
     try:
         with torch.no_grad():
             out = _run_task(config, model, copy.deepcopy(task), batch)
+            if config.task.kind == "import":
+                _check_imported_metrics(config, out)
             for name, fn in metrics.items():
                 _run_metric(config, name, fn, model, batch, out)
             _check_top_k(config, model, batch[0])
@@ -64,6 +66,8 @@ def _run_task(config: ExperimentConfig, model: nn.Module, task: Any, batch: Any)
         t = config.task
         field = "task.loss" if t.loss else "model"
         what = f"the loss {t.loss!r}" if t.loss else f"a {config.model.kind!r} model"
+        if t.kind == "import":
+            field, what = "task.target", f"the task {t.target!r}, with {what},"
         target = getattr(config.data, "target", None)
         if target is not None:  # imported data: it may be the part that does not fit
             field, what = "data.target", f"the data of {target!r}, with {what},"
@@ -71,6 +75,33 @@ def _run_task(config: ExperimentConfig, model: nn.Module, task: Any, batch: Any)
             f"{field}: {what} fails on a {t.kind} task's validation batch before training: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _check_imported_metrics(config: ExperimentConfig, out: Any) -> None:
+    """An imported task's output, and the metric names only it can tell: those a run stops
+    early on or keeps checkpoints by must be among them, and no user metric may take one."""
+    target = config.task.target
+    if not isinstance(out, TaskOutput):
+        raise ConfigError(
+            f"task.target: the task of {target!r} returned {type(out).__name__}, not a "
+            "TaskOutput(loss, num_items, metrics)"
+        )
+    own = {f"val_{name}" for name in out.metrics} | {"val_loss"}
+    for clash in sorted(own & {f"val_{name}" for name in config.eval.metrics}):
+        raise ConfigError(
+            f"eval.metrics: {clash.removeprefix('val_')!r} is a metric the task {target!r} "
+            "reports already; give yours another name"
+        )
+    produced = own | {f"val_{name}" for name in config.eval.metrics}
+    for where, name, allowed in (
+        ("eval.early_stopping_metric", config.eval.early_stopping_metric, produced),
+        ("checkpoint.metric", config.checkpoint.metric, produced | {"train_loss"}),
+    ):
+        if name is not None and name not in allowed:
+            raise ConfigError(
+                f"{where}: {name!r} is not a metric the task {target!r} reports in "
+                f"evaluation (allowed: {', '.join(sorted(allowed))})"
+            )
 
 
 def _run_metric(

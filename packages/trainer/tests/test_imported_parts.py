@@ -1,4 +1,5 @@
-"""``data.kind = "import"``: a user's own datasets, named by import path in a config."""
+"""``kind = "import"`` for data and task: a user's own datasets and task, named by import
+path in a config."""
 
 from __future__ import annotations
 
@@ -41,6 +42,39 @@ def streams():
 def tokens(n=64, block=8, vocab=11):
     x = torch.randint(0, vocab, (n, block + 1), generator=torch.Generator().manual_seed(0))
     return TensorDataset(x[:48, :-1], x[:48, 1:]), TensorDataset(x[48:, :-1], x[48:, 1:])
+
+
+def lines(n=320):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.05 * torch.randn(n, generator=g)
+    return TensorDataset(x[:240], y[:240]), TensorDataset(x[240:], y[240:])
+
+
+def linear(features=3):
+    return torch.nn.Linear(features, 1)
+
+
+class Regression:
+    def __init__(self, scale=1.0):
+        self.scale = scale
+
+    def __call__(self, model, batch):
+        from torchsmith.interfaces import TaskOutput
+
+        x, y = batch
+        pred = model(x).squeeze(-1)
+        loss = torch.nn.functional.mse_loss(pred, y) * self.scale
+        metrics = {} if model.training else {"mae": (pred - y).abs().mean()}
+        return TaskOutput(loss, y.shape[0], metrics)
+
+
+def not_a_task():
+    return 3
+
+
+def float_task():
+    return lambda model, batch: 1.0
 
 
 def empty_val():
@@ -147,4 +181,66 @@ def test_data_that_does_not_fit_the_task_is_named(builders: str, tmp_path: Path)
     overrides = ["data={kind: import, target: '" + builders + ":blobs'}", "model.in_features=3"]
     with pytest.raises(ConfigError, match=r"data\.target: the data of 'my_blobs:blobs', with "):
         train("simclr-digits", overrides=overrides, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def _regression(builders: str, *more: str) -> list[str]:
+    return [
+        "task={kind: import, target: '" + builders + ":Regression'}",
+        "data={kind: import, target: '" + builders + ":lines'}",
+        "model={kind: import, target: '" + builders + ":linear'}",
+        "training.max_steps=120",
+        "optim.lr=0.05",
+        "eval.every_steps=20",
+        "checkpoint.every_steps=20",
+        "checkpoint.metric=val_loss",
+        *more,
+    ]
+
+
+def test_an_imported_task_trains_stops_early_and_resumes_bitwise(
+    builders: str, tmp_path: Path
+) -> None:
+    """Regression, which no built-in task does: the task, data and model all imported."""
+    stop = ["eval.early_stopping_metric=val_mae", "eval.patience=2", "eval.min_delta=0.5"]
+    whole = train("digits-classifier", overrides=_regression(builders, *stop),
+                  out_dir=tmp_path / "whole")  # fmt: skip
+    assert whole["val_mae"] < 0.5 and whole["step"] < 120  # learnt (from about 1.8), stopped
+    split = tmp_path / "split"
+    train("digits-classifier", overrides=_regression(builders, *stop), out_dir=split,
+          max_steps=40)  # fmt: skip
+    assert train("digits-classifier", overrides=_regression(builders, *stop), out_dir=split,
+                 resume="latest") == whole  # fmt: skip
+    model = Path("checkpoints", "latest", "model.safetensors")
+    assert (split / model).read_bytes() == (tmp_path / "whole" / model).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["task={kind: import}"],
+         r"task\.target: an 'import' task names its builder"),
+        (["task={kind: classification, target: 'a:b'}"],
+         r"task\.target: only an 'import' task takes one, not a classification task"),
+        (["task={kind: import, target: 'a:b', loss: mse}"],
+         r"task\.loss: an 'import' task brings its own loss"),
+        (["task={kind: import, target: '{m}:not_a_task'}"],
+         r"task\.target: 'my_blobs:not_a_task' returned int, not a task"),
+        (["task={kind: import, target: '{m}:float_task'}"],
+         r"task\.target: the task of 'my_blobs:float_task' returned float, not a TaskOutput"),
+        (["task={kind: import, target: '{m}:Regression', kwargs: {size: 2}}"],
+         r"task\.kwargs: my_blobs:Regression\(\*\*\{'size': 2\}\) failed: TypeError"),
+        (["eval.early_stopping_metric=val_accuracy"],
+         r"eval\.early_stopping_metric: 'val_accuracy' is not a metric the task 'my_blobs:"
+         r"Regression' reports in evaluation \(allowed: val_loss, val_mae\)"),
+        (["eval.metrics={mae: 'builtins:abs'}"],
+         r"eval\.metrics: 'mae' is a metric the task 'my_blobs:Regression' reports already"),
+    ],
+)  # fmt: skip
+def test_an_imported_task_that_does_not_fit_fails_naming_the_field(
+    builders: str, tmp_path: Path, change: list[str], message: str
+) -> None:
+    overrides = _regression(builders, *(c.replace("{m}", builders) for c in change))
+    with pytest.raises(ConfigError, match=message):
+        train("digits-classifier", overrides=overrides, out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
