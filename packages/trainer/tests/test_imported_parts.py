@@ -77,6 +77,33 @@ def float_task():
     return lambda model, batch: 1.0
 
 
+class Items(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def train_dicts():
+    train, val = blobs()
+    return Items([{"x": x, "y": y} for x, y in train]), val
+
+
+def ragged():
+    train, _ = blobs()
+    return train, Items([(torch.zeros(1 + i % 2), torch.tensor(0)) for i in range(4)])
+
+
+def simclr(noise=0.1):
+    from torchsmith.trainer import ContrastiveTask
+
+    return ContrastiveTask(augment=lambda x: x + noise * torch.randn_like(x))
+
+
 def empty_val():
     return TensorDataset(torch.zeros(8, 3)), TensorDataset(torch.zeros(0, 3))
 """
@@ -152,10 +179,28 @@ def test_every_task_takes_imported_data() -> None:
     from torchsmith.trainer import validate_config
 
     data = {"kind": "import", "target": "a:b"}
-    for task, model in [("classification", "mlp"), ("contrastive", "encoder"),
-                        ("clip", "clip"), ("causal_lm", "gpt")]:  # fmt: skip
+    for task, model in [("classification", "mlp"), ("clip", "clip"), ("causal_lm", "gpt")]:
         config = validate_config({"task": {"kind": task}, "model": {"kind": model}, "data": data})
         assert config.data.kind == "import"
+    # The contrastive task a config builds draws digit views: a builder gives it others.
+    with pytest.raises(ConfigError, match=r"ContrastiveTask\(augment=your_views\) as task"):
+        validate_config(
+            {"task": {"kind": "contrastive"}, "model": {"kind": "encoder"}, "data": data}
+        )
+
+
+def test_contrastive_learning_on_imported_data_takes_its_views_from_a_task_builder(
+    builders: str, tmp_path: Path
+) -> None:
+    overrides = [
+        "task={kind: import, target: '" + builders + ":simclr'}",
+        "data={kind: import, target: '" + builders + ":blobs'}",
+        "model.in_features=3",
+        "training.max_steps=30",
+        "checkpoint.metric=val_loss",
+    ]
+    done = train("simclr-digits", overrides=overrides, out_dir=tmp_path)
+    assert done["step"] == 30 and "val_pair_accuracy" in done
 
 
 def test_a_language_model_on_imported_tokens(builders: str, tmp_path: Path) -> None:
@@ -176,11 +221,25 @@ def test_a_language_model_on_imported_tokens(builders: str, tmp_path: Path) -> N
     assert done["step"] == 5 and "val_perplexity" in done
 
 
-def test_data_that_does_not_fit_the_task_is_named(builders: str, tmp_path: Path) -> None:
-    """Contrastive views of 3 features: the built-in augmentation fits digits only."""
-    overrides = ["data={kind: import, target: '" + builders + ":blobs'}", "model.in_features=3"]
-    with pytest.raises(ConfigError, match=r"data\.target: the data of 'my_blobs:blobs', with "):
-        train("simclr-digits", overrides=overrides, out_dir=tmp_path / "run")
+@pytest.mark.parametrize(
+    ("builder", "message"),
+    [
+        ("train_dicts", r"data\.target: the data of 'my_blobs:train_dicts', with a 'mlp' model, "
+                        r"fails on a classification task's training batch before training: "
+                        r"DataError: classification expects batches of \(inputs, targets\), "
+                        r"got dict"),
+        ("ragged", r"data\.target: the first validation examples cannot be read into a batch: "
+                   r"RuntimeError: stack expects each tensor to be equal size"),
+    ],
+)  # fmt: skip
+def test_data_that_does_not_fit_the_task_is_named(
+    builders: str, tmp_path: Path, builder: str, message: str
+) -> None:
+    """Training items unlike validation's, validation items that do not stack: both found
+    before training, naming data.target, with nothing written."""
+    overrides = _overrides(f"{builders}:{builder}")
+    with pytest.raises(ConfigError, match=message):
+        train("digits-classifier", overrides=overrides, out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
 

@@ -164,6 +164,6 @@ def test_the_preflight_leaves_a_memory_bank_as_it_was(
         return list(trainer.stepper.model.state_dict().values())
 
     with_preflight = final_weights(tmp_path / "a")
-    monkeypatch.setattr(_build, "preflight", lambda *args: None)
+    monkeypatch.setattr(_build, "preflight", lambda *args, **kwargs: None)
     without = final_weights(tmp_path / "b")
     assert all(torch.equal(a, b) for a, b in zip(with_preflight, without, strict=True))

@@ -171,7 +171,14 @@ def _import_data(d: ImportedDataConfig) -> Data:
                 f"{type(dataset).__name__}; give a map-style dataset (len and [i]), which the "
                 "resumable sampler can index"
             )
-        if len(dataset) == 0:
+        try:
+            size = len(dataset)
+        except Exception as exc:
+            raise ConfigError(
+                f"data.target: len() of the {name} set {d.target!r} returned failed: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        if size == 0:
             raise ConfigError(f"data.target: the {name} set {d.target!r} returned is empty")
     return Data(made[0], made[1])
 
@@ -232,12 +239,12 @@ def build_trainer(
 ) -> Trainer:
     """Every part of a run, wired: seed, data, model, task, optimizer, loop, checkpoints."""
     device = resolve_device(config)
+    seed_everything(config.seed)  # task, data and weights: the same on every rank
     task = build_config_task(config)  # a bad task.loss fails here, before any data is read
     info = dist or init_distributed(device.type)
     for message in plan_warnings(config) if info.is_main else ():
         warnings.warn(message, UserWarning, stacklevel=2)
-    seed_everything(config.seed + info.rank)
-    data = build_data(config, base_dir)
+    data = build_data(config, base_dir)  # a builder's random split: one split for all ranks
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = build_model(config, data.tokenizer).to(device)
     loss = getattr(task, "loss", None)
@@ -247,8 +254,8 @@ def build_trainer(
     metrics = {
         name: import_callable(target, f"eval.metrics.{name}") for name, target in ev.metrics.items()
     }
-    preflight(config, model, task, data.val, device, metrics)  # RNGs and weights untouched
-    torch.manual_seed(config.seed + info.rank)
+    preflight(config, model, task, data.val, device, metrics, train=data.train)  # RNGs kept
+    seed_everything(config.seed + info.rank)  # from here each rank draws its own
     optimizer = build_optimizer(model, config.optim)
     if isinstance(loss, nn.Module):
         add_loss_parameters(optimizer, loss)
@@ -267,7 +274,7 @@ def build_trainer(
         nonfinite=tr.nonfinite,
         dist=info,
         defer_nonfinite_check={"auto": None, "step": False, "window": True}[tr.nonfinite_check],
-        items_per_micro_batch=loader_cfg.batch_size * _tokens_per_example(config),
+        items_per_micro_batch=loader_cfg.batch_size * _tokens_per_example(config, data),
     )
     out_dir = Path(config.out_dir)
     checkpoints = CheckpointManager(
@@ -371,11 +378,16 @@ def data_fingerprint(data: Data) -> dict[str, str]:
     return {"data_sha256": digest.hexdigest()}
 
 
-def _tokens_per_example(config: ExperimentConfig) -> int:
-    """A language model's loss is a mean over tokens: a block's worth per example."""
-    if config.task.kind == "causal_lm" and isinstance(config.data, TextDataConfig):
+def _tokens_per_example(config: ExperimentConfig, data: Data) -> int:
+    """A language model's loss is a mean over tokens: a block's worth per example (for
+    imported data, the targets of its first example)."""
+    if config.task.kind != "causal_lm":
+        return 1
+    if isinstance(config.data, TextDataConfig):
         return config.data.block_size
-    return 1
+    example = data.train[0]
+    targets = example[1] if isinstance(example, tuple | list) and len(example) == 2 else None
+    return max(1, torch.as_tensor(targets).numel()) if targets is not None else 1
 
 
 def _eval_hooks(config: ExperimentConfig, tokenizer: Tokenizer | None) -> list[EvalHook]:

@@ -391,7 +391,14 @@ class ExperimentConfig(_Section):
             )
         if task == "clip" and isinstance(data, DigitsDataConfig) and not data.captions:
             problems.append("data.captions: a clip task needs image-caption pairs; set it true")
-        if isinstance(model, CLIPConfig) and model.vocab_size < CAPTION_VOCAB:
+        if task == "contrastive" and data.kind == "import":
+            problems.append(
+                "data.kind: the contrastive task a config builds draws 8x8 digit views; for "
+                "your own data, name a builder returning ContrastiveTask(augment=your_views) "
+                "as task.target (task.kind = 'import')"
+            )
+        digit_captions = isinstance(data, DigitsDataConfig)
+        if digit_captions and isinstance(model, CLIPConfig) and model.vocab_size < CAPTION_VOCAB:
             problems.append(
                 f"model.vocab_size: the digit captions are bytes up to {CAPTION_VOCAB - 1} "
                 f"('z'), so it must be at least {CAPTION_VOCAB}, not {model.vocab_size}"

@@ -36,15 +36,21 @@ def preflight(
     val: Dataset[Any],
     device: torch.device,
     metrics: Mapping[str, MetricFn],
+    train: Dataset[Any] | None = None,
 ) -> None:
     """Run two validation examples through ``task`` and each of ``metrics``; a ConfigError
     naming the field (``task.loss``, ``model``, ``data.target`` for imported data,
-    ``eval.metrics.<name>``, or the metric a top-k needs) for what fails."""
-    batch = move_to(default_collate([val[i] for i in range(min(2, len(val)))]), device)  # type: ignore[arg-type]
+    ``eval.metrics.<name>``, or the metric a top-k needs) for what fails. Imported data's
+    ``train`` set goes through the task too: its examples may differ from validation's."""
+    imported = config.data.kind == "import"
+    batch = _first_batch(config, val, "validation", device)
     training, rngs = model.training, rng_state()
     model.eval()
     try:
         with torch.no_grad():
+            if imported and train is not None:
+                train_batch = _first_batch(config, train, "training", device)
+                _run_task(config, model, copy.deepcopy(task), train_batch, "training")
             out = _run_task(config, model, copy.deepcopy(task), batch)
             if config.task.kind == "import":
                 _check_imported_metrics(config, out)
@@ -56,7 +62,24 @@ def preflight(
         set_rng_state(rngs)
 
 
-def _run_task(config: ExperimentConfig, model: nn.Module, task: Any, batch: Any) -> Any:
+def _first_batch(
+    config: ExperimentConfig, data: Dataset[Any], name: str, device: torch.device
+) -> Any:
+    """The first two examples of ``data``, collated as a DataLoader would, on ``device``."""
+    try:
+        examples = [data[i] for i in range(min(2, len(data)))]  # type: ignore[arg-type]
+        return move_to(default_collate(examples), device)
+    except Exception as exc:  # an item that cannot be read, or items that do not stack
+        field = "data.target" if config.data.kind == "import" else "data"
+        raise ConfigError(
+            f"{field}: the first {name} examples cannot be read into a batch: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _run_task(
+    config: ExperimentConfig, model: nn.Module, task: Any, batch: Any, which: str = "validation"
+) -> Any:
     try:
         return task(model, batch)
     except ConfigError:
@@ -72,7 +95,7 @@ def _run_task(config: ExperimentConfig, model: nn.Module, task: Any, batch: Any)
         if target is not None:  # imported data: it may be the part that does not fit
             field, what = "data.target", f"the data of {target!r}, with {what},"
         raise ConfigError(
-            f"{field}: {what} fails on a {t.kind} task's validation batch before training: "
+            f"{field}: {what} fails on a {t.kind} task's {which} batch before training: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
 

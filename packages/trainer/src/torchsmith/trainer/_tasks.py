@@ -36,7 +36,10 @@ TaskFn = Callable[[nn.Module, Any], TaskOutput]
 def _pair(batch: Any, task: str) -> tuple[Any, Any]:
     """``batch`` as (inputs, targets), or an error naming the task and what came instead."""
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
-        raise DataError(f"{task} expects batches of (inputs, targets), got {type(batch).__name__}")
+        got = type(batch).__name__
+        if isinstance(batch, (tuple, list)):
+            got = f"a {got} of {len(batch)}"
+        raise DataError(f"{task} expects batches of (inputs, targets), got {got}")
     return batch[0], batch[1]
 
 
