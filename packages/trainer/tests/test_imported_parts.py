@@ -69,6 +69,36 @@ class Regression:
         return TaskOutput(loss, y.shape[0], metrics)
 
 
+class WithCriterion(Regression):
+    def __init__(self):
+        super().__init__()
+        self.criterion = torch.nn.Linear(1, 1)  # parameters the trainer would not see
+
+
+class Locked(Regression):
+    def __init__(self):
+        super().__init__()
+        import threading
+
+        self.lock = threading.Lock()  # cannot be copied
+
+
+class FirstEvaluationOnly(Regression):
+    # Reports mae at its first evaluation's batches only (3 batches of 32: 80 examples).
+
+    def __init__(self):
+        super().__init__()
+        self.eval_batches = 0
+
+    def __call__(self, model, batch):
+        out = super().__call__(model, batch)
+        if not model.training:
+            self.eval_batches += 1
+            if self.eval_batches > 3:
+                out.metrics.clear()
+        return out
+
+
 def not_a_task():
     return 3
 
@@ -283,6 +313,15 @@ def test_an_imported_task_trains_stops_early_and_resumes_bitwise(
          r"task\.target: only an 'import' task takes one, not a classification task"),
         (["task={kind: import, target: 'a:b', loss: mse}"],
          r"task\.loss: an 'import' task brings its own loss"),
+        (["task={kind: import, target: '{m}:WithCriterion'}"],
+         r"task\.target: the task 'my_blobs:WithCriterion' holds \['criterion'\]; the trainer "
+         r"trains, saves and restores a task's parameters and buffers only in its `loss`"),
+        (["task={kind: import, target: '{m}:linear'}"],
+         r"task\.target: the task 'my_blobs:linear' itself a Module"),
+        (["task={kind: import, target: '{m}:Locked'}"],
+         r"task\.target: the task 'my_blobs:Locked' cannot be copied \(TypeError"),
+        (["task={kind: import, target: 'my_blobs.Regression:__call__'}"],
+         r"task\.target: cannot import"),
         (["task={kind: import, target: '{m}:not_a_task'}"],
          r"task\.target: 'my_blobs:not_a_task' returned int, not a task"),
         (["task={kind: import, target: '{m}:float_task'}"],
@@ -303,3 +342,16 @@ def test_an_imported_task_that_does_not_fit_fails_naming_the_field(
     with pytest.raises(ConfigError, match=message):
         train("digits-classifier", overrides=overrides, out_dir=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_an_evaluation_replaces_the_last_ones_metrics(builders: str, tmp_path: Path) -> None:
+    """A metric the task no longer reports is not carried over from an earlier evaluation:
+    a checkpoint (and keep-best) holds only what was measured at its step."""
+    task = ["task={kind: import, target: '" + builders + ":FirstEvaluationOnly'}"]
+    done = train("digits-classifier", overrides=_regression(builders, *task, "loader.batch_size=32",
+                 "training.max_steps=40"), out_dir=tmp_path)  # fmt: skip
+    assert "val_mae" not in done and "val_loss" in done
+    meta = (tmp_path / "checkpoints" / "step-00000040" / "meta.json").read_text()
+    assert '"val_mae"' not in meta
+    first = (tmp_path / "checkpoints" / "step-00000020" / "meta.json").read_text()
+    assert '"val_mae"' in first

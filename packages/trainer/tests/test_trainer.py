@@ -194,8 +194,14 @@ def test_early_stopping_modes() -> None:
         False,
         True,
     ]
-    with pytest.raises(ConfigError, match=r"eval.early_stopping_metric: 'acc' is not among"):
-        stop.update({"loss": 1.0})
+    # Not measured at an evaluation (a task that reports it on some only): no improvement.
+    stop = EarlyStopping("acc", patience=2, mode="max")
+    with pytest.warns(UserWarning, match=r"'acc' was not measured at this evaluation"):
+        assert [stop.update(m) for m in ({"acc": 0.5}, {"loss": 1.0}, {"loss": 1.0})] == [
+            False,
+            False,
+            True,
+        ]
 
 
 def test_a_nan_evaluation_is_never_the_best() -> None:
@@ -227,6 +233,10 @@ def test_running_mean_is_item_weighted() -> None:
     assert mean.compute() == {"x": 2.0}
     mean.reset()
     assert mean.compute() == {}
+    # A value some batches do not report is the mean over the batches that do.
+    mean.update({"x": 1.0, "y": 3.0}, 2)
+    mean.update({"x": 5.0}, 2)
+    assert mean.compute() == {"x": 3.0, "y": 3.0}
 
 
 @pytest.mark.parametrize("accum", [1, 2])

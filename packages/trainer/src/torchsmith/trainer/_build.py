@@ -200,10 +200,22 @@ def _import_task(target: str, kwargs: dict[str, Any]) -> TaskFn:
         raise ConfigError(
             f"task.kwargs: {target}(**{kwargs}) failed: {type(exc).__name__}: {exc}"
         ) from exc
-    if not callable(task):
+    if isinstance(task, type) or not callable(task):
+        made = f"the class {task.__name__}" if isinstance(task, type) else type(task).__name__
         raise ConfigError(
-            f"task.target: {target!r} returned {type(task).__name__}, not a task: a callable "
-            "(model, batch) -> TaskOutput"
+            f"task.target: {target!r} returned {made}, not a task: a callable "
+            "(model, batch) -> TaskOutput (return an instance)"
+        )
+    modules = (
+        [name for name, v in vars(task).items() if isinstance(v, nn.Module)]
+        if hasattr(task, "__dict__")
+        else []
+    )
+    if isinstance(task, nn.Module) or set(modules) - {"loss"}:
+        held = "itself a Module" if isinstance(task, nn.Module) else f"holds {modules}"
+        raise ConfigError(
+            f"task.target: the task {target!r} {held}; the trainer trains, saves and restores "
+            "a task's parameters and buffers only in its `loss` attribute, so keep them there"
         )
     return task  # type: ignore[no-any-return]
 

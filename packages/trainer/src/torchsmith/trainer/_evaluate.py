@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -163,11 +164,15 @@ def _reduce(means: RunningMean, dist: Dist, device: torch.device | None) -> None
     A rank may have seen no batch (fewer batches than ranks), so the names are agreed first.
     """
     names = sorted({n for names in gather_objects(sorted(means.sums), dist) for n in names})
-    local = [float(means.items)] + [float(means.sums.get(n, 0.0)) for n in names]
+    local = [float(means.items)]
+    local += [float(means.sums.get(n, 0.0)) for n in names]
+    local += [float(means.counts.get(n, 0)) for n in names]
     packed = torch.tensor(local, dtype=torch.float64, device=device)
-    total = all_reduce_sum(packed, dist).cpu()
+    total = all_reduce_sum(packed, dist).cpu().tolist()
+    sums, counts = total[1 : 1 + len(names)], total[1 + len(names) :]
     means.items = int(total[0])
-    means.sums = {n: float(v) for n, v in zip(names, total[1:].tolist(), strict=True)}
+    means.sums = dict(zip(names, sums, strict=True))
+    means.counts = {n: int(c) for n, c in zip(names, counts, strict=True)}
 
 
 @dataclass
@@ -189,13 +194,16 @@ class EarlyStopping:
             raise ValueError(f"patience: at least 1 evaluation, not {self.patience}")
 
     def update(self, metrics: dict[str, float]) -> bool:
-        """Record one evaluation; True when training should stop."""
-        if self.metric not in metrics:  # an imported model with fewer classes than a top-k
-            raise ConfigError(
-                f"eval.early_stopping_metric: {self.metric!r} is not among the evaluation's "
-                f"metrics {sorted(metrics)}"
+        """Record one evaluation; True when training should stop. A value that is missing
+        (a task that reports the metric on some evaluations only), NaN or infinite is no
+        improvement."""
+        value = metrics.get(self.metric, float("nan"))
+        if self.metric not in metrics:
+            warnings.warn(
+                f"eval.early_stopping_metric: {self.metric!r} was not measured at this "
+                f"evaluation (it reported {sorted(metrics)}); counted as no improvement",
+                stacklevel=2,
             )
-        value = metrics[self.metric]
         improved = math.isfinite(value) and (
             self.best is None
             or (

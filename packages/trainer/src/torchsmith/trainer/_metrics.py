@@ -36,11 +36,16 @@ def perplexity(mean_token_loss: float) -> float:
 
 
 class RunningMean:
-    """Item-weighted means of named values; tensors stay on device until :meth:`compute`."""
+    """Item-weighted means of named values; tensors stay on device until :meth:`compute`.
+
+    Each name is averaged over the items of the batches that reported it, so a metric a
+    task reports on some batches only is the mean of those, not diluted by the others.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
-        self.items: int | torch.Tensor = 0
+        self.counts: dict[str, torch.Tensor | int] = {}  # items behind each name's sum
+        self.items: int | torch.Tensor = 0  # items of every batch added
 
     def update(
         self, values: Mapping[str, float | torch.Tensor], num_items: int | torch.Tensor
@@ -56,15 +61,14 @@ class RunningMean:
             if isinstance(weighted, torch.Tensor) and isinstance(num_items, torch.Tensor):
                 weighted = torch.where(num_items > 0, weighted, torch.zeros_like(weighted))
             self.sums[name] = self.sums.get(name, 0.0) + weighted
+            self.counts[name] = self.counts.get(name, 0) + num_items
         self.items = self.items + num_items
 
     def compute(self) -> dict[str, float]:
         """The means, as floats (one host sync per value), or {} when nothing was added."""
-        items = float(self.items)
-        if not items:
-            return {}
-        return {name: float(total) / items for name, total in self.sums.items()}
+        counts = {name: float(count) for name, count in self.counts.items()}
+        return {name: float(self.sums[name]) / n for name, n in counts.items() if n}
 
     def reset(self) -> None:
         """Forget every value added: start a new mean (say, for the next evaluation)."""
-        self.sums, self.items = {}, 0
+        self.sums, self.counts, self.items = {}, {}, 0

@@ -50,8 +50,8 @@ def preflight(
         with torch.no_grad():
             if imported and train is not None:
                 train_batch = _first_batch(config, train, "training", device)
-                _run_task(config, model, copy.deepcopy(task), train_batch, "training")
-            out = _run_task(config, model, copy.deepcopy(task), batch)
+                _run_task(config, model, _copy(config, task), train_batch, "training")
+            out = _run_task(config, model, _copy(config, task), batch)
             if config.task.kind == "import":
                 _check_imported_metrics(config, out)
             for name, fn in metrics.items():
@@ -60,6 +60,18 @@ def preflight(
     finally:
         model.train(training)
         set_rng_state(rngs)
+
+
+def _copy(config: ExperimentConfig, task: Any) -> Any:
+    """A copy of ``task`` to check, so that the run's own (a memory bank) is left as it was."""
+    try:
+        return copy.deepcopy(task)
+    except Exception as exc:
+        raise ConfigError(
+            f"task.target: the task {config.task.target!r} cannot be copied "
+            f"({type(exc).__name__}: {exc}); the check before training runs a copy so that "
+            "it leaves the task as it was"
+        ) from exc
 
 
 def _first_batch(

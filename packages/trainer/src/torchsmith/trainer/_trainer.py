@@ -312,6 +312,9 @@ class Trainer:
             autocast=stepper.autocast(),
             dist=self.dist,
         )
+        # This evaluation's numbers replace the last one's, also where it measured fewer
+        # (a task that reports a metric on some evaluations only): none is carried over.
+        self.metrics = {k: v for k, v in self.metrics.items() if not k.startswith("val_")}
         self.metrics.update(values)
         self._eval_keys = set(values)
         message = self.evaluation.notes(unwrap(model), self.step)
