@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,24 +21,28 @@ def _own_loop() -> str:
     return found.group(1)
 
 
-def _run(code: str, cwd: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+def _run(code: str, cwd: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run ``code`` as a script in ``cwd``, in this process (a fresh interpreter would
+    spend seconds importing torch); what it prints."""
+    monkeypatch.chdir(cwd)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, str(DOC), "exec"), {"__name__": "__main__"})
+    return printed.getvalue()
 
 
-def test_the_own_loop_example_learns_and_resumes_bitwise(tmp_path: Path) -> None:
+def test_the_own_loop_example_learns_and_resumes_bitwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     code = _own_loop()
     assert "STEPS = 300" in code
     whole, split = tmp_path / "whole", tmp_path / "split"
     whole.mkdir(), split.mkdir()
-    printed = _run(code, whole).splitlines()
+    printed = _run(code, whole, monkeypatch).splitlines()
     last = {k: float(v) for k, v in re.findall(r"'(val_\w+)': ([\d.]+)", printed[-1])}
     assert printed[-1].startswith("300 ") and last["val_accuracy"] >= 0.9
-    _run(code.replace("STEPS = 300", "STEPS = 150"), split)  # stopped at step 150
-    resumed = _run(code, split).splitlines()  # run again: resumes from step 150
+    _run(code.replace("STEPS = 300", "STEPS = 150"), split, monkeypatch)  # stopped at 150
+    resumed = _run(code, split, monkeypatch).splitlines()  # run again: resumes from 150
     assert [line.split()[0] for line in resumed] == ["200", "250", "300"]
     model = Path("runs/own/checkpoints/latest/model.safetensors")
     assert (whole / model).read_bytes() == (split / model).read_bytes()
