@@ -1,4 +1,5 @@
-"""The own-loop example of docs/trainer.md runs as printed, and resumes exactly."""
+"""docs/trainer.md against the code: the own-loop example runs as printed and resumes
+exactly; the config reference lists the defaults the code has."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def test_the_own_loop_example_learns_and_resumes_bitwise(
     assert [line.split()[0] for line in resumed] == ["200", "250", "300"]
     model = Path("runs/own/checkpoints/latest/model.safetensors")
     assert (whole / model).read_bytes() == (split / model).read_bytes()
+
+
+def test_the_config_reference_lists_the_defaults() -> None:
+    import yaml
+
+    from torchsmith.trainer import ExperimentConfig
+
+    section = DOC.read_text().split("## Config reference (defaults)", 1)[1]
+    found = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert found, "docs/trainer.md: the config reference lost its defaults"
+    assert yaml.safe_load(found.group(1)) == ExperimentConfig().model_dump(mode="json")

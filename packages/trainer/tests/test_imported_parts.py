@@ -75,6 +75,12 @@ class WithCriterion(Regression):
         self.criterion = torch.nn.Linear(1, 1)  # parameters the trainer would not see
 
 
+class WithHeads(Regression):
+    def __init__(self):
+        super().__init__()
+        self.heads = [torch.nn.Linear(1, 1)]  # in a list: not seen by the trainer either
+
+
 class Locked(Regression):
     def __init__(self):
         super().__init__()
@@ -316,6 +322,8 @@ def test_an_imported_task_trains_stops_early_and_resumes_bitwise(
         (["task={kind: import, target: '{m}:WithCriterion'}"],
          r"task\.target: the task 'my_blobs:WithCriterion' holds \['criterion'\]; the trainer "
          r"trains, saves and restores a task's parameters and buffers only in its `loss`"),
+        (["task={kind: import, target: '{m}:WithHeads'}"],
+         r"task\.target: the task 'my_blobs:WithHeads' holds \['heads'\]"),
         (["task={kind: import, target: '{m}:linear'}"],
          r"task\.target: the task 'my_blobs:linear' itself a Module"),
         (["task={kind: import, target: '{m}:Locked'}"],

@@ -183,6 +183,14 @@ def _import_data(d: ImportedDataConfig) -> Data:
     return Data(made[0], made[1])
 
 
+def _holds_module(value: Any) -> bool:
+    """A module, or a list, tuple, set or dict with one in it (one level down)."""
+    if isinstance(value, list | tuple | set | dict):
+        items = value.values() if isinstance(value, dict) else value
+        return any(isinstance(item, nn.Module) for item in items)
+    return isinstance(value, nn.Module)
+
+
 def build_config_task(config: ExperimentConfig) -> TaskFn:
     """The task of ``config.task``; its loss is reachable as ``task.loss``."""
     t = config.task
@@ -206,11 +214,7 @@ def _import_task(target: str, kwargs: dict[str, Any]) -> TaskFn:
             f"task.target: {target!r} returned {made}, not a task: a callable "
             "(model, batch) -> TaskOutput (return an instance)"
         )
-    modules = (
-        [name for name, v in vars(task).items() if isinstance(v, nn.Module)]
-        if hasattr(task, "__dict__")
-        else []
-    )
+    modules = [name for name, v in getattr(task, "__dict__", {}).items() if _holds_module(v)]
     if isinstance(task, nn.Module) or set(modules) - {"loss"}:
         held = "itself a Module" if isinstance(task, nn.Module) else f"holds {modules}"
         raise ConfigError(
