@@ -1,11 +1,11 @@
 """Reading a config: TOML or YAML files, ``--set a.b=value`` overrides, and validation
 into one :class:`ConfigError` that names each bad field.
 
-YAML is read by the YAML 1.2 rules, as TOML and JSON read numbers and booleans: ``1e-4`` is
-a number (YAML 1.1, PyYAML's default, makes it text), ``017`` is 17 (not octal 15),
-``1:30`` is text (not 90), ``on``/``yes`` are text (not true) and so is ``2026-11-26`` (not
-a date); ``1_000`` is 1000, as in TOML. The same config means the same in a ``.toml``
-file, a ``.yaml`` file and a ``--set``.
+YAML is read by the YAML 1.2 core schema's rules plus TOML's ``_`` digit separators, so it
+reads numbers and booleans as TOML does: ``1e-4`` is a number (YAML 1.1, PyYAML's default,
+makes it text), ``1_000`` is 1000, ``017`` is 17 (not octal 15), ``1:30`` is text (not 90),
+``on``/``yes`` are text (not true) and so is ``2026-11-26`` (not a date). The same config
+means the same in a ``.toml`` file, a ``.yaml`` file and a ``--set``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ _Yaml12Loader.add_constructor(_FLOAT, _float)
 
 
 def load_yaml(text: str) -> Any:
-    """``text`` read as YAML by the 1.2 rules (see the module's docstring)."""
+    """``text`` read as YAML by the 1.2 core schema's rules (see the module's docstring)."""
     return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: builds no Python objects
 
 
