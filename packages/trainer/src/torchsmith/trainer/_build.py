@@ -135,14 +135,20 @@ def import_callable(target: str, field: str) -> Any:
     return found
 
 
-def _import_model(m: ImportedModelConfig) -> nn.Module:
-    build = import_callable(m.target, "model.target")
+def _built(section: str, target: str, kwargs: dict[str, Any]) -> Any:
+    """``target(**kwargs)`` for config ``section`` (an ``import`` model, data or task); a
+    ConfigError naming ``section.target`` or ``section.kwargs`` when it fails."""
+    build = import_callable(target, f"{section}.target")
     try:
-        model = build(**m.kwargs)
+        return build(**kwargs)
     except Exception as exc:  # wrong or missing kwargs, or the builder's own refusal
         raise ConfigError(
-            f"model.kwargs: {m.target}(**{m.kwargs}) failed: {type(exc).__name__}: {exc}"
+            f"{section}.kwargs: {target}(**{kwargs}) failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _import_model(m: ImportedModelConfig) -> nn.Module:
+    model = _built("model", m.target, m.kwargs)
     if not isinstance(model, nn.Module):
         raise ConfigError(
             f"model.target: {m.target!r} returned {type(model).__name__}, not a Module"
@@ -151,13 +157,7 @@ def _import_model(m: ImportedModelConfig) -> nn.Module:
 
 
 def _import_data(d: ImportedDataConfig) -> Data:
-    build = import_callable(d.target, "data.target")
-    try:
-        made = build(**d.kwargs)
-    except Exception as exc:  # wrong or missing kwargs, or the builder's own refusal
-        raise ConfigError(
-            f"data.kwargs: {d.target}(**{d.kwargs}) failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    made = _built("data", d.target, d.kwargs)
     if not (isinstance(made, tuple | list) and len(made) == 2):
         raise ConfigError(
             f"data.target: {d.target!r} returned {type(made).__name__}, not (train, val) datasets"
@@ -201,13 +201,7 @@ def build_config_task(config: ExperimentConfig) -> TaskFn:
 
 
 def _import_task(target: str, kwargs: dict[str, Any]) -> TaskFn:
-    build = import_callable(target, "task.target")
-    try:
-        task = build(**kwargs)
-    except Exception as exc:  # wrong or missing kwargs, or the builder's own refusal
-        raise ConfigError(
-            f"task.kwargs: {target}(**{kwargs}) failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    task = _built("task", target, kwargs)
     if isinstance(task, type) or not callable(task):
         made = f"the class {task.__name__}" if isinstance(task, type) else type(task).__name__
         raise ConfigError(
