@@ -60,6 +60,16 @@ def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path: Path) -> None
     full, resumed = _weights(tmp_path / "ddp"), _weights(tmp_path / "resumed")
     assert all(torch.equal(full[k], resumed[k]) for k in full)
 
+    # Each rank's checkpoint kept its losses of steps 5 (logged at the stop) and 6-8 are
+    # logged at 8 over both ranks, as the uninterrupted run logged them.
+    def losses(out: Path) -> dict[int, float]:
+        events = map(json.loads, (out / "metrics.jsonl").open())
+        return {e["step"]: e["metrics"]["loss"] for e in events if e["kind"] == "step"}
+
+    one_run, resumed_run = losses(tmp_path / "ddp"), losses(tmp_path / "resumed")
+    assert resumed_run.keys() == one_run.keys() | {5}
+    assert all(resumed_run[step] == loss for step, loss in one_run.items())
+
 
 def _two_ranks(script: str, out: Path) -> None:
     """Run ``script`` in 2 gloo processes under torchrun; it writes its results into ``out``."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torchsmith.trainer import ExperimentConfig, build_trainer
+from torchsmith.trainer import ExperimentConfig, ListSink, build_trainer
 from torchsmith.trainer._distributed import unwrap
 
 from .conftest import poison_step, small_config
@@ -89,6 +89,43 @@ def test_resume_with_early_stopping_stops_where_the_uninterrupted_run_stops(
         metrics = resumed.fit()
         assert resumed.step == 6 and metrics["train_loss"] == reference.metrics["train_loss"]
         _assert_bitwise_equal(unwrap(resumed.stepper.model).state_dict(), expected)
+
+
+# "window": the losses stay tensors until the log (the deferred check of a GPU run)
+@pytest.mark.parametrize(("accum", "check"), [(1, "step"), (2, "step"), (1, "window")])
+def test_a_resumed_run_logs_the_losses_one_run_logs(tmp_path: Path, accum: int, check: str) -> None:
+    """log_every 4, stopped at 6: the stop logs steps 5-6 and its checkpoint keeps their
+    losses, so the resumed run logs 5-8 at step 8 as one run does, and from a periodic
+    checkpoint at 7 (as after a SIGKILL) too."""
+    overrides = [
+        f"training.grad_accum={accum}",
+        f"training.nonfinite_check={check}",
+        "training.log_every=4",
+        "training.max_steps=10",
+        "checkpoint.every_steps=7",
+    ]
+
+    def logged(out: Path, stop: int | None = None, resume: str | None = None) -> dict:
+        config = small_config(out, *overrides)
+        config.training.stop_after = stop
+        sink = ListSink()
+        trainer = build_trainer(config, sinks=[sink])
+        if resume:
+            trainer.resume(resume)
+        metrics = trainer.fit()
+        steps = {e.step: e.metrics["loss"] for e in sink.events if e.kind == "step"}
+        return {"steps": steps, "train_loss": metrics["train_loss"]}
+
+    one_run = logged(tmp_path / "a")
+    assert list(one_run["steps"]) == [4, 8, 10]
+    stopped = logged(tmp_path / "b", stop=6)
+    assert list(stopped["steps"]) == [4, 6]
+    resumed = logged(tmp_path / "b", resume="latest")
+    assert resumed == {"steps": {8: one_run["steps"][8], 10: one_run["steps"][10]},
+                       "train_loss": one_run["train_loss"]}  # fmt: skip
+    logged(tmp_path / "c", stop=9)
+    from_seven = logged(tmp_path / "c", resume=str(tmp_path / "c/checkpoints/step-00000007"))
+    assert from_seven["steps"] == {8: one_run["steps"][8], 10: one_run["steps"][10]}
 
 
 def test_skipped_steps_are_counted_across_a_resume(tmp_path: Path) -> None:

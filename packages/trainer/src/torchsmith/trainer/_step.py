@@ -124,20 +124,37 @@ class Stepper:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self._device.type, dtype=dtype)
 
-    def pop_tracked(self) -> tuple[torch.Tensor | None, int]:
+    def pop_tracked(self, keep: bool = False) -> tuple[torch.Tensor | None, int]:
         """The item-weighted loss sum (float64, on the loss's device) and the item count since
-        the last call (``track`` only; the count is read from the device if counted there)."""
-        tracked, self._tracked = self._tracked, []
+        the last call (``track`` only; the count is read from the device if counted there).
+
+        ``keep``: leave them tracked, for a log before the interval's end (a run stopping
+        between logs) whose checkpoint carries the interval on (:meth:`tracked_state`).
+        """
+        tracked = self._tracked
+        if not keep:
+            self._tracked = []
         if not tracked:
             return None, 0
         values, items = [value for value, _ in tracked], [n for _, n in tracked]
-        if self._defer:  # tensors, left on the device: one stack, no sync here
+        if all(isinstance(value, torch.Tensor) for value in values):  # deferred: no sync here
             losses = torch.stack(values).double()  # type: ignore[arg-type]
-        else:
-            losses = torch.tensor(values, dtype=torch.float64, device=self._device)
+        else:  # read with the NaN check (or restored by load_tracked_state)
+            losses = torch.tensor([float(v) for v in values], dtype=torch.float64)
+            losses = losses.to(self._device)
         f64 = torch.float64  # an int, or a count made on the device
         counts = torch.stack([torch.as_tensor(n, dtype=f64, device=losses.device) for n in items])
         return (losses * counts).sum(), int(counts.sum())
+
+    def tracked_state(self) -> list[tuple[float, int]]:
+        """Each tracked micro-batch's (mean loss, items) since the last pop, as numbers (a
+        sync on a GPU): what a checkpoint between logs keeps, so that the run resumed from
+        it logs that interval's loss as the uninterrupted run does."""
+        return [(float(value), int(n)) for value, n in self._tracked]
+
+    def load_tracked_state(self, entries: Sequence[Sequence[float]]) -> None:
+        """Track ``entries`` (from :meth:`tracked_state`) before the steps to come."""
+        self._tracked = [(float(value), int(n)) for value, n in entries]
 
     def __call__(
         self,

@@ -257,7 +257,9 @@ class Trainer:
         now, s = time.perf_counter(), self.schedule
         elapsed, wait = now - self._interval_clock, self._wait
         self._interval_clock, self._wait = now, 0.0
-        loss_sum, items = self.stepper.pop_tracked()
+        # Off the schedule (a stop between logs), the interval stays open: its checkpoint
+        # carries it on, and the resumed run's next log covers it as one run's would.
+        loss_sum, items = self.stepper.pop_tracked(keep=self.step % s.log_every != 0)
         steps, self._interval_step = self.step - self._interval_step, self.step
         loss = float("nan")  # no step tracked: every one was skipped
         if loss_sum is not None and self.dist.enabled:  # every rank tracks, so all join
@@ -333,6 +335,8 @@ class Trainer:
             "rng": gather_objects(rng_state(), self.dist),
             "data": self.data.state_dict(),
             "loop": {"step": self.step, "skipped": self.stepper.skipped},
+            # Per rank: the losses since the last log, which the next log reports.
+            "log_interval": gather_objects(self.stepper.tracked_state(), self.dist),
             "meta": {**self.meta, "epoch": self.data.epoch},
         }
         if self.scheduler is not None:
@@ -415,6 +419,9 @@ class Trainer:
                 )
             loss.load_state_dict(self._mine(state["loss"]))
         self._restore_position(state["rng"], state["data"], source)
+        interval = state.get("log_interval", [])  # older checkpoints: a shorter first log
+        if self.stepper.track and len(interval) == self.dist.world_size:
+            self.stepper.load_tracked_state(self._mine(interval))
         self.step = int(state["loop"]["step"])
         self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
         self._restore_measurements(state.get("meta", {}).get("metrics", {}))
