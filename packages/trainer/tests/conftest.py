@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,35 @@ def poison_step(trainer: Trainer, step: int) -> None:
         return out
 
     trainer.stepper.task = poisoned
+
+
+# What a log records of time, which no two runs share.
+TIMINGS = {"samples_per_s", "tokens_per_s", "data_wait_fraction", "step_time_s"}
+
+
+def logged_events(out: Path) -> list[dict[str, Any]]:
+    """The metrics log, timings and absolute paths aside."""
+    events = []
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        event = json.loads(line)
+        event["metrics"] = {k: v for k, v in event["metrics"].items() if k not in TIMINGS}
+        if event["kind"] == "checkpoint":
+            event["message"] = Path(event["message"]).name
+        events.append({k: event[k] for k in ("kind", "step", "epoch", "metrics", "message")})
+    return events
+
+
+def assert_same_log(reference: list[Any], interrupted: list[Any], stops: set[int]) -> None:
+    """Every event of the uninterrupted run, in order; besides them only what a stop wrote
+    at its step: its log of the interval so far, an evaluation and a checkpoint."""
+    remaining = iter(interrupted)
+    for event in reference:
+        for other in remaining:
+            if other == event:
+                break
+            assert other["step"] in stops and other["kind"] in ("step", "eval", "checkpoint"), (
+                f"{other} is not in the uninterrupted run's log"
+            )
+        else:
+            raise AssertionError(f"{event} is missing from the interrupted run's log")
+    assert not list(remaining)

@@ -12,6 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from .conftest import assert_same_log, logged_events
+
 SCRIPT = "import sys; from torchsmith.trainer._cli import main; sys.exit(main(sys.argv[1:]))\n"
 # gloo on the CPU, also where a GPU is present.
 COMMON = ["digits-classifier", "--no-progress", "--set", "model.hidden=[32]",
@@ -246,3 +248,56 @@ def test_each_rank_draws_the_views_one_process_would(monkeypatch: pytest.MonkeyP
         combined.update(values, 2)  # two batches of 8 each
     for name, value in combined.compute().items():
         assert value == pytest.approx(one[name], rel=1e-6), name
+
+
+# Per rank: the augmentation RNG (contrastive), a memory bank of its own batches (ntxent),
+# the CLIP scale, token counts that differ by rank (causal_lm, reduced for the loss).
+DDP_TASKS = {
+    "contrastive, memory bank": [
+        "task={kind: contrastive, loss: ntxent, loss_kwargs: {memory_bank_size: 32}}",
+        "model={kind: encoder, hidden: 16}",
+    ],
+    "clip": [
+        "task.kind=clip",
+        "model={kind: clip, embed_dim: 8, hidden: 16}",
+        "data={kind: digits, captions: true}",
+    ],
+    "causal_lm": [
+        "task.kind=causal_lm",
+        "data={kind: text, block_size: 8}",
+        "model={kind: gpt, block_size: 8, n_layer: 1, n_head: 2, n_embd: 8}",
+    ],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(DDP_TASKS))
+def test_every_task_resumes_exactly_under_ddp(tmp_path: Path, task: str) -> None:
+    """Stopped at step 5 (between logs, evaluations and checkpoints) and resumed, a
+    2-process run ends on the same weights and writes the same log as one that never
+    stopped, its stop's own events aside."""
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    settings = [
+        *DDP_TASKS[task],
+        "loader.batch_size=8",
+        "training.grad_accum=2",
+        "training.log_every=3",
+        "eval={every_steps: 4, max_batches: 2}",
+        "checkpoint={every_steps: 6, metric: val_loss, mode: min}",
+        "training.device=cpu",
+    ]
+
+    def ddp(out: Path, *extra: str) -> None:
+        args = ["digits-classifier", "--no-progress", "--out", str(out), "--max-steps", "10"]
+        args += [arg for setting in settings for arg in ("--set", setting)]
+        subprocess.run([*torchrun, str(script), *args, *extra], env=env, check=True)
+
+    ddp(tmp_path / "one")
+    ddp(tmp_path / "two", "--max-steps", "5")
+    ddp(tmp_path / "two", "--resume", "latest")
+    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
+    assert_same_log(logged_events(tmp_path / "one"), logged_events(tmp_path / "two"), {5})

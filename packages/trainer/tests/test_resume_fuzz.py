@@ -23,14 +23,14 @@ from hypothesis import strategies as st
 from torchsmith.interfaces import TaskOutput
 from torchsmith.trainer import ClassificationTask, train
 
+from .conftest import assert_same_log, logged_events
+
 try:
     import torchsmith.losses  # noqa: F401
 
     _INSTALLED = {"losses"}
 except ImportError:  # the trainer installed alone: built-in losses only
     _INSTALLED = set()
-
-TIMINGS = {"samples_per_s", "tokens_per_s", "data_wait_fraction", "step_time_s"}
 
 TASKS: dict[str, dict[str, Any]] = {
     "classification": {"model": {"kind": "mlp", "hidden": [16], "dropout": 0.2}},
@@ -145,18 +145,6 @@ def runs(draw: st.DrawFn) -> tuple[dict[str, Any], list[tuple[int, str]]]:
     return config, [(stop, draw(st.sampled_from(["latest", "older"]))) for stop in stops]
 
 
-def _events(out: Path) -> list[dict[str, Any]]:
-    """The metrics log, timings and absolute paths aside."""
-    events = []
-    for line in (out / "metrics.jsonl").read_text().splitlines():
-        event = json.loads(line)
-        event["metrics"] = {k: v for k, v in event["metrics"].items() if k not in TIMINGS}
-        if event["kind"] == "checkpoint":
-            event["message"] = Path(event["message"]).name
-        events.append({k: event[k] for k in ("kind", "step", "epoch", "metrics", "message")})
-    return events
-
-
 def _latest(out: Path) -> Path:
     return (out / "checkpoints" / "latest").resolve()
 
@@ -224,23 +212,8 @@ def _check(tmp: Path, config: dict[str, Any], stops: list[tuple[int, str]]) -> N
     _same(_state(latest), _state(reference_latest), "state")
     for name, model in _kept_models(interrupted).items():  # a checkpoint is its step's
         assert model == _kept_models(reference).get(name, model), f"{name} differs"
-    _assert_same_log(_events(reference), _events(interrupted), {stop for stop, _ in stops})
-
-
-def _assert_same_log(reference: list[Any], interrupted: list[Any], stops: set[int]) -> None:
-    """Every event of the uninterrupted run, in order; besides them only what a stop wrote
-    at its step: its log of the interval so far, an evaluation and a checkpoint."""
-    remaining = iter(interrupted)
-    for event in reference:
-        for other in remaining:
-            if other == event:
-                break
-            assert other["step"] in stops and other["kind"] in ("step", "eval", "checkpoint"), (
-                f"{other} is not in the uninterrupted run's log"
-            )
-        else:
-            raise AssertionError(f"{event} is missing from the interrupted run's log")
-    assert not list(remaining)
+    stopped_at = {stop for stop, _ in stops}
+    assert_same_log(logged_events(reference), logged_events(interrupted), stopped_at)
 
 
 _examples: dict[str, Any] = dict(
