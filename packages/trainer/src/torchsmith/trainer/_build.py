@@ -32,6 +32,7 @@ from ._config import (
     ImportedDataConfig,
     ImportedModelConfig,
     MLPConfig,
+    ModelConfig,
     TextDataConfig,
 )
 from ._config_checks import plan_warnings
@@ -39,6 +40,7 @@ from ._data import BatchStream, ResumableSampler, build_loader, dataset_length
 from ._datasets import TokenBlocks, Tokenizer, digits, shipped_corpus, text_corpus
 from ._distributed import Dist, barrier, init_distributed, wrap_ddp
 from ._evaluate import EarlyStopping, EvalHook, Evaluation, TextSampler
+from ._model_size import check_fits
 from ._optim import build_optimizer, build_scheduler
 from ._preflight import preflight
 from ._rng import seed_everything
@@ -91,12 +93,15 @@ def _relative(path: Path, base_dir: Path | None) -> Path:
 
 
 def build_model(config: ExperimentConfig, tokenizer: Tokenizer | None = None) -> nn.Module:
-    """The model named by ``config.model`` (built-in kinds, or any builder by import path)."""
+    """The model named by ``config.model`` (built-in kinds, or any builder by import path).
+
+    A built-in model too big for this machine's memory, counted before it is built, or
+    one torch cannot allocate, is a ConfigError naming ``model``.
+    """
     m = config.model
-    if isinstance(m, MLPConfig):
-        return _models.mlp(m.in_features, m.hidden, m.num_classes, m.dropout)
-    if isinstance(m, EncoderConfig):
-        return _models.Encoder(m.in_features, m.hidden, m.projection)
+    if isinstance(m, ImportedModelConfig):
+        return _import_model(m)
+    vocab = None
     if isinstance(m, GPTConfig):
         vocab = m.vocab_size or (tokenizer.vocab_size if tokenizer else None)
         if vocab is None:
@@ -106,10 +111,36 @@ def build_model(config: ExperimentConfig, tokenizer: Tokenizer | None = None) ->
                 f"model.vocab_size: {vocab} is fewer than the tokenizer's "
                 f"{tokenizer.vocab_size} tokens; leave it unset to take the tokenizer's"
             )
+    check_fits(m, vocab)
+    try:
+        return _builtin_model(m, vocab)
+    except (RuntimeError, MemoryError) as exc:  # a size the allocator refuses
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ConfigError(
+            f"model: cannot build the {m.kind!r} model: {type(exc).__name__}: {first_line}"
+        ) from exc
+
+
+def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
+    try:
+        return model.to(device)
+    except torch.OutOfMemoryError as exc:
+        count = sum(p.numel() for p in model.parameters())
+        raise ConfigError(
+            f"model: {count:.3g} parameters do not fit on {device}: {str(exc).splitlines()[0]}"
+        ) from exc
+
+
+def _builtin_model(m: ModelConfig, vocab: int | None) -> nn.Module:
+    if isinstance(m, MLPConfig):
+        return _models.mlp(m.in_features, m.hidden, m.num_classes, m.dropout)
+    if isinstance(m, EncoderConfig):
+        return _models.Encoder(m.in_features, m.hidden, m.projection)
+    if isinstance(m, GPTConfig):
+        assert vocab is not None  # build_model checked it
         return _models.GPT(vocab, m.block_size, m.n_layer, m.n_head, m.n_embd, m.dropout)
-    if isinstance(m, CLIPConfig):
-        return _models.DualEncoder(m.image_features, m.vocab_size, m.embed_dim, m.hidden)
-    return _import_model(m)
+    assert isinstance(m, CLIPConfig)
+    return _models.DualEncoder(m.image_features, m.vocab_size, m.embed_dim, m.hidden)
 
 
 def import_callable(target: str, field: str) -> Any:
@@ -256,7 +287,7 @@ def build_trainer(
         warnings.warn(message, UserWarning, stacklevel=2)
     data = build_data(config, base_dir)  # a builder's random split: one split for all ranks
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    model = build_model(config, data.tokenizer).to(device)
+    model = _on_device(build_model(config, data.tokenizer), device)
     loss = getattr(task, "loss", None)
     if isinstance(loss, nn.Module):  # a learnable temperature, a memory bank
         loss.to(device)

@@ -127,7 +127,8 @@ class LoaderConfig(_Section):
 
     batch_size: int = Field(default=32, gt=0, description="Per process, per micro-batch.")
     eval_batch_size: int | None = Field(default=None, gt=0)
-    num_workers: int = Field(default=0, ge=0)
+    # At most 512: a mistyped count would fork processes until the machine gives out.
+    num_workers: int = Field(default=0, ge=0, le=512, description="Per training process.")
     prefetch_factor: int | None = Field(
         default=None, gt=0, description="Batches each worker loads ahead; None: torch's 2."
     )
