@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -95,3 +96,19 @@ def test_a_model_too_big_fails_before_any_file_is_written(tmp_path: Path) -> Non
 def test_a_worker_count_no_machine_runs_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"loader\.num_workers: Input should be less than or"):
         validate_config({"loader": {"num_workers": 2**40}})
+
+
+def test_a_model_the_gpu_cannot_hold_is_a_config_error() -> None:
+    from torch import nn
+
+    from torchsmith.trainer._build import _on_device
+
+    class TooBig(nn.Linear):
+        def to(self, *args: object, **kwargs: object) -> nn.Module:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB\nmore")
+
+    with pytest.raises(
+        ConfigError,
+        match=r"^model: 6 parameters do not fit on cuda: CUDA out of memory\. Tried .* GiB$",
+    ):
+        _on_device(TooBig(2, 2), torch.device("cuda"))
