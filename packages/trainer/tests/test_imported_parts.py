@@ -363,3 +363,9 @@ def test_an_evaluation_replaces_the_last_ones_metrics(builders: str, tmp_path: P
     assert '"val_mae"' not in meta
     first = (tmp_path / "checkpoints" / "step-00000020" / "meta.json").read_text()
     assert '"val_mae"' in first
+
+
+def test_a_validation_set_of_a_few_examples_is_warned_about(builders: str, tmp_path: Path) -> None:
+    overrides = _overrides(f"{builders}:blobs", "data.kwargs={n: 12}", "loader.batch_size=4")
+    with pytest.warns(UserWarning, match=r"validation set holds 3 example\(s\), so its metrics"):
+        train("digits-classifier", overrides=overrides, out_dir=tmp_path, max_steps=2)

@@ -271,6 +271,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+FEW_VALIDATION_EXAMPLES = 10  # fewer, and a run warns that its validation numbers are noise
+
+
 def build_trainer(
     config: ExperimentConfig,
     *,
@@ -286,6 +289,14 @@ def build_trainer(
     for message in plan_warnings(config) if info.is_main else ():
         warnings.warn(message, UserWarning, stacklevel=2)
     data = build_data(config, base_dir)  # a builder's random split: one split for all ranks
+    val_size = dataset_length(data.val)
+    if info.is_main and val_size < FEW_VALIDATION_EXAMPLES:
+        warnings.warn(
+            f"data: the validation set holds {val_size} example(s), so its metrics "
+            "(and early stopping or keep-best on them) are mostly noise",
+            UserWarning,
+            stacklevel=2,
+        )
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     model = _on_device(build_model(config, data.tokenizer), device)
     loss = getattr(task, "loss", None)
