@@ -168,6 +168,36 @@ def test_safe_file_keeps_paths_inside_the_root(tmp_path) -> None:
         assert caught.value.status_code == 404, evil
 
 
+def test_a_training_jobs_listing_holds_its_results_only(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Locks and a checkpoint still being written are hidden, the ``latest`` link is not
+    listed again, and a checkpoint pruned between listing and zipping is left out."""
+    from torchsmith.api import _routes_jobs
+    from torchsmith.api._routes_jobs import _listing, zip_dir
+
+    root = tmp_path / "job"
+    for name in ("metrics.jsonl", ".run.lock", "checkpoints/.lock",
+                 "checkpoints/.tmp-step-00000004-77/state.pt",
+                 "checkpoints/step-00000002/model.safetensors",
+                 "checkpoints/step-00000003/model.safetensors"):  # fmt: skip
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    (root / "checkpoints" / "latest").symlink_to("step-00000003", target_is_directory=True)
+    listed = [f.path for f in _listing(root)]
+    assert listed == ["checkpoints/step-00000002/model.safetensors",
+                      "checkpoints/step-00000003/model.safetensors", "metrics.jsonl"]  # fmt: skip
+
+    def listing_then_prune(directory):
+        files = _listing(directory)
+        (directory / "checkpoints/step-00000002/model.safetensors").unlink()
+        return files
+
+    monkeypatch.setattr(_routes_jobs, "_listing", listing_then_prune)
+    archive = zipfile.ZipFile(io.BytesIO(zip_dir(root)))
+    assert archive.namelist() == listed[1:]
+
+
 def test_generate_needs_exactly_one_of_preset_and_spec(
     client: TestClient, auth: dict[str, str]
 ) -> None:

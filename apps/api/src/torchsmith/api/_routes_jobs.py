@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -102,20 +103,35 @@ def safe_file(root: Path, relative: str) -> Path:
 
 
 def _listing(root: Path) -> list[JobFile]:
-    return [
-        JobFile(path=p.relative_to(root).as_posix(), bytes=p.stat().st_size)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.is_symlink() and p.resolve().is_relative_to(root)
-    ]
+    """The files under ``root``, but for hidden ones (a name starting with a dot, or under
+    such a folder: a run's locks, a checkpoint still being written). A training job prunes
+    checkpoints as it goes: what vanishes while listed is left out, not an error."""
+    found = []
+    for folder, subfolders, names in os.walk(root):  # os.walk skips a folder gone mid-walk
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(n for n in names if not n.startswith(".")):
+            path = Path(folder, name)
+            try:
+                if path.is_symlink() or not path.resolve().is_relative_to(root):
+                    continue
+                found.append(JobFile(path=path.relative_to(root).as_posix(),
+                                     bytes=path.stat().st_size))  # fmt: skip
+            except FileNotFoundError:
+                continue
+    return sorted(found, key=lambda item: item.path)
 
 
 def zip_dir(root: Path, only: list[str] | None = None) -> bytes:
-    """The files under ``root`` (or just ``only``, relative paths checked to stay inside)."""
-    paths = [item.path for item in _listing(root)] if only is None else only
+    """The files under ``root`` (or just ``only``, relative paths checked to stay inside);
+    of all of them, a file removed since it was listed (a pruned checkpoint) is left out."""
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for relative in paths:
-            archive.write(safe_file(root, relative), arcname=relative)
+        for relative in only if only is not None else [f.path for f in _listing(root)]:
+            try:
+                archive.write(safe_file(root, relative), arcname=relative)
+            except (HTTPException, FileNotFoundError):
+                if only is not None:
+                    raise
     return buffer.getvalue()
 
 
