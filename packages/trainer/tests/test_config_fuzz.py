@@ -1,9 +1,11 @@
 """Bad configs, made at random from good ones: one field of a run that trains is set to a
 value of the wrong type or range, or a key is added or a section replaced. ``train`` must
-either train (the value was fine) or fail before any work with a ``ConfigError`` naming
-the field (the message holds its section), never with another exception.
+either train (the value was fine) or fail before any file is written with a
+``ConfigError`` naming the field (the message holds its section), never with another
+exception.
 
-The default run tries a few dozen; ``--run-slow`` many more.
+The default run tries the same few dozen each time; ``--run-slow`` many more, new ones
+each time.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
-from torchsmith.interfaces import ConfigError, TorchsmithError
+from torchsmith.interfaces import ConfigError
 from torchsmith.trainer import ExperimentConfig, train
 
 from .test_resume_fuzz import TASKS
@@ -82,13 +84,10 @@ def _check(tmp: Path, config: dict[str, Any], path: str) -> None:
         train(config, out_dir=out, max_steps=2)
     except ConfigError as exc:
         refused = exc
-    except TorchsmithError:
-        pass  # a data or checkpoint error: named, and ours
-    event("refused" if refused is not None else "trained or another error")
+    event("refused" if refused is not None else "trained")
     if refused is not None:
-        section = path.split(".")[0]
-        assert section in str(refused) or "kind" in str(refused), str(refused)
-        assert not (out / "checkpoints").exists(), "a ConfigError after work began"
+        assert path.split(".")[0] in str(refused), str(refused)
+        assert not out.exists(), "a ConfigError after a file was written"
     shutil.rmtree(out, ignore_errors=True)
 
 
@@ -98,7 +97,7 @@ _examples: dict[str, Any] = dict(
 )
 
 
-@settings(max_examples=40, **_examples)
+@settings(max_examples=40, derandomize=True, **_examples)  # the same 40 on every run
 @given(case=bad_configs())
 def test_a_bad_config_is_a_config_error_naming_the_field(tmp_path: Path, case: Any) -> None:
     _check(tmp_path, *case)

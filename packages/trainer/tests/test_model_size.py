@@ -27,7 +27,7 @@ def _alone(model: dict) -> ExperimentConfig:
 sizes = st.integers(1, 24)
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(
     kind=st.sampled_from(["mlp", "encoder", "gpt", "clip"]),
     a=sizes,
@@ -112,3 +112,21 @@ def test_a_model_the_gpu_cannot_hold_is_a_config_error() -> None:
         match=r"^model: 6 parameters do not fit on cuda: CUDA out of memory\. Tried .* GiB$",
     ):
         _on_device(TooBig(2, 2), torch.device("cuda"))
+
+
+def test_a_containers_memory_limit_and_torchruns_copies_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a container limited to 1 GiB, 200M parameters (0.75 GiB) fit once, not twice."""
+    (tmp_path / "memory.max").write_text(f"{2**30}\n")
+    (tmp_path / "unlimited").write_text("max\n")
+    limits = (tmp_path / "missing", tmp_path / "unlimited", tmp_path / "memory.max")
+    monkeypatch.setattr(model_size, "CGROUP_LIMITS", limits)
+    assert model_size._memory_bytes() == 2**30
+    config = _alone({"kind": "mlp", "in_features": 1, "hidden": [50_000_000, 2], "num_classes": 2})
+    model_size.check_fits(config.model)  # 0.75 of 1 GiB
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(
+        ConfigError, match=r"GiB in fp32, in each of 2 processes, more than .* 1 GiB"
+    ):
+        model_size.check_fits(config.model)

@@ -128,6 +128,59 @@ def test_a_resumed_run_logs_the_losses_one_run_logs(tmp_path: Path, accum: int, 
     assert from_seven["steps"] == {8: one_run["steps"][8], 10: one_run["steps"][10]}
 
 
+def _step_events(out: Path, *overrides: str, stop: int | None = None, resume: bool = False,
+                 **sections: dict) -> dict[int, dict[str, float]]:  # fmt: skip
+    config = small_config(out, *overrides, **sections)
+    config.training.stop_after = stop
+    sink = ListSink()
+    trainer = build_trainer(config, sinks=[sink])
+    if resume:
+        trainer.resume("latest")
+    trainer.fit()
+    return {e.step: e.metrics for e in sink.events if e.kind == "step"}
+
+
+def test_a_resumed_lm_counts_only_its_own_tokens_in_its_rate(tmp_path: Path) -> None:
+    """The losses carried over a resume are not this process's work: tokens/s leaves their
+    tokens out, so each log's tokens per sample stays the block size."""
+    lm = {
+        "task": {"kind": "causal_lm"},
+        "model": {"kind": "gpt", "block_size": 8, "n_layer": 1, "n_head": 2, "n_embd": 8},
+        "data": {"kind": "text", "block_size": 8},
+        "loader": {"batch_size": 4},
+        "training": {"max_steps": 12, "log_every": 6},
+    }
+    _step_events(tmp_path, stop=5, **lm)
+    logged = _step_events(tmp_path, resume=True, **lm)
+    assert list(logged) == [6, 12]
+    for metrics in logged.values():
+        assert metrics["tokens_per_s"] / metrics["samples_per_s"] == pytest.approx(8.0)
+
+
+def test_a_resume_that_logs_on_other_steps_starts_its_interval_there(tmp_path: Path) -> None:
+    """Stopped at 6 of a log every 4 and resumed logging every 3: the steps the checkpoint
+    kept (5, 6) belong to no interval of the new plan, whose log at 9 covers 7-9."""
+    _step_events(tmp_path / "b", "training.log_every=4", stop=6)
+    resumed = _step_events(tmp_path / "b", "training.log_every=3", resume=True)
+    every_three = _step_events(tmp_path / "a", "training.log_every=3")
+    assert resumed[9]["loss"] == every_three[9]["loss"]
+
+
+def test_a_checkpoint_from_before_log_intervals_were_saved_resumes(tmp_path: Path) -> None:
+    """Without ``log_interval`` in its state (an older version's checkpoint) a run resumes
+    bitwise; its first log covers the steps from the resume."""
+    reference = _run(small_config(tmp_path / "a", "training.log_every=4"))
+    _run(small_config(tmp_path / "b", "training.log_every=4"), stop_after=6)
+    state_file = tmp_path / "b" / "checkpoints" / "step-00000006" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    del state["log_interval"]
+    torch.save(state, state_file)
+    logged = _step_events(tmp_path / "b", "training.log_every=4", resume=True)
+    assert list(logged) == [8, 12, 16, 20, 24, 28, 30]
+    _assert_bitwise_equal(_run(small_config(tmp_path / "b", "training.log_every=4"),
+                               resume=True), reference)  # fmt: skip
+
+
 def test_skipped_steps_are_counted_across_a_resume(tmp_path: Path) -> None:
     config = small_config(tmp_path / "a", "training.nonfinite=skip")
     straight = build_trainer(config)

@@ -1,10 +1,12 @@
 """Exact resume over random configs: any task, accumulation, schedule, precision, evaluation,
 early stopping and checkpoint policy, interrupted at random steps (several times, and
 resumed from an older checkpoint as after a SIGKILL), ends where one uninterrupted run ends:
-the same ``model.safetensors`` bytes, the same optimizer state, the same kept checkpoints
-and the same metrics log, timings aside.
+the same ``model.safetensors`` bytes and optimizer state, the same bytes in every checkpoint
+of a step both runs kept (a stop writes a checkpoint of its own, so keep-last and keep-best
+may keep others), and every event of the one run's metrics log, timings aside.
 
-The default run tries a few configs; ``--run-slow`` tries many more.
+The default run tries the same few configs each time; ``--run-slow`` many more, new ones
+each time.
 """
 
 from __future__ import annotations
@@ -223,7 +225,7 @@ _examples: dict[str, Any] = dict(
 )
 
 
-@settings(max_examples=6, **_examples)
+@settings(max_examples=6, derandomize=True, **_examples)  # the same 6 on every run
 @given(run=runs())
 def test_random_runs_resume_exactly(tmp_path: Path, run: Any) -> None:
     _check(tmp_path, *run)

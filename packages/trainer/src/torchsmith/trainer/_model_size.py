@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import itertools
 import os
+from pathlib import Path
 
 from torchsmith.interfaces import ConfigError
 
 from ._config import CLIPConfig, EncoderConfig, GPTConfig, MLPConfig, ModelConfig
+
+# A container's memory limit: cgroup v2, then v1 (a number, or "max" for none).
+CGROUP_LIMITS = (
+    Path("/sys/fs/cgroup/memory.max"),
+    Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"),
+)
 
 
 def parameter_count(m: ModelConfig, vocab_size: int | None = None) -> int | None:
@@ -36,18 +43,21 @@ def parameter_count(m: ModelConfig, vocab_size: int | None = None) -> int | None
 
 
 def check_fits(m: ModelConfig, vocab_size: int | None = None) -> None:
-    """A ConfigError when the weights alone of ``m`` outgrow this machine's memory."""
+    """A ConfigError when the weights alone of ``m`` outgrow this machine's memory (or its
+    container's), once per process that torchrun started on it (each builds its copy)."""
     count, memory = parameter_count(m, vocab_size), _memory_bytes()
-    if count is None or memory is None or count * 4 <= memory:
+    copies = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    if count is None or memory is None or count * 4 * copies <= memory:
         return
     sizes = ", ".join(
         f"{name}={value}"
         for name, value in m.model_dump().items()
         if name not in ("kind", "dropout") and value is not None
     )
+    each = f", in each of {copies} processes," if copies > 1 else ""
     raise ConfigError(
         f"model: the {m.kind!r} model ({sizes}) would hold {count:.3g} parameters, "
-        f"{count * 4 / 2**30:.3g} GiB in fp32, more than this machine's "
+        f"{count * 4 / 2**30:.3g} GiB in fp32{each} more than this machine's "
         f"{memory / 2**30:.3g} GiB of memory"
     )
 
@@ -58,7 +68,16 @@ def _linears(widths: list[int]) -> int:
 
 
 def _memory_bytes() -> int | None:
+    """Physical memory, or a container's limit where lower (cgroup v2, then v1)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not a POSIX system that says
         return None
+    for limit in CGROUP_LIMITS:
+        try:
+            text = limit.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max": none
+            memory = min(memory, int(text))
+    return memory

@@ -116,6 +116,7 @@ class Stepper:
         # (mean loss, items) per micro-batch: the float the NaN check read, or with a deferred
         # check the detached loss it keeps; reduced once per log by pop_tracked.
         self._tracked: list[tuple[float | torch.Tensor, int | torch.Tensor]] = []
+        self.restored_items = 0  # see load_tracked_state
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of ``precision`` (a no-op for fp32)."""
@@ -133,28 +134,31 @@ class Stepper:
         """
         tracked = self._tracked
         if not keep:
-            self._tracked = []
+            self._tracked, self.restored_items = [], 0
         if not tracked:
             return None, 0
         values, items = [value for value, _ in tracked], [n for _, n in tracked]
         if all(isinstance(value, torch.Tensor) for value in values):  # deferred: no sync here
             losses = torch.stack(values).double()  # type: ignore[arg-type]
         else:  # read with the NaN check (or restored by load_tracked_state)
-            losses = torch.tensor([float(v) for v in values], dtype=torch.float64)
-            losses = losses.to(self._device)
+            losses = torch.tensor(_numbers(values), dtype=torch.float64).to(self._device)
         f64 = torch.float64  # an int, or a count made on the device
         counts = torch.stack([torch.as_tensor(n, dtype=f64, device=losses.device) for n in items])
         return (losses * counts).sum(), int(counts.sum())
 
     def tracked_state(self) -> list[tuple[float, int]]:
-        """Each tracked micro-batch's (mean loss, items) since the last pop, as numbers (a
+        """Each tracked micro-batch's (mean loss, items) since the last pop, as numbers (one
         sync on a GPU): what a checkpoint between logs keeps, so that the run resumed from
         it logs that interval's loss as the uninterrupted run does."""
-        return [(float(value), int(n)) for value, n in self._tracked]
+        losses = _numbers([value for value, _ in self._tracked])
+        items = _numbers([n for _, n in self._tracked])
+        return [(loss, int(n)) for loss, n in zip(losses, items, strict=True)]
 
     def load_tracked_state(self, entries: Sequence[Sequence[float]]) -> None:
-        """Track ``entries`` (from :meth:`tracked_state`) before the steps to come."""
+        """Track ``entries`` (from :meth:`tracked_state`) before the steps to come; their
+        items are ``restored_items`` until the next pop, which a rate must leave out."""
         self._tracked = [(float(value), int(n)) for value, n in entries]
+        self.restored_items = sum(int(n) for _, n in entries)
 
     def __call__(
         self,
@@ -367,3 +371,10 @@ class Stepper:
             f"loss is {value} at step {step + 1}, {where} "
             "(training.nonfinite='skip', or Stepper(nonfinite='skip'), skips such steps)"
         )
+
+
+def _numbers(values: Sequence[float | int | torch.Tensor]) -> list[float]:
+    """``values`` as floats, the tensors among them read in one go (one sync on a GPU)."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    read = iter(torch.stack([t.to(torch.float64) for t in tensors]).tolist() if tensors else [])
+    return [next(read) if isinstance(v, torch.Tensor) else float(v) for v in values]

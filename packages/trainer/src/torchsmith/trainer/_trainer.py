@@ -258,16 +258,20 @@ class Trainer:
         elapsed, wait = now - self._interval_clock, self._wait
         self._interval_clock, self._wait = now, 0.0
         # Off the schedule (a stop between logs), the interval stays open: its checkpoint
-        # carries it on, and the resumed run's next log covers it as one run's would.
+        # carries it on, and the resumed run's next log covers it as one run's would. The
+        # rates count only what this process trained, not the items carried in.
+        restored = self.stepper.restored_items
         loss_sum, items = self.stepper.pop_tracked(keep=self.step % s.log_every != 0)
         steps, self._interval_step = self.step - self._interval_step, self.step
         loss = float("nan")  # no step tracked: every one was skipped
         if loss_sum is not None and self.dist.enabled:  # every rank tracks, so all join
-            packed = torch.stack([loss_sum.float(), torch.tensor(float(items)).to(loss_sum)])
-            total, count = all_reduce_sum(packed, self.dist).tolist()
-            loss, items = total / max(count, 1), int(count)
+            counts = torch.tensor([float(items), float(restored)]).to(loss_sum)
+            packed = torch.cat([loss_sum.float().reshape(1), counts])
+            total, count, restored_count = all_reduce_sum(packed, self.dist).tolist()
+            loss, items, restored = total / max(count, 1), int(count), int(restored_count)
         elif loss_sum is not None:
             loss = float(loss_sum) / max(items, 1)
+        items -= restored
         samples = steps * s.grad_accum * self.samples_per_micro_batch * self.dist.world_size
         metrics = {
             "loss": loss,
@@ -336,7 +340,10 @@ class Trainer:
             "data": self.data.state_dict(),
             "loop": {"step": self.step, "skipped": self.stepper.skipped},
             # Per rank: the losses since the last log, which the next log reports.
-            "log_interval": gather_objects(self.stepper.tracked_state(), self.dist),
+            "log_interval": {
+                "log_every": self.schedule.log_every,
+                "ranks": gather_objects(self.stepper.tracked_state(), self.dist),
+            },
             "meta": {**self.meta, "epoch": self.data.epoch},
         }
         if self.scheduler is not None:
@@ -419,9 +426,7 @@ class Trainer:
                 )
             loss.load_state_dict(self._mine(state["loss"]))
         self._restore_position(state["rng"], state["data"], source)
-        interval = state.get("log_interval", [])  # older checkpoints: a shorter first log
-        if self.stepper.track and len(interval) == self.dist.world_size:
-            self.stepper.load_tracked_state(self._mine(interval))
+        self._restore_log_interval(state.get("log_interval"))
         self.step = int(state["loop"]["step"])
         self.stepper.skipped = int(state["loop"].get("skipped", 0))  # older checkpoints: 0
         self._restore_measurements(state.get("meta", {}).get("metrics", {}))
@@ -444,6 +449,16 @@ class Trainer:
             seen = position["batches_done"] * len(rngs) // self.dist.world_size
             position["batches_done"] = min(seen, self.data.batches_per_epoch)
         self.data.load_state_dict(position)
+
+    def _restore_log_interval(self, saved: Mapping[str, Any] | None) -> None:
+        """The losses of the log interval the checkpoint fell in, when this run logs on the
+        same steps with as many processes (else its first log covers the steps from here,
+        as with a checkpoint written before this was saved)."""
+        if saved is None or not self.stepper.track:
+            return
+        ranks = saved["ranks"]
+        if saved["log_every"] == self.schedule.log_every and len(ranks) == self.dist.world_size:
+            self.stepper.load_tracked_state(self._mine(ranks))
 
     def _restore_measurements(self, metrics: Mapping[str, float | None]) -> None:
         """What was measured at the checkpoint's step, which a run ending there reports."""
