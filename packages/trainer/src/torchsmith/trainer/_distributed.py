@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ def shutdown() -> None:
     success and on error: a rank exiting without it aborts, and torchrun reports the abort
     as the cause, not the rank's error."""
     if _JOINED and dist.is_initialized() and dist.group.WORLD is _JOINED[0]:
+        # A run's DDP model holds the group, often from a reference cycle: collected now,
+        # not while the interpreter shuts down, when freeing it aborts a rank (SIGABRT,
+        # "terminate called without an active exception") and fails a finished run.
+        gc.collect()
         try:
             dist.destroy_process_group()
         except Exception as exc:  # never hide the run's own outcome behind this one
