@@ -31,8 +31,12 @@ check() {  # check NAME SECONDS COMMAND...: run with a time limit, keep the whol
 }
 pytest=(python3 -m pytest -q -p no:cacheprovider -rs)
 
-# The whole trainer suite runs on the GPU (training.device defaults to auto), slow tests too.
-check trainer 300 "${pytest[@]}" packages/trainer/tests --run-slow
+# The whole trainer suite runs on the GPU (training.device defaults to auto), slow tests too:
+# about 400 s in one process, so in 8 workers where pytest-xdist is installed (torchrun's
+# --standalone picks a free port per test, so the DDP tests run side by side).
+xdist=()
+python3 -c "import xdist" 2>/dev/null && xdist=(-n 8)
+check trainer 420 "${pytest[@]}" "${xdist[@]}" packages/trainer/tests --run-slow
 # Every loss on CUDA against the CPU, and under CUDA's sync debug mode.
 check losses 120 "${pytest[@]}" packages/losses/tests/test_on_cuda.py \
     tests/integration/test_trainer_losses.py
