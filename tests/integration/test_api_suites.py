@@ -110,6 +110,23 @@ def test_a_request_may_tune_a_recipe_not_run_code_or_read_files(
     assert client.get("/api/v1/jobs", params={"kind": "train"}).json() == []
 
 
+def test_an_override_whose_aliases_expand_without_bound_is_a_short_422(app_client) -> None:
+    """Within the 500 characters an override may have, YAML aliases can stand for 9**9
+    values: the check, and the error that shows the value, must not write them all out."""
+    client, auth = app_client
+    levels = ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = "{" + ", ".join(levels) + "}"
+    assert len(bomb) < 500
+    for override in (f"model.hidden={bomb}", f"extra={bomb}"):
+        body = {"recipe": "digits-classifier", "overrides": [override]}
+        response = client.post("/api/v1/train", json=body, headers=auth)
+        assert response.status_code == 422, response.text
+        assert "expands through its aliases to" in response.json()["detail"]
+        assert len(response.content) < 2000
+    assert client.get("/api/v1/jobs", params={"kind": "train"}).json() == []
+
+
 def test_the_training_runner_itself_takes_only_shipped_recipes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

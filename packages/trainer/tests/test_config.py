@@ -73,7 +73,10 @@ def test_switching_kind_by_override() -> None:
         ("optim.lrr=1", "optim.lrr: unknown field (allowed: betas, eps, fused, lr,"),
         ("training.precision=fp8", "training.precision: Input should be 'fp32', 'bf16' or 'fp16'"),
         ("loader.batch_size=0", "loader.batch_size: Input should be greater than 0"),
-        ("model.kind=resnet", "expected tags: 'mlp', 'encoder', 'gpt', 'clip', 'import'"),
+        (
+            "model.kind=resnet",
+            "model.kind: unknown kind 'resnet' (allowed: 'mlp', 'encoder', 'gpt', 'clip', 'import')",
+        ),
         ("schedule.name=poly", "schedule.name: Input should be 'constant', 'linear', 'cosine'"),
         ("seed=-1", "seed: Input should be greater than or equal to 0"),
         ("seed=4294967296", "seed: Input should be less than 4294967296"),
@@ -122,6 +125,53 @@ def test_missing_file_and_bad_suffix(tmp_path: Path) -> None:
     (tmp_path / "latin.toml").write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin.toml is not UTF-8 \(byte 11\)"):
         load_config(tmp_path / "latin.toml")
+
+
+def test_config_text_that_cannot_be_held_is_refused_naming_its_place(tmp_path: Path) -> None:
+    """Aliases that multiply a few hundred bytes past 100,000 values, a collection that
+    holds itself, and nesting deeper than Python recurses are each a short ConfigError."""
+    levels = ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (tmp_path / "laughs.yaml").write_text("\n".join(levels) + "\n")
+    with pytest.raises(ConfigError, match=r"laughs.yaml: the document expands through its "
+                       r"aliases to 490,329,064 values, more than 100,000"):  # fmt: skip
+        load_config(tmp_path / "laughs.yaml")
+    with pytest.raises(ConfigError, match=r"override 'model.hidden=\{l0.*': the value expands"):
+        load_config("digits-classifier", ["model.hidden={" + ", ".join(levels) + "}"])
+    (tmp_path / "loop.yaml").write_text("seed: 1\nmodel: &m {hidden: *m}\n")
+    with pytest.raises(ConfigError, match=r"holds itself through an alias \(the collection at "
+                       r"line 2, column 8\)"):  # fmt: skip
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "deep.toml").write_text("seed = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.toml is nested too deeply to read"):
+        load_config(tmp_path / "deep.toml")
+    with pytest.raises(ConfigError, match="the value is nested too deeply"):
+        load_config("digits-classifier", ["seed=" + "[" * 1000 + "]" * 1000])
+    # Shared values within the bound are what anchors are for: they still work.
+    (tmp_path / "shared.yaml").write_text("model: {hidden: &h [64, 64]}\ntask: {top_k: *h}\n")
+    assert load_config(tmp_path / "shared.yaml")[0].task.top_k == [64, 64]  # type: ignore[union-attr]
+
+
+def test_a_bad_value_is_shown_in_part() -> None:
+    """The error shows a few levels and items of a bad value, not all of it."""
+    with pytest.raises(ConfigError) as caught:
+        load_config("digits-classifier", [f"model.hidden={[list(range(100))] * 100}"])
+    assert "model.hidden.0: Input should be a valid integer; got [0, 1, 2, 3, 4, 5, ...]" in str(
+        caught.value
+    )
+    last = "model.hidden.19: Input should be a valid integer; got [0, 1, 2, 3, 4, 5, ...]"
+    assert str(caught.value).endswith(f"{last}\n  ... and 80 more errors")
+    with pytest.raises(ConfigError, match=r"model.kind: unknown kind 'x{37}\.\.\.x{38}' \(al"):
+        load_config("digits-classifier", ["model.kind=" + "x" * 5000])
+    # an override that does not read as YAML is text; a file must read
+    with pytest.raises(ConfigError, match=r"seed: .*; got '!!timestamp x'"):
+        load_config("digits-classifier", ["seed=!!timestamp x"])
+
+
+def test_a_tag_pyyaml_fails_to_construct_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("seed: !!timestamp x\n")  # PyYAML: AttributeError
+    with pytest.raises(ConfigError, match=r"c.yaml is not valid: cannot be read"):
+        load_config(tmp_path / "c.yaml")
 
 
 def test_shipped_recipes_validate() -> None:

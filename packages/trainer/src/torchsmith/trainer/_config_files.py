@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import reprlib
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -87,9 +88,59 @@ _Yaml12Loader.add_constructor(_INT, _int)
 _Yaml12Loader.add_constructor(_FLOAT, _float)
 
 
+MAX_VALUES = 100_000  # a config holds a few hundred values; aliases may not multiply that
+
+
+class UnboundedYamlError(yaml.YAMLError):  # type: ignore[misc]
+    """A document that refers to itself, or that its aliases multiply past ``MAX_VALUES``."""
+
+
 def load_yaml(text: str) -> Any:
-    """``text`` read as YAML by the 1.2 core schema's rules (see the module's docstring)."""
-    return yaml.load(text, Loader=_Yaml12Loader)  # a SafeLoader: builds no Python objects
+    """``text`` read as YAML by the 1.2 core schema's rules (see the module's docstring).
+
+    Anchors and aliases work, but a document whose aliases would expand it past
+    ``MAX_VALUES`` values (a "billion laughs" in a few hundred bytes: printing or saving it
+    would take the machine's memory) or that contains itself is refused.
+    """
+    loader = _Yaml12Loader(text)  # a SafeLoader: builds no Python objects
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if (size := _expanded_size(node, {})) > MAX_VALUES:
+            raise UnboundedYamlError(
+                f"expands through its aliases to {size:,} values, more than {MAX_VALUES:,}"
+            )
+        return loader.construct_document(node)
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        # PyYAML's own constructors fail so on some explicit tags (`!!timestamp x`)
+        raise yaml.constructor.ConstructorError(None, None, f"cannot be read: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
+    """The number of values under ``node`` with each alias written out in full (``sizes``
+    memoizes shared nodes, so this is linear in the document, not in its expansion)."""
+    key = id(node)
+    if key in sizes:
+        known = sizes[key]
+        if known is None:
+            mark = node.start_mark
+            raise UnboundedYamlError(
+                f"holds itself through an alias (the collection at line {mark.line + 1}, "
+                f"column {mark.column + 1})"
+            )
+        return known
+    sizes[key] = None  # in progress: meeting it again below is a cycle
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    size = 1 + sum(_expanded_size(child, sizes) for child in children)
+    sizes[key] = size
+    return size
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -107,8 +158,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data = load_yaml(text) or {}
         else:
             raise ConfigError(f"config file {path}: suffix must be .toml, .yaml or .yml")
+    except UnboundedYamlError as exc:
+        raise ConfigError(f"config file {path}: the document {exc}") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
     return data
@@ -125,6 +180,9 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
             raise ConfigError(f"override {item!r} must look like section.field=value")
         try:
             value = load_yaml(raw) if raw.strip() else ""
+        except (UnboundedYamlError, RecursionError) as exc:
+            reason = "is nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise ConfigError(f"override {_INPUT.repr(item)}: the value {reason}") from None
         except yaml.YAMLError:
             value = raw
         if isinstance(value, dict) and not raw.lstrip().startswith("{"):
@@ -155,6 +213,12 @@ def validate_config(data: Mapping[str, Any], origin: str | None = None) -> Exper
         raise ConfigError(_describe(exc, origin)) from None
 
 
+# A bad value is shown as far as it helps: a few levels, items and characters of it.
+_INPUT = reprlib.Repr()
+_INPUT.maxlevel, _INPUT.maxstring, _INPUT.maxother = 2, 80, 80
+_MAX_LINES = 20
+
+
 def _describe(exc: ValidationError, origin: str | None) -> str:
     lines = []
     for error in exc.errors():
@@ -173,12 +237,18 @@ def _describe(exc: ValidationError, origin: str | None) -> str:
             lines.append(f"{where}: {text}")
             continue
         message = error["msg"]
+        if error["type"] == "union_tag_invalid":  # pydantic's message holds the whole tag
+            ctx = error["ctx"]
+            where += "." + ctx["discriminator"].strip("'")
+            message = f"unknown kind {_INPUT.repr(ctx['tag'])} (allowed: {ctx['expected_tags']})"
         allowed = (error.get("ctx") or {}).get("expected")
         if error["type"] == "extra_forbidden":
             message = f"unknown field (allowed: {', '.join(_fields_at(error['loc'][:-1]))})"
         if allowed and str(allowed) not in message:
             message += f" (allowed: {allowed})"
-        lines.append(f"{where}: {message}; got {error.get('input')!r}")
+        lines.append(f"{where}: {message}; got {_INPUT.repr(error.get('input'))}")
+    if len(lines) > _MAX_LINES:  # a list of thousands of bad items: the first ones show it
+        lines[_MAX_LINES:] = [f"... and {len(lines) - _MAX_LINES} more errors"]
     where = f" ({origin})" if origin else ""
     return f"invalid config{where}:\n  " + "\n  ".join(lines)
 
