@@ -44,8 +44,7 @@ def resume_warnings(saved: Mapping[str, Any], current: Mapping[str, Any]) -> lis
     DataLoader workers and some moves a dataset's own random draws from the main process's
     RNG streams to per-batch seeds (:class:`BatchSeeded`). A dataset that draws nothing,
     as every built-in one, is not affected, so this is a warning, not a refusal."""
-    before = saved.get("loader", {}).get("num_workers")
-    after = current.get("loader", {}).get("num_workers")
+    before, after = _workers(saved), _workers(current)
     if before is None or after is None or (before > 0) == (after > 0):
         return []
     return [
@@ -53,6 +52,14 @@ def resume_warnings(saved: Mapping[str, Any], current: Mapping[str, Any]) -> lis
         "dataset draws as it reads come from the main process's RNGs with 0 workers and "
         "from per-batch seeds with workers, so such a dataset will not resume exactly"
     ]
+
+
+def _workers(config: Mapping[str, Any]) -> int | None:
+    """``loader.num_workers``, or None where a checkpoint's config (read from its
+    meta.json, which a hand or a disk may have damaged) holds no such number."""
+    loader = config.get("loader")
+    workers = loader.get("num_workers") if isinstance(loader, Mapping) else None
+    return workers if isinstance(workers, int) and not isinstance(workers, bool) else None
 
 
 _WHOLE = ("kwargs", "loss_kwargs")  # free-form maps: a key added or dropped is a change

@@ -34,6 +34,7 @@ from ._data import BatchStream
 from ._distributed import Dist, all_reduce_sum, barrier, for_evaluation, gather_objects, unwrap
 from ._evaluate import EarlyStopping, Evaluation
 from ._events import EventBus
+from ._restore import RESTORE_ERRORS, check_same_kinds, load_optimizer_state
 from ._rng import rng_state, set_rng_state
 from ._step import Stepper
 
@@ -402,18 +403,19 @@ class Trainer:
             self._load_state_dict(state, source)
         except TorchsmithError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        except RESTORE_ERRORS as exc:
             raise CheckpointError(
                 f"cannot restore {source}, which this run did not save: {type(exc).__name__}: {exc}"
             ) from exc
 
     def _load_state_dict(self, state: Mapping[str, Any], source: Path) -> None:
         load_model_state(unwrap(self.stepper.model), state["model"], source)
-        self.stepper.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.stepper.scaler is not None and "scaler" in state:
-            self.stepper.scaler.load_state_dict(state["scaler"])
+        where = str(source / STATE_FILE)
+        load_optimizer_state(self.stepper.optimizer, state["optimizer"], where)
+        for name, part in (("scheduler", self.scheduler), ("scaler", self.stepper.scaler)):
+            if part is not None and name in state:
+                check_same_kinds(state[name], part.state_dict(), where, name)
+                part.load_state_dict(state[name])
         if self.early_stopping is not None and "early_stopping" in state:
             self.early_stopping.load_state_dict(state["early_stopping"])
         loss = self._loss_module()
