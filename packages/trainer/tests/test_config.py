@@ -409,3 +409,13 @@ def test_an_older_configs_prefetch_factor_without_workers_still_validates() -> N
     """Configs saved by earlier versions (meta.json) hold torch's default 2 with no workers."""
     config = validate_config({"loader": {"num_workers": 0, "prefetch_factor": 2}})
     assert config.loader.prefetch_factor is None
+
+
+def test_a_path_holding_a_nul_character_is_a_config_error(tmp_path: Path) -> None:
+    """TOML can write one (\\u0000); the OS cannot open it, and Python's bare ValueError
+    would come at the first file written."""
+    (tmp_path / "c.toml").write_text('out_dir = "runs\\u0000x"\n')
+    with pytest.raises(ConfigError, match=r"out_dir: 'runs\\x00x' holds a NUL character"):
+        load_config(tmp_path / "c.toml")
+    with pytest.raises(ConfigError, match=r"data.paths.0: 'a\\x00' holds a NUL character"):
+        validate_config({"data": {"kind": "text", "paths": ["a\x00"]}})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 class _Section(BaseModel):
@@ -96,11 +96,20 @@ class DigitsDataConfig(_Section):
     captions: bool = Field(default=False, description="Yield (image, caption tokens) pairs.")
 
 
+def _no_nul(path: str) -> str:
+    if "\x00" in path:  # the OS cannot open it: Python raises a bare ValueError at the first use
+        raise ValueError(f"{path!r} holds a NUL character, which no file path may")
+    return path
+
+
+PathText = Annotated[str, AfterValidator(_no_nul)]
+
+
 class TextDataConfig(_Section):
     """Markdown or text files read into one token stream, cut into blocks."""
 
     kind: Literal["text"] = "text"
-    paths: list[str] = Field(
+    paths: list[PathText] = Field(
         default_factory=list, description="Files or directories; empty: the shipped corpus."
     )
     tokenizer: Literal["char", "byte"] = "char"
@@ -288,7 +297,7 @@ class ExperimentConfig(_Section):
 
     name: str = Field(default="experiment", pattern=r"^[\w.-]+$")
     seed: int = Field(default=0, ge=0, lt=2**32)  # numpy's seeds; the sampler's fit int64
-    out_dir: str = Field(default="runs/experiment", min_length=1)  # "" (an unset $OUT): no
+    out_dir: PathText = Field(default="runs/experiment", min_length=1)  # "" (an unset $OUT): no
     model: ModelConfig = Field(default_factory=MLPConfig)
     data: DataConfig = Field(default_factory=DigitsDataConfig)
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
