@@ -13,6 +13,11 @@ from torchsmith.interfaces import CheckpointError
 
 _KERNELS = ("fused", "foreach")  # flags that choose a kernel, not the arithmetic
 
+# Optimizers whose per-parameter state has one layout within a group: each key either a
+# step count or a tensor of the parameter's shape. (Others, such as Adafactor's factored
+# moments or LBFGS's history, keep state of other shapes; only its form is checked.)
+_ELEMENTWISE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop)
+
 # What restoring a state.pt that this trainer did not write raises (from torch, Python).
 RESTORE_ERRORS = (
     KeyError, TypeError, ValueError, IndexError, RuntimeError, OverflowError, AttributeError
@@ -22,92 +27,116 @@ RESTORE_ERRORS = (
 def load_optimizer_state(
     optimizer: torch.optim.Optimizer, saved: Mapping[str, Any], where: str
 ) -> None:
-    """``optimizer.load_state_dict(saved)``, or a CheckpointError naming ``where`` for a
-    state its next ``step()`` would fail on: a hyperparameter of another kind than the
-    optimizer's own, a flag (``amsgrad``, ``maximize``) that differs from it, or
-    per-parameter state that differs between parameters in its keys or kinds (a moment
-    missing, or not a float tensor of its parameter's shape)."""
+    """``optimizer.load_state_dict(saved)``, or a CheckpointError naming ``where`` (and the
+    optimizer as it was) for a state its next ``step()`` would fail on: a hyperparameter of
+    another kind than the optimizer's own, a flag (``amsgrad``) that differs from it, a
+    parameter's state that is not a mapping or whose ``step`` is not a count; and for Adam,
+    AdamW, SGD and RMSprop, a parameter whose moments differ from its group's others in
+    their keys, are not tensors of its shape, or hold NaN.
+
+    The checks run on what torch loaded, which fills in flags that older versions did not
+    save (``decoupled_weight_decay``), and on the saved values where torch would turn them
+    into something else (it makes other text of a string)."""
     own = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    before = optimizer.state_dict()  # references, not copies: a fresh optimizer's is empty
     optimizer.load_state_dict(dict(saved))  # torch checks the groups' and parameters' counts
-    for i, (group, hyper) in enumerate(zip(optimizer.param_groups, own, strict=True)):
-        check_same_kinds(group, hyper, where, f"optimizer param_groups[{i}]")
-        for key, value in hyper.items():
-            if isinstance(value, bool) and key not in _KERNELS and group[key] != value:
-                raise CheckpointError(
-                    f"{where}: optimizer param_groups[{i}].{key} is {group[key]}, where this "
-                    f"optimizer has {value}: its state would not fit the other setting"
-                )
-    _check_parameter_states(optimizer, saved, where)
+    try:
+        for i, (group, hyper) in enumerate(zip(optimizer.param_groups, own, strict=True)):
+            _check_hyperparameters(group, hyper, where, f"optimizer param_groups[{i}]")
+            _check_parameter_states(optimizer, saved, i, where)
+    except CheckpointError:
+        optimizer.load_state_dict(before)
+        raise
+
+
+def _check_hyperparameters(
+    group: Mapping[str, Any], own: Mapping[str, Any], where: str, what: str
+) -> None:
+    check_same_kinds(group, own, where, what)
+    for key, value in own.items():
+        if isinstance(value, bool) and key not in _KERNELS and group[key] != value:
+            raise CheckpointError(
+                f"{where}: {what}.{key} is {group[key]}, where this run has {value}"
+            )
 
 
 def _check_parameter_states(
-    optimizer: torch.optim.Optimizer, saved: Mapping[str, Any], where: str
+    optimizer: torch.optim.Optimizer, saved: Mapping[str, Any], i: int, where: str
 ) -> None:
-    """Every parameter with saved state has the same keys, each either a step count (a
-    number or a one-element tensor) everywhere or a float tensor of its parameter's shape
-    everywhere (either fits a one-element parameter). The saved values are checked, not
-    what torch loaded: it turns text into other text."""
-    first: tuple[str, set[str]] | None = None
-    seen: dict[str, tuple[str, str]] = {}  # key -> (kind, the parameter it was seen on)
-    for i, group in enumerate(optimizer.param_groups):
-        indices = saved["param_groups"][i]["params"]  # as torch maps them when it loads
-        for j, (index, param) in enumerate(zip(indices, group["params"], strict=True)):
-            state = saved["state"].get(index)
-            name = f"parameter {j} in param_groups[{i}]"
-            if not isinstance(state, dict):
-                if state is None:  # never stepped (no gradient yet): nothing to check
-                    continue
-                raise CheckpointError(f"{where}: optimizer state of {name} is {_shown(state)}")
-            if not state:
-                continue
-            if first is None:
-                first = (name, set(state))
-            elif set(state) != first[1]:
+    """The saved state of each parameter of group ``i`` (see :func:`load_optimizer_state`)."""
+    group = optimizer.param_groups[i]
+    elementwise = isinstance(optimizer, _ELEMENTWISE)
+    first: tuple[str, dict[str, str]] | None = None
+    indices = saved["param_groups"][i]["params"]  # as torch maps them when it loads
+    for j, (index, param) in enumerate(zip(indices, group["params"], strict=True)):
+        state = saved["state"].get(index)
+        name = f"parameter {j} in param_groups[{i}]"
+        if state is None:  # never stepped (no gradient yet)
+            continue
+        if not isinstance(state, Mapping):
+            raise CheckpointError(f"{where}: optimizer state of {name} is {_shown(state)}")
+        if "step" in state and not _is_count(state["step"]):
+            raise CheckpointError(
+                f"{where}: optimizer state 'step' of {name} is {_shown(state['step'])}, "
+                "not a count (a non-negative number)"
+            )
+        if not elementwise or not state:
+            continue
+        kinds = {key: _kind(value, param) for key, value in state.items() if key != "step"}
+        for key, kind in kinds.items():
+            if kind == "other":
                 raise CheckpointError(
-                    f"{where}: optimizer state of {name} holds {', '.join(sorted(state))}, "
-                    f"but of {first[0]} {', '.join(sorted(first[1]))}"
+                    f"{where}: optimizer state {key!r} of {name} is {_shown(state[key])}, "
+                    "neither a number nor a tensor of the parameter's shape without NaN"
                 )
-            for key, value in state.items():
-                kind = _kind(key, value, param)
-                if kind == "other":
-                    raise CheckpointError(
-                        f"{where}: optimizer state {key!r} of {name} is {_shown(value)}, "
-                        "neither a count nor a finite float tensor of the parameter's shape"
-                    )
-                known, on = seen.setdefault(key, (kind, name))
-                if "either" not in (kind, known) and kind != known:
-                    raise CheckpointError(
-                        f"{where}: optimizer state {key!r} of {name} is {_shown(value)}, "
-                        f"but {known} on {on}"
-                    )
-                if known == "either":
-                    seen[key] = (kind, name)
+        if first is None:
+            first = (name, kinds)
+        elif not _agree(kinds, first[1]):
+            raise CheckpointError(
+                f"{where}: optimizer state of {name} is {_listed(kinds)}, but of {first[0]} "
+                f"{_listed(first[1])}"
+            )
 
 
-def _kind(key: str, value: Any, param: torch.Tensor) -> str:
-    """What ``value`` is as state ``key`` of ``param``; "other" for what no optimizer keeps:
-    a NaN or infinite value, or a negative ``step`` (Adam's bias correction would divide by
-    zero). Torch's optimizers all call their step count ``step``."""
+def _is_count(value: Any) -> bool:
+    """A step count: a non-negative number or one-element tensor (Adam divides by
+    ``1 - beta ** step``, which is zero at a step count of -1 plus the step it adds)."""
     if isinstance(value, torch.Tensor):
-        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
-            return "other"
-        if key == "step":
-            return "a count" if value.numel() == 1 and value.item() >= 0 else "other"
-        if value.numel() == 1 and param.numel() == 1 and value.is_floating_point():
-            return "either"
-        if value.shape == param.shape and value.is_floating_point():
-            return "a float tensor of its parameter's shape"
-        return "a count" if value.numel() == 1 else "other"
-    if value is None or _same_kind(value, 0.0):
-        if key == "step":
-            return "a count" if value is not None and value >= 0 else "other"
-        return "either" if param.numel() == 1 else "a count"
-    return "other"
+        return value.numel() == 1 and not value.is_complex() and bool(value.item() >= 0)
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+
+def _kind(value: Any, param: torch.Tensor) -> str:
+    """``value`` as state of ``param``: "a number" (or a one-element tensor, not
+    negative), "a tensor of its parameter's shape", "either" (a one-element parameter's
+    state is both), or "other" (wrong shape, not a number, or NaN)."""
+    if isinstance(value, torch.Tensor):
+        if (value.is_floating_point() or value.is_complex()) and bool(value.isnan().any()):
+            return "other"  # (inf is left: an fp16 moment may overflow and torch goes on)
+        if value.numel() == 1:
+            if param.numel() == 1:
+                return "either"
+            return "a number" if value.is_complex() or value.real.item() >= 0 else "other"
+        return "a tensor of its parameter's shape" if value.shape == param.shape else "other"
+    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
+        return "either" if param.numel() == 1 else "a number" if value >= 0 else "other"
+    return "either" if value is None else "other"  # SGD without momentum keeps None
+
+
+def _agree(kinds: Mapping[str, str], others: Mapping[str, str]) -> bool:
+    return kinds.keys() == others.keys() and all(
+        "either" in (kind, others[key]) or kind == others[key] for key, kind in kinds.items()
+    )
+
+
+def _listed(kinds: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{key}: {kind}" for key, kind in sorted(kinds.items())) + "}"
 
 
 def _shown(value: Any) -> str:
     if isinstance(value, torch.Tensor):
-        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+        nan = " holding NaN" if value.is_floating_point() and bool(value.isnan().any()) else ""
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}{nan}"
     return repr(value)[:60]
 
 
@@ -117,9 +146,11 @@ def check_same_kinds(
     """A CheckpointError naming ``what.key`` for each value of ``own`` (a fresh object's
     state or settings) whose saved value is missing or of another kind."""
     for key, value in own.items():
-        if not _same_kind(saved.get(key), value):
+        if key not in saved:
+            raise CheckpointError(f"{where}: {what} has no {key!r}, which this run's has")
+        if not _same_kind(saved[key], value):
             raise CheckpointError(
-                f"{where}: {what}.{key} is {saved.get(key)!r:.60}, where this run has {value!r:.60}"
+                f"{where}: {what}.{key} is {saved[key]!r:.60}, where this run has {value!r:.60}"
             )
 
 
@@ -127,10 +158,9 @@ def _same_kind(value: Any, own: Any) -> bool:
     """Whether a loaded ``value`` is of the kind of ``own``."""
     if own is None or isinstance(own, bool):  # a flag, or a function saved as None
         return value is None or isinstance(value, bool)
-    if isinstance(own, int | float):
-        return (
-            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        )
+    if isinstance(own, int | float):  # finite where this run's is (ReduceLROnPlateau: inf)
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and (math.isfinite(value) or not math.isfinite(own))
     if isinstance(own, tuple | list):  # betas, base_lrs
         return (
             isinstance(value, tuple | list)
