@@ -167,8 +167,33 @@ def test_a_bad_value_is_shown_in_part() -> None:
 
 def test_a_tag_pyyaml_fails_to_construct_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("seed: !!timestamp x\n")  # PyYAML: AttributeError
-    with pytest.raises(ConfigError, match=r"c.yaml is not valid: cannot be read"):
+    with pytest.raises(ConfigError, match=r"c.yaml is not valid: 'x' is not a timestamp\n.*line 1"):
         load_config(tmp_path / "c.yaml")
+
+
+def test_integers_past_pythons_digit_limit_are_config_errors(tmp_path: Path) -> None:
+    """Python refuses to turn over 4300 decimal digits into an int or back into text."""
+    (tmp_path / "a.toml").write_text("seed = " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"a.toml is not valid: Exceeds the limit \(4300"):
+        load_config(tmp_path / "a.toml")
+    (tmp_path / "c.yaml").write_text("seed: " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: the document holds an integer of 5000 dig"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"the value holds an integer of 5000 digits, more t"):
+        load_config("digits-classifier", ["seed=" + "9" * 5000])
+    (tmp_path / "b.yaml").write_text("seed: 0x" + "f" * 5000 + "\n")  # hex has no limit
+    with pytest.raises(ConfigError, match=r"b.yaml: the document holds an integer of about 602"):
+        load_config(tmp_path / "b.yaml")
+    # given in Python, such a number is shown by its length
+    with pytest.raises(ConfigError, match=r"seed: .*; got <an integer of about 6021 digits>$"):
+        validate_config({"seed": 2**20000})
+
+
+def test_an_unknown_kind_is_shown_as_written() -> None:
+    with pytest.raises(ConfigError, match=r"model.kind: unknown kind \['x'\] \(allowed"):
+        validate_config({"model": {"kind": ["x"]}})
+    with pytest.raises(ConfigError, match=r"data.kind: unknown kind 3 \(allowed"):
+        validate_config({"data": {"kind": 3}})
 
 
 def test_shipped_recipes_validate() -> None:

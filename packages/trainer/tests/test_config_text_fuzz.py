@@ -53,6 +53,7 @@ STRUCTURES = st.one_of(
     st.integers(1, 700).map(_nested),
     st.integers(2, 9).map(_laughs),
     st.just("&s [1, *s]"),
+    st.sampled_from(["9" * 5000, "0x" + "f" * 5000, "1" + "0" * 400 + ".5"]),  # past 4300 digits
     st.just("{<<: &m {a: 1}, b: *m}"),
 )
 

@@ -11,6 +11,7 @@ means the same in a ``.toml`` file, a ``.yaml`` file and a ``--set``.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import reprlib
 import tomllib
@@ -69,6 +70,10 @@ def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     for base in (10, 0):  # "017" and "1_000" in base 10; "0x1f", "0o17", "0b1" by prefix
         with contextlib.suppress(ValueError):
             return int(text, base)
+    if len(digits := text.lstrip("+-").replace("_", "")) > 4300 and digits.isdigit():
+        raise UnboundedYamlError(
+            f"holds an integer of {len(digits)} digits, more than Python reads (4300)"
+        )
     raise _not_a(node, text, "an integer")
 
 
@@ -81,18 +86,30 @@ def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
 
 
 def _not_a(node: yaml.ScalarNode, text: str, kind: str) -> yaml.YAMLError:
-    return yaml.constructor.ConstructorError(None, None, f"{text!r} is not {kind}", node.start_mark)
+    shown = _INPUT.repr(text)
+    return yaml.constructor.ConstructorError(None, None, f"{shown} is not {kind}", node.start_mark)
+
+
+def _timestamp(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    """An explicit ``!!timestamp`` (implicit dates are text here); PyYAML's own constructor
+    fails with an AttributeError on text that is not one."""
+    try:
+        return yaml.SafeLoader.construct_yaml_timestamp(loader, node)
+    except (AttributeError, ValueError):
+        raise _not_a(node, loader.construct_scalar(node), "a timestamp") from None
 
 
 _Yaml12Loader.add_constructor(_INT, _int)
 _Yaml12Loader.add_constructor(_FLOAT, _float)
+_Yaml12Loader.add_constructor(_DATE, _timestamp)
 
 
 MAX_VALUES = 100_000  # a config holds a few hundred values; aliases may not multiply that
 
 
 class UnboundedYamlError(yaml.YAMLError):  # type: ignore[misc]
-    """A document that refers to itself, or that its aliases multiply past ``MAX_VALUES``."""
+    """A document no config can hold: it refers to itself, its aliases multiply it past
+    ``MAX_VALUES``, or it holds an integer longer than Python reads."""
 
 
 def load_yaml(text: str) -> Any:
@@ -111,12 +128,30 @@ def load_yaml(text: str) -> Any:
             raise UnboundedYamlError(
                 f"expands through its aliases to {size:,} values, more than {MAX_VALUES:,}"
             )
-        return loader.construct_document(node)
+        data = loader.construct_document(node)
+        check_integers(data, UnboundedYamlError)
+        return data
     except (ValueError, TypeError, AttributeError, OverflowError) as exc:
         # PyYAML's own constructors fail so on some explicit tags (`!!timestamp x`)
         raise yaml.constructor.ConstructorError(None, None, f"cannot be read: {exc}") from None
     finally:
         loader.dispose()
+
+
+def check_integers(data: Any, error: type[Exception]) -> None:
+    """Raise ``error`` for an integer in ``data`` longer than Python turns into text (4300
+    digits; a hex one has no such limit): pydantic, given one, reports that ValueError as
+    unraisable before it refuses the value, and no error message could show it."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            check_integers(key, error)
+            check_integers(value, error)
+    elif isinstance(data, list):
+        for value in data:
+            check_integers(value, error)
+    elif isinstance(data, int) and data.bit_length() > 14_000:
+        digits = int(data.bit_length() * math.log10(2)) + 1
+        raise error(f"holds an integer of about {digits} digits, more than Python reads (4300)")
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
@@ -162,10 +197,16 @@ def read_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: the document {exc}") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid: {exc}") from exc
+    except ValueError as exc:  # tomllib: an integer past Python's 4300-digit limit
+        raise ConfigError(f"config file {path} is not valid: {exc}") from None
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    try:
+        check_integers(data, ValueError)  # TOML's hex integers (YAML's are checked as read)
+    except ValueError as exc:
+        raise ConfigError(f"config file {path}: the document {exc}") from None
     return data
 
 
@@ -177,7 +218,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"override {item!r} must look like section.field=value")
+            raise ConfigError(f"override {_INPUT.repr(item)} must look like section.field=value")
         try:
             value = load_yaml(raw) if raw.strip() else ""
         except (UnboundedYamlError, RecursionError) as exc:
@@ -194,7 +235,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         for part in parents:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+                shown = _INPUT.repr(item)
+                raise ConfigError(f"override {shown}: {part!r} is a value, not a section")
             node = child
         node[leaf] = value
     return result
@@ -213,8 +255,16 @@ def validate_config(data: Mapping[str, Any], origin: str | None = None) -> Exper
         raise ConfigError(_describe(exc, origin)) from None
 
 
-# A bad value is shown as far as it helps: a few levels, items and characters of it.
-_INPUT = reprlib.Repr()
+class _Shown(reprlib.Repr):
+    """A bad value as far as it helps: a few levels, items and characters of it."""
+
+    def repr_int(self, x: int, level: int) -> str:
+        if x.bit_length() > 128:  # repr() refuses past 4300 digits; nobody reads 40 of them
+            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+        return super().repr_int(x, level)
+
+
+_INPUT = _Shown()
 _INPUT.maxlevel, _INPUT.maxstring, _INPUT.maxother = 2, 80, 80
 _MAX_LINES = 20
 
@@ -229,6 +279,8 @@ def _describe(exc: ValidationError, origin: str | None) -> str:
         if len(loc) > 1 and loc[0] in ("model", "data") and loc[1] in _TAGGED:
             loc = (loc[0], *loc[2:])  # pydantic names the union's tag: model.mlp.hidden
         where = ".".join(str(p) for p in loc) or "config"
+        if len(where) > 100:  # a key of thousands of characters, as pasted
+            where = f"{where[:60]}...{where[-30:]}"
         if error["type"] == "value_error":  # a section's own check: its message is ours
             text = str(error["ctx"]["error"])
             field, sep, rest = text.partition(": ")
@@ -240,7 +292,9 @@ def _describe(exc: ValidationError, origin: str | None) -> str:
         if error["type"] == "union_tag_invalid":  # pydantic's message holds the whole tag
             ctx = error["ctx"]
             where += "." + ctx["discriminator"].strip("'")
-            message = f"unknown kind {_INPUT.repr(ctx['tag'])} (allowed: {ctx['expected_tags']})"
+            given = error["input"]  # pydantic's ctx holds the tag as text: show it as written
+            tag = given.get(ctx["discriminator"].strip("'")) if isinstance(given, dict) else None
+            message = f"unknown kind {_INPUT.repr(tag)} (allowed: {ctx['expected_tags']})"
         allowed = (error.get("ctx") or {}).get("expected")
         if error["type"] == "extra_forbidden":
             message = f"unknown field (allowed: {', '.join(_fields_at(error['loc'][:-1]))})"
@@ -249,6 +303,8 @@ def _describe(exc: ValidationError, origin: str | None) -> str:
         lines.append(f"{where}: {message}; got {_INPUT.repr(error.get('input'))}")
     if len(lines) > _MAX_LINES:  # a list of thousands of bad items: the first ones show it
         lines[_MAX_LINES:] = [f"... and {len(lines) - _MAX_LINES} more errors"]
+    # A section's own check may quote a value whole: a pasted page of text is cut.
+    lines = [f"{line[:240]} ... {line[-80:]}" if len(line) > 400 else line for line in lines]
     where = f" ({origin})" if origin else ""
     return f"invalid config{where}:\n  " + "\n  ".join(lines)
 
