@@ -29,6 +29,7 @@ from torchsmith.trainer._config_checks import plan_warnings, resume_mismatches, 
 from torchsmith.trainer._datasets import caption_tokens
 
 from .conftest import small_config
+from .test_config_text_fuzz import laughs
 
 
 def test_toml_and_yaml_give_the_same_config(tmp_path: Path) -> None:
@@ -127,14 +128,12 @@ def test_missing_file_and_bad_suffix(tmp_path: Path) -> None:
 def test_config_text_that_cannot_be_held_is_refused_naming_its_place(tmp_path: Path) -> None:
     """Aliases that multiply a few hundred bytes past 100,000 values, a collection that
     holds itself, and nesting deeper than Python recurses are each a short ConfigError."""
-    levels = ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
-    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
-    (tmp_path / "laughs.yaml").write_text("\n".join(levels) + "\n")
+    (tmp_path / "laughs.yaml").write_text(laughs(9) + "\n")
     with pytest.raises(ConfigError, match=r"laughs.yaml: the document expands through its "
                        r"aliases to 490,329,064 values, more than 100,000"):  # fmt: skip
         load_config(tmp_path / "laughs.yaml")
     with pytest.raises(ConfigError, match=r"override 'model.hidden=\{l0.*': the value expands"):
-        load_config("digits-classifier", ["model.hidden={" + ", ".join(levels) + "}"])
+        load_config("digits-classifier", [f"model.hidden={laughs(9)}"])
     (tmp_path / "loop.yaml").write_text("seed: 1\nmodel: &m {hidden: *m}\n")
     with pytest.raises(ConfigError, match=r"holds itself through an alias \(the collection at "
                        r"line 2, column 8\)"):  # fmt: skip

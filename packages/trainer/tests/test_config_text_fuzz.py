@@ -42,7 +42,7 @@ def _nested(depth: int) -> str:
     return "[" * depth + "]" * depth
 
 
-def _laughs(levels: int) -> str:
+def laughs(levels: int) -> str:
     """A few hundred bytes whose aliases expand to 9**levels values."""
     parts = ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1]"]
     parts += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
@@ -51,7 +51,7 @@ def _laughs(levels: int) -> str:
 
 STRUCTURES = st.one_of(
     st.integers(1, 700).map(_nested),
-    st.integers(2, 9).map(_laughs),
+    st.integers(2, 9).map(laughs),
     st.just("&s [1, *s]"),
     st.sampled_from(["9" * 5000, "0x" + "f" * 5000, "1" + "0" * 400 + ".5"]),  # past 4300 digits
     st.just("{<<: &m {a: 1}, b: *m}"),

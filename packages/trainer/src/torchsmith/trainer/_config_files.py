@@ -150,8 +150,13 @@ def check_integers(data: Any, error: type[Exception]) -> None:
         for value in data:
             check_integers(value, error)
     elif isinstance(data, int) and data.bit_length() > 14_000:
-        digits = int(data.bit_length() * math.log10(2)) + 1
+        digits = _digits(data)
         raise error(f"holds an integer of about {digits} digits, more than Python reads (4300)")
+
+
+def _digits(x: int) -> int:
+    """About how many decimal digits ``x`` has, without writing it out."""
+    return int(x.bit_length() * math.log10(2)) + 1
 
 
 def _expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
@@ -260,7 +265,7 @@ class _Shown(reprlib.Repr):
 
     def repr_int(self, x: int, level: int) -> str:
         if x.bit_length() > 128:  # repr() refuses past 4300 digits; nobody reads 40 of them
-            return f"<an integer of about {int(x.bit_length() * math.log10(2)) + 1} digits>"
+            return f"<an integer of about {_digits(x)} digits>"
         return super().repr_int(x, level)
 
 
