@@ -73,6 +73,26 @@ def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path: Path) -> None
     assert all(resumed_run[step] == loss for step, loss in one_run.items())
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl needs a GPU per process: 2")
+def test_two_nccl_processes_match_one_gpu(tmp_path: Path) -> None:
+    """The gloo test's first comparison on two GPUs (nccl). The machines we are lent have
+    one GPU; test_group_of_one.py runs every nccl path there in a group of one."""
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    on_gpu = [*COMMON, "--set", "training.device=cuda", "--set", "model.dropout=0.0",
+              "--max-steps", "12"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    subprocess.run([*torchrun, str(script), *on_gpu, "--out", str(tmp_path / "ddp"),
+                    "--set", "loader.batch_size=16"], check=True, timeout=300)  # fmt: skip
+    subprocess.run([sys.executable, str(script), *on_gpu, "--out", str(tmp_path / "single"),
+                    "--set", "loader.batch_size=32"], check=True, timeout=300)  # fmt: skip
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+    assert a.keys() == b.keys()
+    for key in a:  # cuBLAS may sum a batch of 16 and one of 32 in different orders
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
 def _two_ranks(script: str, out: Path) -> None:
     """Run ``script`` in 2 gloo processes under torchrun; it writes its results into ``out``."""
     path = out / "two_ranks.py"

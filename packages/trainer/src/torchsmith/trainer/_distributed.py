@@ -48,7 +48,9 @@ def init_distributed(device_type: str) -> Dist:
             )
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        # device_id binds the GPU at once, so nccl's barrier need not guess which one it is.
+        bound = torch.device("cuda", local_rank) if device_type == "cuda" else None
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", device_id=bound)
         _JOINED.append(dist.group.WORLD)
     return Dist(rank, world_size, local_rank)
 
