@@ -22,13 +22,7 @@ from torchsmith.trainer import ExperimentConfig, ListSink, build_trainer
 from torchsmith.trainer._distributed import Dist, unwrap
 
 from .conftest import small_config
-
-BATCHNORM_MODEL = """
-from torch import nn
-
-def build():
-    return nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
-"""
+from .test_distributed import BATCHNORM_MODEL
 
 
 class GroupOfOne(Dist):
