@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from torchsmith.interfaces import ConfigError
-from torchsmith.trainer import CheckpointManager, ClassificationTask, Stepper, load_checkpoint
-from torchsmith.trainer._distributed import Dist, init_distributed
+from torchsmith.trainer import CheckpointManager, load_checkpoint
+from torchsmith.trainer._distributed import init_distributed
 from torchsmith.trainer._rng import rng_state, set_rng_state
 
 
@@ -47,15 +47,6 @@ def test_only_this_processs_gpu_rng_is_restored(monkeypatch: pytest.MonkeyPatch)
     set_rng_state({**state, "cuda": [torch.tensor([0]), torch.tensor([1])]})
     set_rng_state({**state, "cuda": [torch.tensor([5])]})
     assert [int(t[0]) for t in restored] == [7, 1, 5]
-
-
-def test_the_deferred_nan_check_is_never_used_under_ddp() -> None:
-    # A rank raising alone at its next pause would leave the others in a collective.
-    model = torch.nn.Linear(2, 2)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    kwargs: dict[str, Any] = {"defer_nonfinite_check": True}
-    assert Stepper(model, ClassificationTask(), opt, **kwargs)._defer
-    assert not Stepper(model, ClassificationTask(), opt, dist=Dist(0, 2), **kwargs)._defer
 
 
 def test_more_processes_than_gpus_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

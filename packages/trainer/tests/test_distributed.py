@@ -73,6 +73,51 @@ def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path: Path) -> None
     assert all(resumed_run[step] == loss for step, loss in one_run.items())
 
 
+POISONED_TASK = """
+import os
+from itertools import count
+from torchsmith.trainer import ClassificationTask
+
+def build(rank, call):
+    task, calls = ClassificationTask(), count()
+    def poisoned(model, batch):  # the training micro-batch number `call`, on `rank` only
+        out = task(model, batch)
+        if model.training and next(calls) == call and os.environ["RANK"] == str(rank):
+            out.loss = out.loss * float("nan")
+        return out
+    return poisoned
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("check", ["step", "window"])
+def test_a_nan_on_one_rank_stops_both_and_saves_nothing_after_it(
+    tmp_path: Path, check: str
+) -> None:
+    """Rank 1's micro-batch 9 (step 5 of 2 micro-batches) is NaN. Both ranks must stop, at
+    the step ("step": the step's all-reduce carries the flag) or at the next pause, before
+    step 6's checkpoint ("window": check_pending's all-reduce); neither may hang or save."""
+    (tmp_path / "poisoned_task.py").write_text(POISONED_TASK)
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    out = tmp_path / "run"
+    args = [*COMMON, "--out", str(out), "--max-steps", "12", "--set", "loader.batch_size=16",
+            "--set", "task={kind: import, target: 'poisoned_task:build', "
+                     "kwargs: {rank: 1, call: 9}}",
+            "--set", f"training.nonfinite_check={check}",
+            "--set", "checkpoint.every_steps=2"]  # fmt: skip
+    run = subprocess.run([*torchrun, str(script), *args], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert run.returncode != 0
+    assert "loss is nan at step 5, batch 9 of the epoch" in run.stderr, run.stderr[-3000:]
+    assert "loss is nan at step 5, another rank's batch" in run.stderr, run.stderr[-3000:]
+    saved = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+    assert saved[-1] == "step-00000004", saved
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="nccl needs a GPU per process: 2")
 def test_two_nccl_processes_match_one_gpu(tmp_path: Path) -> None:

@@ -18,10 +18,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from torchsmith.trainer import ExperimentConfig, ListSink, build_trainer
+from torchsmith.trainer import ExperimentConfig, ListSink, NonFiniteLossError, build_trainer
 from torchsmith.trainer._distributed import Dist, unwrap
 
-from .conftest import small_config
+from .conftest import poison_step, small_config
 from .test_distributed import BATCHNORM_MODEL
 
 
@@ -100,3 +100,21 @@ def test_a_group_of_one_trains_as_one_process_does_and_resumes_bitwise(
     resumed, _ = _fit(config, distributed=True, resume=True)
     for name in grouped:
         assert torch.equal(resumed[name], grouped[name]), name
+
+
+@pytest.mark.parametrize("check", ["step", "window"])
+def test_a_nan_in_a_group_of_one_stops_the_run_and_saves_nothing_after_it(
+    group: str, tmp_path: Path, check: str
+) -> None:
+    """The step check reads the flag the step's all-reduce carries; the window check (what
+    'auto' is on CUDA) marks bad micro-batches in check_pending's all-reduce at the next pause."""
+    config = small_config(
+        tmp_path, f"training.device={group}", "training.grad_accum=2",
+        f"training.nonfinite_check={check}", "checkpoint.every_steps=2",
+    )  # fmt: skip
+    trainer = build_trainer(config, dist=GroupOfOne())
+    poison_step(trainer, 4)  # the fifth step: micro-batches 8 and 9
+    with pytest.raises(NonFiniteLossError, match="loss is nan at step 5, batch 8 of the epoch"):
+        trainer.fit()
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
+    assert saved[-1] == "step-00000004", saved

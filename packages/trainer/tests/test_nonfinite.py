@@ -17,6 +17,7 @@ from torchsmith.trainer import (
     Stepper,
     build_trainer,
 )
+from torchsmith.trainer._distributed import Dist
 
 from .conftest import poison_step, small_config
 
@@ -129,3 +130,33 @@ def test_skipping_the_first_step_moves_the_schedule_without_a_warning(
         metrics = trainer.fit()
     assert metrics["skipped_steps"] == 1 and trainer.scheduler is not None
     assert trainer.scheduler.last_epoch == 4
+
+
+@pytest.mark.parametrize(
+    ("nan_here", "message"),
+    [(None, "at step 2, another rank's batch"), (1, "at step 2, batch 1 of the epoch"),
+     (2, "at step 2, another rank's batch")],
+)  # fmt: skip
+def test_under_ddp_a_deferred_nan_stops_every_rank_at_the_pause(
+    monkeypatch: pytest.MonkeyPatch, nan_here: int | None, message: str
+) -> None:
+    """Deferred under DDP too (no host sync a step): at the pause one all-reduce marks the
+    micro-batches found bad on any rank, and every rank raises for the first of them, the
+    rank that saw it naming its batch. Rank 0 of 2 here; the all-reduce adds rank 1's view:
+    its losses of steps 2 and 3 were NaN. (Two real ranks: test_distributed.py.)"""
+    rank1_bad = torch.tensor([0.0, 1.0, 1.0])
+
+    def all_reduce(value: torch.Tensor, info: Dist) -> torch.Tensor:
+        if value.numel() == len(rank1_bad):  # check_pending's marks, one a micro-batch
+            return value.add_(rank1_bad)
+        return value.mul_(2)  # a step's (items, bad flag): rank 1 had as many items
+
+    monkeypatch.setattr("torchsmith.trainer._step.all_reduce_sum", all_reduce)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    stepper = Stepper(model, ClassificationTask(), opt, dist=Dist(0, 2), defer_nonfinite_check=True)
+    for step in range(3):
+        x = torch.randn(4, 2) * (float("nan") if step == nan_here else 1.0)
+        stepper([(x, torch.tensor([0, 1, 0, 1]))], step, first_batch=step)  # nothing read yet
+    with pytest.raises(NonFiniteLossError, match=f"loss is nan {message}"):
+        stepper.check_pending()

@@ -247,7 +247,7 @@ class TrainingConfig(_Section):
         default="auto",
         description="When a NaN/Inf loss is looked for: every micro-batch ('step', a host sync "
         "on CUDA) or at the loop's next log/eval/save ('window', error policy only); 'auto' "
-        "is 'window' on CUDA on one process and 'step' otherwise.",
+        "is 'window' on CUDA (under DDP too) and 'step' otherwise.",
     )
     log_every: int = Field(default=10, gt=0)
 

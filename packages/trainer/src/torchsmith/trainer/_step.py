@@ -73,10 +73,10 @@ class Stepper:
     batches_per_epoch: int | None = None  # only to name a bad batch's place in its epoch
     # Reading a loss on CUDA waits for the GPU. With nonfinite="error" the check can wait
     # for the loop's next pause instead: then the loop must call check_pending() before it
-    # logs, evaluates or saves (the Trainer does), or a NaN goes unreported. None defers on
-    # CUDA on one process, where it saves a host sync per micro-batch (what a config's
+    # logs, evaluates or saves (the Trainer does), on every rank, or a NaN goes unreported.
+    # None defers on CUDA, where it saves a host sync per micro-batch (what a config's
     # training.nonfinite_check="auto" builds); False, the default, checks every micro-batch.
-    # With nonfinite="skip" or under DDP every micro-batch is checked whatever this says.
+    # With nonfinite="skip" every micro-batch is checked whatever this says.
     defer_nonfinite_check: bool | None = False
     # The nominal items (examples, or tokens) of one micro-batch; the same on every rank.
     items_per_micro_batch: float = 1.0
@@ -105,10 +105,11 @@ class Stepper:
         self._amp = None if self.precision == "fp32" else self._autocast  # None: no `with`
         defer = self.defer_nonfinite_check
         if defer is None:
-            defer = self._device.type == "cuda" and not self._ddp
-        # Skipping must decide before the step; under DDP ranks must decide together (a rank
-        # raising alone would leave the others waiting in a collective), so both check now.
-        self._defer = defer and self.nonfinite == "error" and not self._ddp
+            defer = self._device.type == "cuda"
+        # Skipping must decide before the step, so it checks now. Under DDP the ranks decide
+        # together either way (a rank raising alone would leave the others waiting in a
+        # collective): in the step's all-reduce, or in check_pending's.
+        self._defer = defer and self.nonfinite == "error"
         self._pending: list[tuple[torch.Tensor, int, int]] = []  # (loss, step, batch index)
         self.last_loss: torch.Tensor | None = None
         self.skipped = 0
@@ -278,17 +279,23 @@ class Stepper:
         """Raise for the first non-finite loss among the deferred ones (one host sync).
 
         The loop calls this before it logs, evaluates or saves, so a checkpoint is never
-        written after a bad step; the steps since then are lost with the run anyway.
+        written after a bad step; the steps since then are lost with the run anyway. Under
+        DDP every rank calls it at the same pause, holding losses of the same steps: one
+        all-reduce marks the micro-batches bad on any rank, and every rank raises for the
+        first (the rank that saw it names its batch).
         """
         if not self._pending:
             return
         pending, self._pending = self._pending, []
         values = torch.stack([loss.float() for loss, _, _ in pending])
-        bad = (~torch.isfinite(values)).nonzero()
-        if len(bad):
-            first = int(bad[0, 0])
+        bad_here = ~torch.isfinite(values)
+        bad = all_reduce_sum(bad_here.double(), self.dist) > 0 if self._ddp else bad_here
+        where = bad.nonzero()
+        if len(where):
+            first = int(where[0, 0])
             _, step, index = pending[first]
-            self._nonfinite((float(values[first]), index), step)
+            seen = (float(values[first]), index) if bad_here[first] else (float("nan"), None)
+            self._nonfinite(seen, step)  # None: another rank's batch
 
     def _forward(self, batch: Any) -> TaskOutput:
         if self._move:
@@ -319,6 +326,8 @@ class Stepper:
         packed = torch.zeros(2, dtype=torch.float64, device=self._device)
         packed[0], packed[1] = local_items, float(local_bad)  # a count may be a tensor
         all_reduce_sum(packed, self.dist)
+        if self._defer:  # no flag to read (a host sync): check_pending decides, all together
+            return packed[0], False
         return packed[0], bool(packed[1])
 
     def _scale_gradients(self, total: int | torch.Tensor) -> None:
