@@ -10,6 +10,7 @@ of buffers before evaluation, the gathered RNG states of a checkpoint and the ba
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,3 +119,27 @@ def test_a_nan_in_a_group_of_one_stops_the_run_and_saves_nothing_after_it(
         trainer.fit()
     saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
     assert saved[-1] == "step-00000004", saved
+
+
+def test_ddp_steps_on_a_gpu_read_nothing_back_until_the_pause(group: str, tmp_path: Path) -> None:
+    """Under DDP on CUDA ('auto'), a step reads no loss, flag or count back to the host:
+    nothing in the trainer's code syncs (torch's own syncs, if any, are printed)."""
+    if group != "cuda":
+        pytest.skip("host syncs are a GPU's")
+    config = small_config(tmp_path, "training.device=cuda", "training.grad_accum=2")
+    trainer = build_trainer(config, dist=GroupOfOne())
+    stepper, data = trainer.stepper, trainer.data
+    stepper([next(data), next(data)], 0)  # DDP's first step lays out its buckets
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for step in range(1, 4):
+                stepper([next(data), next(data)], step)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    syncs = [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+    print("host syncs in 3 DDP steps:", syncs)
+    assert not [where for where in syncs if "torchsmith/trainer/" in where], syncs
+    stepper.check_pending()
