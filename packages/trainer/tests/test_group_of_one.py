@@ -139,7 +139,11 @@ def test_ddp_steps_on_a_gpu_read_nothing_back_until_the_pause(group: str, tmp_pa
                 stepper([next(data), next(data)], step)
         finally:
             torch.cuda.set_sync_debug_mode("default")
-    syncs = [f"{w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+    syncs = [
+        f"{w.filename}:{w.lineno}"
+        for w in caught
+        if "synchroniz" in str(w.message) and "debug mode" not in str(w.message)  # not the notice
+    ]
     print("host syncs in 3 DDP steps:", syncs)
     assert not [where for where in syncs if "torchsmith/trainer/" in where], syncs
     stepper.check_pending()

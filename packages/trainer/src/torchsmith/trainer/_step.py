@@ -324,7 +324,10 @@ class Stepper:
         if not self._ddp:
             return local_items, local_bad
         packed = torch.zeros(2, dtype=torch.float64, device=self._device)
-        packed[0], packed[1] = local_items, float(local_bad)  # a count may be a tensor
+        # fill_ takes a number as a kernel argument; `packed[0] = n` would copy it from the
+        # host, a sync on CUDA. A count made on the device (a 0-dim tensor) stays there.
+        packed[0].fill_(local_items)
+        packed[1].fill_(float(local_bad))
         all_reduce_sum(packed, self.dist)
         if self._defer:  # no flag to read (a host sync): check_pending decides, all together
             return packed[0], False
