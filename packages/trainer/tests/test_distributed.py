@@ -22,8 +22,21 @@ COMMON = ["digits-classifier", "--no-progress", "--set", "model.hidden=[32]",
           "--set", "training.device=cpu"]  # fmt: skip
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
 def _weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "checkpoints" / "latest" / "model.safetensors"))
+
+
+def _cli_with_modules(tmp_path: Path, **modules: str) -> tuple[Path, dict[str, str]]:
+    """The CLI script, and an environment in which ``modules`` (name: source) import."""
+    for name, source in modules.items():
+        (tmp_path / f"{name}.py").write_text(source)
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
+    return script, {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
 
 
 @pytest.mark.slow
@@ -31,12 +44,11 @@ def test_two_gloo_processes_match_one_and_resume_exactly(tmp_path: Path) -> None
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
     def ddp(out: Path, *extra: str) -> None:
         # Per process 16 x 2 micro-batches: 64 examples per step in all.
         args = [*COMMON, "--out", str(out), "--set", "loader.batch_size=16", *extra]
-        subprocess.run([*torchrun, str(script), *args], env=env, check=True)
+        subprocess.run([*TORCHRUN, str(script), *args], env=env, check=True)
 
     ddp(tmp_path / "ddp", "--max-steps", "12")
     single = [*COMMON, "--out", str(tmp_path / "single"), "--set", "loader.batch_size=32"]
@@ -97,19 +109,14 @@ def test_a_nan_on_one_rank_stops_both_and_saves_nothing_after_it(
     """Rank 1's micro-batch 9 (step 5 of 2 micro-batches) is NaN. Both ranks must stop, at
     the step ("step": the step's all-reduce carries the flag) or at the next pause, before
     step 6's checkpoint ("window": check_pending's all-reduce); neither may hang or save."""
-    (tmp_path / "poisoned_task.py").write_text(POISONED_TASK)
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    script, env = _cli_with_modules(tmp_path, poisoned_task=POISONED_TASK)
     out = tmp_path / "run"
     args = [*COMMON, "--out", str(out), "--max-steps", "12", "--set", "loader.batch_size=16",
             "--set", "task={kind: import, target: 'poisoned_task:build', "
                      "kwargs: {rank: 1, call: 9}}",
             "--set", f"training.nonfinite_check={check}",
             "--set", "checkpoint.every_steps=2"]  # fmt: skip
-    run = subprocess.run([*torchrun, str(script), *args], env=env, capture_output=True,
+    run = subprocess.run([*TORCHRUN, str(script), *args], env=env, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert run.returncode != 0
     assert "loss is nan at step 5, batch 9 of the epoch" in run.stderr, run.stderr[-3000:]
@@ -127,8 +134,7 @@ def test_two_nccl_processes_match_one_gpu(tmp_path: Path) -> None:
     script.write_text(SCRIPT)
     on_gpu = [*COMMON, "--set", "training.device=cuda", "--set", "model.dropout=0.0",
               "--max-steps", "12"]  # fmt: skip
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    subprocess.run([*torchrun, str(script), *on_gpu, "--out", str(tmp_path / "ddp"),
+    subprocess.run([*TORCHRUN, str(script), *on_gpu, "--out", str(tmp_path / "ddp"),
                     "--set", "loader.batch_size=16"], check=True, timeout=300)  # fmt: skip
     subprocess.run([sys.executable, str(script), *on_gpu, "--out", str(tmp_path / "single"),
                     "--set", "loader.batch_size=32"], check=True, timeout=300)  # fmt: skip
@@ -142,9 +148,8 @@ def _two_ranks(script: str, out: Path) -> None:
     """Run ``script`` in 2 gloo processes under torchrun; it writes its results into ``out``."""
     path = out / "two_ranks.py"
     path.write_text(script)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([*torchrun, str(path), str(out)], env=env, check=True)
+    subprocess.run([*TORCHRUN, str(path), str(out)], env=env, check=True)
 
 
 LOSS_PARAMETER_SCRIPT = """
@@ -276,18 +281,13 @@ def test_a_rank_with_no_evaluation_batch_does_not_hang_a_model_with_buffers(
     """DDP's forward is itself a collective (it broadcasts buffers); with one validation
     batch for two ranks, rank 1 never calls it. Evaluation runs the inner module instead,
     after one broadcast of rank 0's buffers on every rank."""
-    (tmp_path / "bn_model.py").write_text(BATCHNORM_MODEL)
-    script = tmp_path / "train.py"
-    script.write_text(SCRIPT)
-    paths = [str(tmp_path), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(paths)}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    script, env = _cli_with_modules(tmp_path, bn_model=BATCHNORM_MODEL)
     out = tmp_path / "run"
     args = ["digits-classifier", "--no-progress", "--out", str(out), "--max-steps", "6",
             "--set", "model={kind: import, target: 'bn_model:build'}",
             "--set", "eval={every_steps: 3, max_batches: 1}",
             "--set", "training.device=cpu"]  # fmt: skip
-    subprocess.run([*torchrun, str(script), *args], env=env, check=True, timeout=300)
+    subprocess.run([*TORCHRUN, str(script), *args], env=env, check=True, timeout=300)
     events = [json.loads(line) for line in (out / "metrics.jsonl").open()]
     evals = {e["step"]: e["metrics"]["val_loss"] for e in events if e["kind"] == "eval"}
     assert sorted(evals) == [3, 6] and all(0.0 < v < 10.0 for v in evals.values())
@@ -344,7 +344,6 @@ def test_every_task_resumes_exactly_under_ddp(tmp_path: Path, task: str) -> None
     script = tmp_path / "train.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     settings = [
         *DDP_TASKS[task],
         "loader.batch_size=8",
@@ -358,7 +357,7 @@ def test_every_task_resumes_exactly_under_ddp(tmp_path: Path, task: str) -> None
     def ddp(out: Path, *extra: str) -> None:
         args = ["digits-classifier", "--no-progress", "--out", str(out), "--max-steps", "10"]
         args += [arg for setting in settings for arg in ("--set", setting)]
-        subprocess.run([*torchrun, str(script), *args, *extra], env=env, check=True)
+        subprocess.run([*TORCHRUN, str(script), *args, *extra], env=env, check=True)
 
     ddp(tmp_path / "one")
     ddp(tmp_path / "two", "--max-steps", "5")
