@@ -115,7 +115,9 @@ def test_a_nan_in_a_group_of_one_stops_the_run_and_saves_nothing_after_it(
     )  # fmt: skip
     trainer = build_trainer(config, dist=GroupOfOne())
     poison_step(trainer, 4)  # the fifth step: micro-batches 8 and 9
-    with pytest.raises(NonFiniteLossError, match="loss is nan at step 5, batch 8 of the epoch"):
+    with pytest.raises(
+        NonFiniteLossError, match="loss is nan at step 5, batch 8 of the epoch on rank 0"
+    ):
         trainer.fit()
     saved = sorted(p.name for p in (tmp_path / "checkpoints").glob("step-*"))
     assert saved[-1] == "step-00000004", saved

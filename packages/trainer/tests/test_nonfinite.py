@@ -134,16 +134,18 @@ def test_skipping_the_first_step_moves_the_schedule_without_a_warning(
 
 @pytest.mark.parametrize(
     ("nan_here", "message"),
-    [(None, "at step 2, another rank's batch"), (1, "at step 2, batch 1 of the epoch"),
-     (2, "at step 2, another rank's batch")],
+    [(None, "at step 2, batch 1 of the epoch on rank 1"),
+     (1, "at step 2, batch 1 of the epoch on rank 0"),
+     (2, "at step 2, batch 1 of the epoch on rank 1")],
 )  # fmt: skip
 def test_under_ddp_a_deferred_nan_stops_every_rank_at_the_pause(
     monkeypatch: pytest.MonkeyPatch, nan_here: int | None, message: str
 ) -> None:
     """Deferred under DDP too (no host sync a step): at the pause one all-reduce marks the
-    micro-batches found bad on any rank, and every rank raises for the first of them, the
-    rank that saw it naming its batch. Rank 0 of 2 here; the all-reduce adds rank 1's view:
-    its losses of steps 2 and 3 were NaN. (Two real ranks: test_distributed.py.)"""
+    micro-batches found bad on any rank, and every rank raises for the first of them,
+    naming its batch and the rank that saw it. Rank 0 of 2 here; the collectives add rank
+    1's view: its losses of steps 2 and 3 (batches 1 and 2) were NaN. (Two real ranks:
+    test_distributed.py.)"""
     rank1_bad = torch.tensor([0.0, 1.0, 1.0])
 
     def all_reduce(value: torch.Tensor, info: Dist) -> torch.Tensor:
@@ -151,7 +153,11 @@ def test_under_ddp_a_deferred_nan_stops_every_rank_at_the_pause(
             return value.add_(rank1_bad)
         return value.mul_(2)  # a step's (items, bad flag): rank 1 had as many items
 
+    def gather(report: object, info: Dist) -> list[object]:
+        return [report, (float("nan"), 1)]  # what rank 1 saw at the first bad micro-batch
+
     monkeypatch.setattr("torchsmith.trainer._step.all_reduce_sum", all_reduce)
+    monkeypatch.setattr("torchsmith.trainer._step.gather_objects", gather)
     model = torch.nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     stepper = Stepper(model, ClassificationTask(), opt, dist=Dist(0, 2), defer_nonfinite_check=True)

@@ -26,7 +26,7 @@ from torch import nn
 from torchsmith.interfaces import TaskOutput, TorchsmithError
 
 from ._data import move_to
-from ._distributed import Dist, all_reduce_sum
+from ._distributed import Dist, all_reduce_sum, gather_objects
 from ._tasks import TaskFn
 
 
@@ -207,8 +207,8 @@ class Stepper:
             if self.track:
                 tracked.append((value, out.num_items))
         total, any_bad = self._agree(items, bad is not None)
-        if any_bad:  # here or on another rank (then this rank names no batch of its own)
-            self._nonfinite(bad or (float("nan"), None), step)
+        if any_bad:  # here or on another rank (then this rank has no batch of its own to name)
+            self._nonfinite(bad, step)
             return
         self._scale_gradients(total)
         self._clip_and_step()
@@ -294,8 +294,7 @@ class Stepper:
         if len(where):
             first = int(where[0, 0])
             _, step, index = pending[first]
-            seen = (float(values[first]), index) if bad_here[first] else (float("nan"), None)
-            self._nonfinite(seen, step)  # None: another rank's batch
+            self._nonfinite((float(values[first]), index) if bad_here[first] else None, step)
 
     def _forward(self, batch: Any) -> TaskOutput:
         if self._move:
@@ -369,18 +368,27 @@ class Stepper:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
-    def _nonfinite(self, bad: tuple[float, int | None], step: int) -> None:
-        """Skip the step, or raise naming it and the batch (None: another rank's)."""
-        value, index = bad
+    def _nonfinite(self, bad: tuple[float, int] | None, step: int) -> None:
+        """Skip the step, or raise naming it, the batch, and under DDP the rank that saw it.
+
+        ``bad`` is (the loss, the batch's index), or None on a rank whose own losses were
+        finite: under DDP every rank calls this together once any has seen a bad loss.
+        """
         if self.nonfinite == "skip":
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             return
-        if index is not None and self.batches_per_epoch:
+        on_rank = ""
+        if self._ddp:  # one collective, on a run's last step: every rank names the same batch
+            seen = gather_objects(bad, self.dist)
+            rank = next(r for r, report in enumerate(seen) if report is not None)
+            bad, on_rank = seen[rank], f" on rank {rank}"
+        assert bad is not None  # one process: only called with its own bad loss
+        value, index = bad
+        if self.batches_per_epoch:
             index %= self.batches_per_epoch  # an accumulation window may cross an epoch's end
-        where = f"batch {index} of the epoch" if index is not None else "another rank's batch"
         raise NonFiniteLossError(
-            f"loss is {value} at step {step + 1}, {where} "
+            f"loss is {value} at step {step + 1}, batch {index} of the epoch{on_rank} "
             "(training.nonfinite='skip', or Stepper(nonfinite='skip'), skips such steps)"
         )
 
