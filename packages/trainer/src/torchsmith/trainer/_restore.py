@@ -13,9 +13,10 @@ from torchsmith.interfaces import CheckpointError
 
 _KERNELS = ("fused", "foreach")  # flags that choose a kernel, not the arithmetic
 
-# Optimizers whose per-parameter state has one layout within a group: each key either a
-# step count or a tensor of the parameter's shape. (Others, such as Adafactor's factored
-# moments or LBFGS's history, keep state of other shapes; only its form is checked.)
+# Optimizers whose per-parameter state has one layout within a group: a step count and
+# tensors of the parameter's shape (SGD's momentum buffer may be None: it starts one then).
+# Others, such as Adafactor's factored moments or LBFGS's history, keep state of other
+# shapes; only its form is checked.
 _ELEMENTWISE = (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.RMSprop)
 
 # What restoring a state.pt that this trainer did not write raises (from torch, Python).
@@ -32,7 +33,7 @@ def load_optimizer_state(
     another kind than the optimizer's own, a flag (``amsgrad``) that differs from it, a
     parameter's state that is not a mapping or whose ``step`` is not a count; and for Adam,
     AdamW, SGD and RMSprop, a parameter whose moments differ from its group's others in
-    their keys, are not tensors of its shape, or hold NaN.
+    their keys, are not tensors of its shape (None is SGD's only), or hold NaN.
 
     The checks run on what torch loaded, which fills in flags that older versions did not
     save (``decoupled_weight_decay``), and on the saved values where torch would turn them
@@ -66,6 +67,7 @@ def _check_parameter_states(
     """The saved state of each parameter of group ``i`` (see :func:`load_optimizer_state`)."""
     group = optimizer.param_groups[i]
     elementwise = isinstance(optimizer, _ELEMENTWISE)
+    none_ok = isinstance(optimizer, torch.optim.SGD)
     first: tuple[str, dict[str, str]] | None = None
     indices = saved["param_groups"][i]["params"]  # as torch maps them when it loads
     for j, (index, param) in enumerate(zip(indices, group["params"], strict=True)):
@@ -82,12 +84,12 @@ def _check_parameter_states(
             )
         if not elementwise or not state:
             continue
-        kinds = {key: _kind(value, param) for key, value in state.items() if key != "step"}
+        kinds = {k: _kind(v, param, none_ok) for k, v in state.items() if k != "step"}
         for key, kind in kinds.items():
             if kind == "other":
                 raise CheckpointError(
                     f"{where}: optimizer state {key!r} of {name} is {_shown(state[key])}, "
-                    "neither a number nor a tensor of the parameter's shape without NaN"
+                    "not a tensor of the parameter's shape without NaN"
                 )
         if first is None:
             first = (name, kinds)
@@ -106,21 +108,15 @@ def _is_count(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
-def _kind(value: Any, param: torch.Tensor) -> str:
-    """``value`` as state of ``param``: "a number" (or a one-element tensor, not
-    negative), "a tensor of its parameter's shape", "either" (a one-element parameter's
-    state is both), or "other" (wrong shape, not a number, or NaN)."""
-    if isinstance(value, torch.Tensor):
+def _kind(value: Any, param: torch.Tensor, none_ok: bool) -> str:
+    """``value`` as (non-step) state of ``param``: "a tensor of its parameter's shape",
+    "either" (None, where ``none_ok``: SGD starts a momentum buffer where it finds none), or
+    "other" (a number, None elsewhere, another shape, NaN: the step would fail on it)."""
+    if isinstance(value, torch.Tensor) and value.shape == param.shape:
         if (value.is_floating_point() or value.is_complex()) and bool(value.isnan().any()):
             return "other"  # (inf is left: an fp16 moment may overflow and torch goes on)
-        if value.numel() == 1:
-            if param.numel() == 1:
-                return "either"
-            return "a number" if value.is_complex() or value.real.item() >= 0 else "other"
-        return "a tensor of its parameter's shape" if value.shape == param.shape else "other"
-    if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
-        return "either" if param.numel() == 1 else "a number" if value >= 0 else "other"
-    return "either" if value is None else "other"  # SGD without momentum keeps None
+        return "a tensor of its parameter's shape"
+    return "either" if value is None and none_ok else "other"
 
 
 def _agree(kinds: Mapping[str, str], others: Mapping[str, str]) -> bool:
