@@ -113,6 +113,20 @@ def float_task():
     return lambda model, batch: 1.0
 
 
+class PerExample(Regression):  # reduction="none": a loss per example, not their mean
+    def __call__(self, model, batch):
+        out = super().__call__(model, batch)
+        out.loss = (model(batch[0]).squeeze(-1) - batch[1]) ** 2
+        return out
+
+
+class CountAsList(Regression):  # a count of shape (1,): DDP's all-reduce would refuse it
+    def __call__(self, model, batch):
+        out = super().__call__(model, batch)
+        out.num_items = torch.tensor([out.num_items])
+        return out
+
+
 class Items(torch.utils.data.Dataset):
     def __init__(self, items):
         self.items = items
@@ -334,6 +348,12 @@ def test_an_imported_task_trains_stops_early_and_resumes_bitwise(
          r"task\.target: 'my_blobs:not_a_task' returned int, not a task"),
         (["task={kind: import, target: '{m}:float_task'}"],
          r"task\.target: the task of 'my_blobs:float_task' returned float, not a TaskOutput"),
+        (["task={kind: import, target: '{m}:PerExample'}"],
+         r"task\.target: the task of 'my_blobs:PerExample' returned a loss of shape \(2,\); "
+         r"the trainer needs the batch's mean loss, a 0-dim tensor"),
+        (["task={kind: import, target: '{m}:CountAsList'}"],
+         r"task\.target: the task of 'my_blobs:CountAsList' returned num_items of shape "
+         r"\(1,\); the trainer needs the batch's item count, an int or a 0-dim tensor"),
         (["task={kind: import, target: '{m}:Regression', kwargs: {size: 2}}"],
          r"task\.kwargs: my_blobs:Regression\(\*\*\{'size': 2\}\) failed: TypeError"),
         (["eval.early_stopping_metric=val_accuracy"],

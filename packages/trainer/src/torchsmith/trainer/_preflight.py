@@ -121,6 +121,18 @@ def _check_imported_metrics(config: ExperimentConfig, out: Any) -> None:
             f"task.target: the task of {target!r} returned {type(out).__name__}, not a "
             "TaskOutput(loss, num_items, metrics)"
         )
+    loss, items = out.loss, out.num_items
+    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+        raise ConfigError(
+            f"task.target: the task of {target!r} returned a loss of {_form(loss)}; the "
+            "trainer needs the batch's mean loss, a 0-dim tensor"
+        )
+    count = isinstance(items, int) and not isinstance(items, bool)
+    if not (count or (isinstance(items, torch.Tensor) and items.ndim == 0)):
+        raise ConfigError(
+            f"task.target: the task of {target!r} returned num_items of {_form(items)}; "
+            "the trainer needs the batch's item count, an int or a 0-dim tensor"
+        )
     own = {f"val_{name}" for name in out.metrics} | {"val_loss"}
     for clash in sorted(own & {f"val_{name}" for name in config.eval.metrics}):
         raise ConfigError(
@@ -137,6 +149,12 @@ def _check_imported_metrics(config: ExperimentConfig, out: Any) -> None:
                 f"{where}: {name!r} is not a metric the task {target!r} reports in "
                 f"evaluation (allowed: {', '.join(sorted(allowed))})"
             )
+
+
+def _form(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)}"
+    return f"type {type(value).__name__}"
 
 
 def _run_metric(
