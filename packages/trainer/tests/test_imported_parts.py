@@ -350,7 +350,7 @@ def test_an_imported_task_trains_stops_early_and_resumes_bitwise(
          r"task\.target: the task of 'my_blobs:float_task' returned float, not a TaskOutput"),
         (["task={kind: import, target: '{m}:PerExample'}"],
          r"task\.target: the task of 'my_blobs:PerExample' returned a loss of shape \(2,\); "
-         r"the trainer needs the batch's mean loss, a 0-dim tensor"),
+         r"the trainer needs the batch's mean loss, a tensor of one element"),
         (["task={kind: import, target: '{m}:CountAsList'}"],
          r"task\.target: the task of 'my_blobs:CountAsList' returned num_items of shape "
          r"\(1,\); the trainer needs the batch's item count, an int or a 0-dim tensor"),

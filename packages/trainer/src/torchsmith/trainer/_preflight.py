@@ -122,10 +122,10 @@ def _check_imported_metrics(config: ExperimentConfig, out: Any) -> None:
             "TaskOutput(loss, num_items, metrics)"
         )
     loss, items = out.loss, out.num_items
-    if not (isinstance(loss, torch.Tensor) and loss.ndim == 0):
+    if not (isinstance(loss, torch.Tensor) and loss.numel() == 1):
         raise ConfigError(
             f"task.target: the task of {target!r} returned a loss of {_form(loss)}; the "
-            "trainer needs the batch's mean loss, a 0-dim tensor"
+            "trainer needs the batch's mean loss, a tensor of one element"
         )
     count = isinstance(items, int) and not isinstance(items, bool)
     if not (count or (isinstance(items, torch.Tensor) and items.ndim == 0)):
