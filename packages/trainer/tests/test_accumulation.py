@@ -138,6 +138,41 @@ def test_padding_tokens_do_not_count_towards_the_mean() -> None:
     assert (by_shape.emb.weight.grad - want).abs().max() > 1e-3
 
 
+def _mean_or_zero(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Token-mean cross-entropy that gives 0, not NaN, when every target is ignored (as
+    torchsmith-losses' does): such a micro-batch passes the NaN check."""
+    total = F.cross_entropy(logits.reshape(-1, 11), targets.reshape(-1), reduction="sum")
+    return total / (targets != -100).sum().clamp_min(1)
+
+
+def test_a_window_with_no_target_token_is_one_empty_batch_not_nan_weights() -> None:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 11, (4, 8), generator=g)
+    y = torch.full((4, 8), -100)  # nothing to predict in either micro-batch: N = 0
+    model = _TokenLM()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    task = CausalLMTask(_mean_or_zero)
+    Stepper(model, task, opt, items_per_micro_batch=16.0)([(x[:2], y[:2]), (x[2:], y[2:])], 0)
+
+    reference = _TokenLM()  # one batch of no tokens: a zero gradient, and AdamW's step on it
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=0.1)
+    _mean_or_zero(reference(x), y).backward()
+    ref_opt.step()
+    assert torch.isfinite(model.emb.weight).all()
+    torch.testing.assert_close(model.emb.weight, reference.emb.weight, rtol=0, atol=0)
+
+
+def test_last_loss_is_the_steps_item_weighted_mean_over_its_micro_batches() -> None:
+    x, y = _data(23)
+    want = F.cross_entropy(_model()(x), y)  # the one batch's loss, before the step
+    model = _model()
+    stepper = Stepper(model, ClassificationTask(), torch.optim.SGD(model.parameters(), lr=0.1))
+    assert stepper.last_loss is None
+    stepper([(x[:3], y[:3]), (x[3:16], y[3:16]), (x[16:], y[16:])], step=0)
+    assert stepper.last_loss is not None
+    torch.testing.assert_close(stepper.last_loss, want.detach(), rtol=1e-12, atol=0)
+
+
 def test_single_micro_batch_path_is_exactly_the_hand_written_step() -> None:
     x, y = _data(16)
     a, b = _model(), copy.deepcopy(_model())

@@ -53,8 +53,8 @@ class Stepper:
     do with a NaN/Inf loss, nothing of logging, evaluation or saving.
 
     What a step leaves behind is kept here, not returned, so a step allocates nothing
-    the loop does not read: ``last_loss`` (the last micro-batch's mean loss, read once at
-    the end), ``skipped`` (steps skipped for a non-finite loss) and, only when ``track``
+    the loop does not read: ``last_loss`` (the last step's mean loss, read once at the
+    end), ``skipped`` (steps skipped for a non-finite loss) and, only when ``track``
     is set, each step's loss and item count, which :meth:`pop_tracked` reduces for a logger
     (one stack per log, no tensor arithmetic per step).
     """
@@ -111,13 +111,25 @@ class Stepper:
         # collective): in the step's all-reduce, or in check_pending's.
         self._defer = defer and self.nonfinite == "error"
         self._pending: list[tuple[torch.Tensor, int, int]] = []  # (loss, step, batch index)
-        self.last_loss: torch.Tensor | None = None
+        # The last step's (loss, items) per micro-batch; last_loss reduces them when read.
+        self._last: list[tuple[torch.Tensor, int | torch.Tensor]] = []
         self.skipped = 0
         self.steps_done = 0  # by the last window, see window()
         # (mean loss, items) per micro-batch: the float the NaN check read, or with a deferred
         # check the detached loss it keeps; reduced once per log by pop_tracked.
         self._tracked: list[tuple[float | torch.Tensor, int | torch.Tensor]] = []
         self.restored_items = 0  # see load_tracked_state
+
+    @property
+    def last_loss(self) -> torch.Tensor | None:
+        """The last step's loss, or None before the first: with accumulation, the item-
+        weighted mean of its micro-batches' (worked out when read, not every step)."""
+        if len(self._last) < 2:
+            return self._last[0][0] if self._last else None
+        losses = torch.stack([loss.detach().double() for loss, _ in self._last])
+        counts = _counts([n for _, n in self._last], losses.device)
+        total = counts.sum()
+        return (losses * counts).sum() / torch.where(total > 0, total, 1.0)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of ``precision`` (a no-op for fp32)."""
@@ -143,8 +155,7 @@ class Stepper:
             losses = torch.stack(values).double()  # type: ignore[arg-type]
         else:  # read with the NaN check (or restored by load_tracked_state)
             losses = torch.tensor(_numbers(values), dtype=torch.float64).to(self._device)
-        f64 = torch.float64  # an int, or a count made on the device
-        counts = torch.stack([torch.as_tensor(n, dtype=f64, device=losses.device) for n in items])
+        counts = _counts(items, losses.device)
         return (losses * counts).sum(), int(counts.sum())
 
     def tracked_state(self) -> list[tuple[float, int]]:
@@ -185,6 +196,7 @@ class Stepper:
     def _accumulate(self, micro_batches: Sequence[Any], step: int, first_batch: int) -> None:
         """One optimizer step over several micro-batches, or over one under DDP."""
         tracked: list[tuple[float | torch.Tensor, int | torch.Tensor]] = []
+        window: list[tuple[torch.Tensor, int | torch.Tensor]] = []
         items: int | torch.Tensor = 0
         bad = None
         for index, batch in enumerate(micro_batches):
@@ -204,6 +216,7 @@ class Stepper:
             with self._sync_context(last=index == len(micro_batches) - 1):
                 self._backward(out.loss * (out.num_items / self.items_per_micro_batch))
             items += out.num_items
+            window.append((out.loss, out.num_items))
             if self.track:
                 tracked.append((value, out.num_items))
         total, any_bad = self._agree(items, bad is not None)
@@ -212,7 +225,7 @@ class Stepper:
             return
         self._scale_gradients(total)
         self._clip_and_step()
-        self.last_loss = out.loss
+        self._last = window
         self._tracked += tracked
 
     def window(
@@ -273,7 +286,7 @@ class Stepper:
         finally:
             self.steps_done = done
         if loss is not None:
-            self.last_loss = loss
+            self._last = [(loss, 1)]
 
     def check_pending(self) -> None:
         """Raise for the first non-finite loss among the deferred ones (one host sync).
@@ -337,8 +350,13 @@ class Stepper:
         ``loss_i * n_i / m``. N counted on the device (a tensor) stays there: no sync."""
         if self._ddp and self._outside_ddp:
             self._average_outside_ddp()
-        if isinstance(total, torch.Tensor):
-            total = total.double()  # as a Python number would divide
+        # A window of no items (every target ignored, with a loss that gives 0 for that, as
+        # torchsmith-losses' cross-entropy does) has zero gradients, as one empty batch
+        # would: dividing by N = 0 would turn them into NaN weights.
+        if isinstance(total, torch.Tensor):  # as a Python number would divide
+            total = torch.where(total > 0, total.double(), 1.0)
+        elif total <= 0:
+            total = 1
         # DDP averaged the per-rank sums over world_size; undo that, and turn n_i / m into n_i / N.
         scale = self.dist.world_size * self.items_per_micro_batch / total
         grads = [p.grad for p in self._params if p.grad is not None]
@@ -391,6 +409,12 @@ class Stepper:
             f"loss is {value} at step {step + 1}, batch {index} of the epoch{on_rank} "
             "(training.nonfinite='skip', or Stepper(nonfinite='skip'), skips such steps)"
         )
+
+
+def _counts(items: Sequence[int | torch.Tensor], device: torch.device) -> torch.Tensor:
+    """Item counts (ints, or counts made on the device) as one float64 tensor on ``device``."""
+    f64 = torch.float64
+    return torch.stack([torch.as_tensor(n, dtype=f64, device=device) for n in items])
 
 
 def _numbers(values: Sequence[float | int | torch.Tensor]) -> list[float]:

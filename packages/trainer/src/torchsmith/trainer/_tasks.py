@@ -71,8 +71,11 @@ class CausalLMTask:
     are not counted: ``num_items`` is the number of target tokens, counted on the device, so
     accumulated micro-batches with different amounts of padding weigh in by their real
     tokens, as one batch would (the bug fixed in transformers PR #34191). A micro-batch with
-    no target token has no mean loss (NaN), which the trainer treats as non-finite. The
-    default loss ignores ``ignore_index`` too; a loss of your own must ignore it itself.
+    no target token has no mean loss (NaN) with ``F.cross_entropy``, which the trainer
+    treats as non-finite; torchsmith-losses' cross-entropy gives 0 there instead, and a
+    window with no target token at all then steps on a zero gradient, as one empty batch
+    would. The default loss ignores ``ignore_index`` too; a loss of your own must ignore it
+    itself.
     """
 
     loss: LossFn = F.cross_entropy
