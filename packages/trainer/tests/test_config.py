@@ -369,7 +369,8 @@ def test_a_user_metric_may_not_take_a_built_in_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["schedule.warmup_steps=30"], "schedule.warmup_steps: 30 is not below"),
+        (["schedule.warmup_steps=30"], "30 is not below .* reaches only at the last step"),
+        (["schedule.warmup_steps=31"], "31 is not below .* the LR never reaches optim.lr"),
         (["schedule.name=step", "schedule.step_size=27"], "the 'step' schedule never decays"),
         (
             ["eval.every_steps=10", "eval.early_stopping_metric=val_loss"],

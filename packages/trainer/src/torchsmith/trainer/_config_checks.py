@@ -82,9 +82,11 @@ def plan_warnings(config: ExperimentConfig) -> list[str]:
     found = []
     sched, steps = config.schedule, config.training.max_steps
     if sched.warmup_steps >= steps:
+        # The warmup's factor at step s is (s + 1) / warmup_steps: 1 at the last step, if equal.
+        reach = "never reaches" if sched.warmup_steps > steps else "reaches only at the last step"
         found.append(
             f"schedule.warmup_steps: {sched.warmup_steps} is not below training.max_steps "
-            f"({steps}), so the LR never reaches optim.lr and the {sched.name!r} decay never starts"
+            f"({steps}), so the LR {reach} optim.lr and the {sched.name!r} decay never starts"
         )
     elif sched.name == "step" and sched.step_size >= steps - sched.warmup_steps:
         found.append(
