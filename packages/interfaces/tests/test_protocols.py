@@ -29,7 +29,10 @@ def test_plain_objects_satisfy_protocols() -> None:
 
 def test_task_output_holds_loss_and_count() -> None:
     out = ti.TaskOutput(loss=1.5, num_items=4)  # type: ignore[arg-type]
-    assert out.num_items == 4 and out.metrics == {}
+    assert out.num_items == 4 and out.metrics == {} and out.loss_weight is None
+    assert out.weight == 4  # the loss is a mean over its items
+    weighted = ti.TaskOutput(loss=1.5, num_items=4, loss_weight=2.5)  # type: ignore[arg-type]
+    assert weighted.weight == 2.5  # a class-weighted mean divides by the targets' weight
 
 
 def test_import_does_not_load_torch_or_pydantic() -> None:

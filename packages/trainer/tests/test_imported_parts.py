@@ -127,6 +127,13 @@ class CountAsList(Regression):  # a count of shape (1,): DDP's all-reduce would 
         return out
 
 
+class WeightAsList(Regression):  # what the loss's mean divides by, given as a list
+    def __call__(self, model, batch):
+        out = super().__call__(model, batch)
+        out.loss_weight = [float(out.num_items)]
+        return out
+
+
 class Items(torch.utils.data.Dataset):
     def __init__(self, items):
         self.items = items
@@ -354,6 +361,9 @@ def test_an_imported_task_trains_stops_early_and_resumes_bitwise(
         (["task={kind: import, target: '{m}:CountAsList'}"],
          r"task\.target: the task of 'my_blobs:CountAsList' returned num_items of shape "
          r"\(1,\); the trainer needs the batch's item count, an int or a 0-dim tensor"),
+        (["task={kind: import, target: '{m}:WeightAsList'}"],
+         r"task\.target: the task of 'my_blobs:WeightAsList' returned loss_weight of .*list.*; "
+         r"the trainer needs what the loss's mean divides by, a number or a 0-dim tensor"),
         (["task={kind: import, target: '{m}:Regression', kwargs: {size: 2}}"],
          r"task\.kwargs: my_blobs:Regression\(\*\*\{'size': 2\}\) failed: TypeError"),
         (["eval.early_stopping_metric=val_accuracy"],

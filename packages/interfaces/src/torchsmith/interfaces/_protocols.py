@@ -52,11 +52,21 @@ class TaskOutput:
     ``num_items`` so gradient accumulation equals one large batch. Since 1.4
     ``num_items`` may be a 0-dim integer tensor: a count made on the device (the
     target tokens that are not padding) costs no host sync.
+
+    ``loss_weight`` (since 1.5) is what the loss's mean divides by when that is not
+    ``num_items``: a class-weighted cross-entropy's total target weight. The trainer then
+    weighs the loss by it and the metrics, still means over items, by ``num_items``.
     """
 
     loss: torch.Tensor
     num_items: int | torch.Tensor
     metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+    loss_weight: float | torch.Tensor | None = None
+
+    @property
+    def weight(self) -> int | float | torch.Tensor:
+        """The loss's weight among micro-batches: ``loss_weight``, or else ``num_items``."""
+        return self.num_items if self.loss_weight is None else self.loss_weight
 
 
 @runtime_checkable

@@ -121,7 +121,11 @@ def evaluate(
                 name: metric_value(f"eval.metrics.{name}", fn(model, batch, out))
                 for name, fn in (metrics or {}).items()
             }
-            means.update({"loss": out.loss, **out.metrics, **extra}, out.num_items)
+            if out.loss_weight is None:
+                means.update({"loss": out.loss, **out.metrics, **extra}, out.num_items)
+            else:  # a weighted mean loss counts by its weight, the metrics by items
+                means.add("loss", out.loss, out.loss_weight)
+                means.update({**out.metrics, **extra}, out.num_items)
     if dist is not None and dist.enabled:
         _reduce(means, dist, device)
     result = {f"val_{k}": v for k, v in means.compute().items()}
@@ -172,7 +176,7 @@ def _reduce(means: RunningMean, dist: Dist, device: torch.device | None) -> None
     sums, counts = total[1 : 1 + len(names)], total[1 + len(names) :]
     means.items = int(total[0])
     means.sums = dict(zip(names, sums, strict=True))
-    means.counts = {n: int(c) for n, c in zip(names, counts, strict=True)}
+    means.counts = dict(zip(names, counts, strict=True))
 
 
 @dataclass

@@ -76,4 +76,23 @@ def _builtin(name: str, kwargs: dict[str, Any]) -> LossFn:
         raise ConfigError(
             f"loss {name!r}: {exc}; accepted keywords: {', '.join(accepted)}"
         ) from None
+    if name == "cross_entropy" and kwargs.get("weight") is not None:
+        return _weighted_cross_entropy(kwargs)
     return lambda *args: builtin(*args, **kwargs)
+
+
+def _weighted_cross_entropy(kwargs: dict[str, Any]) -> LossFn:
+    """``F.cross_entropy`` with class weights from a config's list, put where the logits are."""
+    weight, rest = kwargs["weight"], {k: v for k, v in kwargs.items() if k != "weight"}
+    try:
+        tensor = torch.as_tensor(weight, dtype=torch.float64)  # cast to the logits when used
+    except (TypeError, ValueError, RuntimeError):
+        tensor = None
+    if tensor is None or tensor.ndim != 1 or not torch.isfinite(tensor).all() or (tensor < 0).any():
+        raise ConfigError(
+            f"loss 'cross_entropy': weight must be a list of one finite, non-negative number "
+            f"per class, got {weight!r}"
+        )
+    return lambda logits, targets: F.cross_entropy(
+        logits, targets, weight=tensor.to(logits), **rest
+    )

@@ -44,7 +44,7 @@ class RunningMean:
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor | float] = {}
-        self.counts: dict[str, torch.Tensor | int] = {}  # items behind each name's sum
+        self.counts: dict[str, torch.Tensor | float] = {}  # the weight behind each name's sum
         self.items: int | torch.Tensor = 0  # items of every batch added
 
     def update(
@@ -55,14 +55,21 @@ class RunningMean:
         if isinstance(num_items, int) and not num_items:
             return
         for name, value in values.items():
-            if isinstance(value, torch.Tensor):
-                value = value.detach().float()
-            weighted = value * num_items
-            if isinstance(weighted, torch.Tensor) and isinstance(num_items, torch.Tensor):
-                weighted = torch.where(num_items > 0, weighted, torch.zeros_like(weighted))
-            self.sums[name] = self.sums.get(name, 0.0) + weighted
-            self.counts[name] = self.counts.get(name, 0) + num_items
+            self.add(name, value, num_items)
         self.items = self.items + num_items
+
+    def add(self, name: str, value: float | torch.Tensor, weight: float | torch.Tensor) -> None:
+        """Add one value, a mean over ``weight`` (items, or a weighted loss's total weight),
+        without counting items: :meth:`update` counts them."""
+        if isinstance(weight, (int, float)) and not weight:
+            return
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float()
+        weighted = value * weight
+        if isinstance(weighted, torch.Tensor) and isinstance(weight, torch.Tensor):
+            weighted = torch.where(weight > 0, weighted, torch.zeros_like(weighted))
+        self.sums[name] = self.sums.get(name, 0.0) + weighted
+        self.counts[name] = self.counts.get(name, 0) + weight
 
     def compute(self) -> dict[str, float]:
         """The means, as floats (one host sync per value), or {} when nothing was added."""

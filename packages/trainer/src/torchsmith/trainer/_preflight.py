@@ -133,6 +133,13 @@ def _check_imported_metrics(config: ExperimentConfig, out: Any) -> None:
             f"task.target: the task of {target!r} returned num_items of {_form(items)}; "
             "the trainer needs the batch's item count, an int or a 0-dim tensor"
         )
+    weight = out.loss_weight
+    number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+    if not (weight is None or number or (isinstance(weight, torch.Tensor) and weight.ndim == 0)):
+        raise ConfigError(
+            f"task.target: the task of {target!r} returned loss_weight of {_form(weight)}; "
+            "the trainer needs what the loss's mean divides by, a number or a 0-dim tensor"
+        )
     own = {f"val_{name}" for name in out.metrics} | {"val_loss"}
     for clash in sorted(own & {f"val_{name}" for name in config.eval.metrics}):
         raise ConfigError(

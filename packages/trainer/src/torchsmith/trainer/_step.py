@@ -112,13 +112,13 @@ class Stepper:
         self._defer = defer and self.nonfinite == "error"
         self._pending: list[tuple[torch.Tensor, int, int]] = []  # (loss, step, batch index)
         # The last step's (loss, items) per micro-batch; last_loss reduces them when read.
-        self._last: list[tuple[torch.Tensor, int | torch.Tensor]] = []
+        self._last: list[tuple[torch.Tensor, float | torch.Tensor]] = []
         self.skipped = 0
         self.steps_done = 0  # by the last window, see window()
         # (mean loss, items) per micro-batch: the float the NaN check read, or with a deferred
         # check the detached loss it keeps; reduced once per log by pop_tracked.
-        self._tracked: list[tuple[float | torch.Tensor, int | torch.Tensor]] = []
-        self.restored_items = 0  # see load_tracked_state
+        self._tracked: list[tuple[float | torch.Tensor, float | torch.Tensor]] = []
+        self.restored_items = 0.0  # see load_tracked_state
 
     @property
     def last_loss(self) -> torch.Tensor | None:
@@ -138,39 +138,40 @@ class Stepper:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self._device.type, dtype=dtype)
 
-    def pop_tracked(self, keep: bool = False) -> tuple[torch.Tensor | None, int]:
+    def pop_tracked(self, keep: bool = False) -> tuple[torch.Tensor | None, float]:
         """The item-weighted loss sum (float64, on the loss's device) and the item count since
         the last call (``track`` only; the count is read from the device if counted there).
+        Items are each micro-batch's ``TaskOutput.weight``: a weighted loss's total weight.
 
         ``keep``: leave them tracked, for a log before the interval's end (a run stopping
         between logs) whose checkpoint carries the interval on (:meth:`tracked_state`).
         """
         tracked = self._tracked
         if not keep:
-            self._tracked, self.restored_items = [], 0
+            self._tracked, self.restored_items = [], 0.0
         if not tracked:
-            return None, 0
+            return None, 0.0
         values, items = [value for value, _ in tracked], [n for _, n in tracked]
         if all(isinstance(value, torch.Tensor) for value in values):  # deferred: no sync here
             losses = torch.stack(values).double()  # type: ignore[arg-type]
         else:  # read with the NaN check (or restored by load_tracked_state)
             losses = torch.tensor(_numbers(values), dtype=torch.float64).to(self._device)
         counts = _counts(items, losses.device)
-        return (losses * counts).sum(), int(counts.sum())
+        return (losses * counts).sum(), float(counts.sum())
 
-    def tracked_state(self) -> list[tuple[float, int]]:
+    def tracked_state(self) -> list[tuple[float, float]]:
         """Each tracked micro-batch's (mean loss, items) since the last pop, as numbers (one
         sync on a GPU): what a checkpoint between logs keeps, so that the run resumed from
         it logs that interval's loss as the uninterrupted run does."""
         losses = _numbers([value for value, _ in self._tracked])
         items = _numbers([n for _, n in self._tracked])
-        return [(loss, int(n)) for loss, n in zip(losses, items, strict=True)]
+        return list(zip(losses, items, strict=True))
 
     def load_tracked_state(self, entries: Sequence[Sequence[float]]) -> None:
         """Track ``entries`` (from :meth:`tracked_state`) before the steps to come; their
         items are ``restored_items`` until the next pop, which a rate must leave out."""
-        self._tracked = [(float(value), int(n)) for value, n in entries]
-        self.restored_items = sum(int(n) for _, n in entries)
+        self._tracked = [(float(value), float(n)) for value, n in entries]
+        self.restored_items = sum(float(n) for _, n in entries)
 
     def __call__(
         self,
@@ -195,9 +196,9 @@ class Stepper:
 
     def _accumulate(self, micro_batches: Sequence[Any], step: int, first_batch: int) -> None:
         """One optimizer step over several micro-batches, or over one under DDP."""
-        tracked: list[tuple[float | torch.Tensor, int | torch.Tensor]] = []
-        window: list[tuple[torch.Tensor, int | torch.Tensor]] = []
-        items: int | torch.Tensor = 0
+        tracked: list[tuple[float | torch.Tensor, float | torch.Tensor]] = []
+        window: list[tuple[torch.Tensor, float | torch.Tensor]] = []
+        items: float | torch.Tensor = 0
         bad = None
         for index, batch in enumerate(micro_batches):
             out = self._forward(batch)
@@ -213,12 +214,13 @@ class Stepper:
                         self._nonfinite(bad, step)
                         return
                     # Under DDP every rank must reach the all-reduce below; decide together there.
+            n = out.weight  # num_items, or a weighted mean's total weight
             with self._sync_context(last=index == len(micro_batches) - 1):
-                self._backward(out.loss * (out.num_items / self.items_per_micro_batch))
-            items += out.num_items
-            window.append((out.loss, out.num_items))
+                self._backward(out.loss * (n / self.items_per_micro_batch))
+            items += n
+            window.append((out.loss, n))
             if self.track:
-                tracked.append((value, out.num_items))
+                tracked.append((value, n))
         total, any_bad = self._agree(items, bad is not None)
         if any_bad:  # here or on another rank (then this rank has no batch of its own to name)
             self._nonfinite(bad, step)
@@ -274,7 +276,7 @@ class Stepper:
                         self._backward(loss)
                         self._clip_and_step()
                     if track:
-                        self._tracked.append((value, out.num_items))
+                        self._tracked.append((value, out.weight))
                 else:  # raises with nonfinite="error"; skips the step with "skip"
                     self._nonfinite((float(value), first_batch + done), step + done)
                 if scheduler is not None:
@@ -329,8 +331,8 @@ class Stepper:
             loss.backward()  # type: ignore[no-untyped-call]
 
     def _agree(
-        self, local_items: int | torch.Tensor, local_bad: bool
-    ) -> tuple[int | torch.Tensor, bool]:
+        self, local_items: float | torch.Tensor, local_bad: bool
+    ) -> tuple[float | torch.Tensor, bool]:
         """(N, the items of the window over every rank; whether any rank saw a bad loss).
         Under DDP one collective carries both, so the ranks decide together."""
         if not self._ddp:
@@ -345,7 +347,7 @@ class Stepper:
             return packed[0], False
         return packed[0], bool(packed[1])
 
-    def _scale_gradients(self, total: int | torch.Tensor) -> None:
+    def _scale_gradients(self, total: float | torch.Tensor) -> None:
         """Scale the summed gradients by world_size * m / N: each backward carried
         ``loss_i * n_i / m``. N counted on the device (a tensor) stays there: no sync."""
         if self._ddp and self._outside_ddp:
@@ -411,7 +413,7 @@ class Stepper:
         )
 
 
-def _counts(items: Sequence[int | torch.Tensor], device: torch.device) -> torch.Tensor:
+def _counts(items: Sequence[float | torch.Tensor], device: torch.device) -> torch.Tensor:
     """Item counts (ints, or counts made on the device) as one float64 tensor on ``device``."""
     f64 = torch.float64
     return torch.stack([torch.as_tensor(n, dtype=f64, device=device) for n in items])

@@ -46,11 +46,20 @@ def _pair(batch: Any, task: str) -> tuple[Any, Any]:
 @dataclass
 class ClassificationTask:
     """Supervised classification: ``model(x)`` gives logits (B, C); targets (B,) class ids,
-    or (B, C) class probabilities (mixup, label smoothing), scored by their largest."""
+    or (B, C) class probabilities (mixup, label smoothing), scored by their largest.
+
+    ``class_weight``: the loss is a class-weighted mean, as ``F.cross_entropy(weight=...)``
+    takes it over class ids (divided by the targets' total weight, ``ignore_index`` left
+    out), so that total is its ``loss_weight``: accumulated micro-batches and evaluation
+    batches then weigh in as in one batch. Over probabilities torch divides by the batch's
+    size, which ``num_items`` already is.
+    """
 
     loss: LossFn = F.cross_entropy
     top_k: Sequence[int] = (1, 5)
     train_metrics: bool = False
+    class_weight: torch.Tensor | None = None
+    ignore_index: int = -100  # read only with class_weight
 
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
         x, y = _pair(batch, "classification")
@@ -60,7 +69,16 @@ class ClassificationTask:
         if self.train_metrics or not model.training:
             labels = y.argmax(-1) if y.is_floating_point() and y.ndim == logits.ndim else y
             metrics.update(top_k_accuracy(logits.detach(), labels, self.top_k))
-        return TaskOutput(loss, y.shape[0], metrics)
+        if self.class_weight is None or y.is_floating_point():
+            return TaskOutput(loss, y.shape[0], metrics)
+        return TaskOutput(loss, y.shape[0], metrics, self._total_weight(y))
+
+    def _total_weight(self, y: torch.Tensor) -> torch.Tensor:
+        """The class weights of the targets that count, summed on their device (no sync)."""
+        assert self.class_weight is not None
+        weight = self.class_weight.to(y.device, torch.float64)
+        kept = y != self.ignore_index
+        return torch.where(kept, weight[torch.where(kept, y, 0)], 0.0).sum()
 
 
 @dataclass
@@ -243,12 +261,22 @@ def build_task(
     except (TorchsmithError, TypeError, ValueError) as exc:
         unknown = isinstance(exc, (RegistryError, MissingSuiteError)) or not loss_kwargs
         raise ConfigError(f"{'task.loss' if unknown else 'task.loss_kwargs'}: {exc}") from exc
-    if kind == "classification":
-        return ClassificationTask(fn, top_k)
-    if kind == "causal_lm":  # the tokens the loss ignores are not counted either
+    if kind in ("classification", "causal_lm"):  # the targets the loss ignores do not count
         ignore = loss_kwargs.get("ignore_index", -100)
         if not isinstance(ignore, int) or isinstance(ignore, bool):
             raise ConfigError(f"task.loss_kwargs.ignore_index: an integer, not {ignore!r}")
+    if kind == "classification":
+        weight = loss_kwargs.get("weight")
+        if weight is None:
+            return ClassificationTask(fn, top_k)
+        class_weight = torch.as_tensor(weight, dtype=torch.float64)  # the loss took it
+        return ClassificationTask(fn, top_k, class_weight=class_weight, ignore_index=ignore)
+    if kind == "causal_lm":
+        if loss_kwargs.get("weight") is not None:
+            raise ConfigError(
+                "task.loss_kwargs.weight: class weights are for classification; a causal_lm "
+                "run weighs micro-batches and reports tokens/s by target tokens"
+            )
         return CausalLMTask(fn, ignore_index=ignore)
     if kind == "contrastive":
         return ContrastiveTask(fn)

@@ -268,10 +268,10 @@ class Trainer:
         if loss_sum is not None and self.dist.enabled:  # every rank tracks, so all join
             counts = torch.tensor([float(items), float(restored)]).to(loss_sum)
             packed = torch.cat([loss_sum.float().reshape(1), counts])
-            total, count, restored_count = all_reduce_sum(packed, self.dist).tolist()
-            loss, items, restored = total / max(count, 1), int(count), int(restored_count)
+            total, items, restored = all_reduce_sum(packed, self.dist).tolist()
+            loss = total / (items or 1)
         elif loss_sum is not None:
-            loss = float(loss_sum) / max(items, 1)
+            loss = float(loss_sum) / (items or 1)
         items -= restored
         samples = steps * s.grad_accum * self.samples_per_micro_batch * self.dist.world_size
         metrics = {
