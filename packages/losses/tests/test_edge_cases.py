@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from torchsmith.interfaces import ConfigError, DataError
 from torchsmith.losses import (
@@ -199,9 +200,23 @@ def test_classification_targets_checked(loss):
         loss(torch.randn(4), torch.zeros(4, dtype=torch.long))
 
 
-def test_cross_entropy_rejects_float_targets():
-    with pytest.raises(DataError, match="integer class indices"):
+def test_cross_entropy_takes_float_targets_of_another_shape_for_neither_kind():
+    with pytest.raises(DataError, match=r"probabilities and must have the logits' shape \(4, 5\)"):
         CrossEntropyLoss()(torch.randn(4, 5), torch.zeros(4))
+
+
+@pytest.mark.parametrize("weight", [None, [1.0, 2.0, 0.5, 1.0, 3.0]])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_over_probabilities_is_torchs(weight, smoothing):
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 5, 3, generator=g, dtype=torch.float64)  # (N, C, d1) too
+    probs = torch.softmax(torch.randn(6, 5, 3, generator=g, dtype=torch.float64), dim=1)
+    loss = CrossEntropyLoss(weight=weight, label_smoothing=smoothing)
+    w = None if weight is None else torch.tensor(weight, dtype=torch.float64)
+    want = F.cross_entropy(logits, probs, weight=w, label_smoothing=smoothing)
+    torch.testing.assert_close(loss(logits, probs), want)
+    hits = (logits.argmax(1) == probs.argmax(1)).double().mean()
+    torch.testing.assert_close(loss.components["accuracy"].double(), hits)
 
 
 def test_class_weight_count_must_match_classes():

@@ -251,3 +251,14 @@ def test_the_clip_logit_scale_is_kept_at_most_100_and_still_learns() -> None:
     assert model.logit_scale.item() == pytest.approx(math.log(100.0))
     scale.backward()
     assert model.logit_scale.grad is not None and model.logit_scale.grad.item() > 0.0
+
+
+def test_a_config_built_classification_task_takes_class_probabilities() -> None:
+    """Mixup-style targets, whichever cross-entropy the config resolves to (torchsmith-losses'
+    where it is installed, torch's where not)."""
+    torch.manual_seed(0)
+    model, x = nn.Linear(5, 3), torch.randn(4, 5)
+    probs = torch.softmax(torch.randn(4, 3), dim=1)
+    out = build_task("classification", None, {}, [1])(model, (x, probs))
+    torch.testing.assert_close(out.loss, F.cross_entropy(model(x), probs))
+    assert out.num_items == 4 and out.loss_weight is None

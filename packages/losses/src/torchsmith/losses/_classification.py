@@ -54,13 +54,16 @@ def _check_weights(weight: torch.Tensor | None, classes: int) -> None:
 
 @register_loss("cross_entropy")
 class CrossEntropyLoss(LossModule):
-    """Cross-entropy over class indices, with label smoothing, class weights and ignore_index.
+    """Cross-entropy over class indices or class probabilities, with label smoothing, class
+    weights and ignore_index.
 
     ``loss(logits (N, C, ...), targets (N, ...) long)``. With ``weight``, the mean is
     weighted by the targets' class weights (as ``torch.nn.functional.cross_entropy``).
     A batch whose targets are all ``ignore_index`` gives 0 instead of NaN (with a
     RuntimeWarning on the CPU; on an accelerator the check would cost a host sync per step).
-    Components: ``accuracy`` over non-ignored targets.
+    Floating targets of the logits' shape are class probabilities (mixup, distillation):
+    the mean is then over examples, as torch takes it, and ``ignore_index`` does not apply.
+    Components: ``accuracy`` over non-ignored targets (for probabilities: their largest).
     """
 
     weight: torch.Tensor | None
@@ -80,6 +83,8 @@ class CrossEntropyLoss(LossModule):
         self.ignore_index = ignore_index
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if isinstance(targets, torch.Tensor) and targets.is_floating_point():
+            return self._over_probabilities(logits, targets)
         logits, targets = _check_logits_targets(logits, targets)
         _check_weights(self.weight, logits.shape[1])
         logits = logits.to(compute_dtype(logits))
@@ -103,6 +108,24 @@ class CrossEntropyLoss(LossModule):
         loss = total / torch.where(denominator > 0, denominator, 1.0)
         correct = (logits.detach().argmax(1) == targets) & kept
         return self._record(loss, accuracy=correct.sum() / kept.sum().clamp_min(1))
+
+    def _over_probabilities(self, logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """Targets that are class probabilities of the logits' shape, as torch takes them."""
+        if isinstance(logits, torch.Tensor) and probs.shape != logits.shape:
+            raise DataError(
+                f"floating targets are class probabilities and must have the logits' shape "
+                f"{tuple(logits.shape)}, got shape {tuple(probs.shape)} (class indices: "
+                "an integer tensor)"
+            )
+        logits, _ = _check_logits_targets(logits, probs.argmax(1))
+        _check_weights(self.weight, logits.shape[1])
+        logits = logits.to(compute_dtype(logits))
+        weight = None if self.weight is None else self.weight.to(logits)
+        loss = F.cross_entropy(
+            logits, probs.to(logits.dtype), weight=weight, label_smoothing=self.label_smoothing
+        )
+        correct = logits.detach().argmax(1) == probs.argmax(1)
+        return self._record(loss, accuracy=correct.float().mean())
 
 
 def _warn_if_all_ignored(name: str, kept: torch.Tensor) -> None:
