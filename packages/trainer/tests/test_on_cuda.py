@@ -165,3 +165,36 @@ def test_padded_language_model_accumulation_on_the_gpu_is_one_batch() -> None:
     torch.testing.assert_close(
         model.emb.weight.grad, reference.emb.weight.grad, rtol=1e-12, atol=1e-14
     )
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["torchsmith-losses", "torch"])
+def test_class_weighted_accumulation_on_the_gpu_is_one_batch_without_a_sync(which: int) -> None:
+    """The targets' total weight is summed on the GPU; the weights go there once."""
+    import torch.nn.functional as F
+
+    from torchsmith.trainer import Stepper
+
+    from .test_accumulation import _KeepGrads
+    from .test_class_weights import WEIGHT, _data, _model, _tasks
+
+    cuda = torch.device("cuda")
+    task = _tasks()[which]
+    x, y = (t.to(cuda) for t in _data())
+    if isinstance(task.loss, torch.nn.Module):
+        task.loss.to(cuda)  # as the trainer moves a loss with state
+    reference = _model().to(cuda)
+    weight = torch.tensor(WEIGHT, dtype=torch.float64, device=cuda)
+    F.cross_entropy(reference(x), y, weight=weight).backward()
+    model = _model().to(cuda)
+    opt = _KeepGrads(model.parameters(), lr=0.0)
+    stepper = Stepper(model, task, opt, device=cuda, items_per_micro_batch=4,
+                      defer_nonfinite_check=None)  # fmt: skip
+    task(model, (x[:4], y[:4]))  # the first call puts the weights on the GPU
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        stepper([(x[i : i + 4], y[i : i + 4]) for i in (0, 4, 8)], step=0)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for got, want in zip(model.parameters(), reference.parameters(), strict=True):
+        assert got.grad is not None and want.grad is not None
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-12, atol=1e-14)

@@ -93,6 +93,12 @@ def _weighted_cross_entropy(kwargs: dict[str, Any]) -> LossFn:
             f"loss 'cross_entropy': weight must be a list of one finite, non-negative number "
             f"per class, got {weight!r}"
         )
-    return lambda logits, targets: F.cross_entropy(
-        logits, targets, weight=tensor.to(logits), **rest
-    )
+    placed = {tensor.device: tensor}  # by device, so that it is copied to a GPU once
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        here = placed.get(logits.device)
+        if here is None:
+            here = placed[logits.device] = tensor.to(logits.device)
+        return F.cross_entropy(logits, targets, weight=here.to(logits.dtype), **rest)
+
+    return loss

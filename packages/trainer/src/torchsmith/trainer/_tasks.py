@@ -75,8 +75,10 @@ class ClassificationTask:
 
     def _total_weight(self, y: torch.Tensor) -> torch.Tensor:
         """The class weights of the targets that count, summed on their device (no sync)."""
-        assert self.class_weight is not None
-        weight = self.class_weight.to(y.device, torch.float64)
+        weight = self.class_weight
+        assert weight is not None
+        if weight.device != y.device or weight.dtype != torch.float64:  # copied there once
+            weight = self.class_weight = weight.to(y.device, torch.float64)
         kept = y != self.ignore_index
         return torch.where(kept, weight[torch.where(kept, y, 0)], 0.0).sum()
 
