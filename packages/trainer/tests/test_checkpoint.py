@@ -162,6 +162,41 @@ def test_mismatched_keys_and_shapes_are_listed(tmp_path: Path) -> None:
     assert "0.weight: checkpoint (5, 3) != model (4, 3)" in message
 
 
+def test_integer_weights_for_a_float_model_are_listed_and_other_float_widths_load(
+    tmp_path: Path,
+) -> None:
+    model = nn.Linear(3, 2)
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    ints = {**tensors, "weight": tensors["weight"].to(torch.int64)}
+    with pytest.raises(CheckpointError, match=r"dtype mismatches: weight: checkpoint "
+                       r"torch\.int64 for model torch\.float32"):  # fmt: skip
+        load_model_state(model, ints, tmp_path)
+    wider = {k: v.double() for k, v in tensors.items()}
+    load_model_state(model, wider, tmp_path)  # float64 into float32: the same values
+    assert torch.equal(model.weight, tensors["weight"])
+
+
+def test_the_weights_file_takes_the_umask_as_its_siblings_do(tmp_path: Path) -> None:
+    """safetensors creates its file 0600: another user who reads the state could not read
+    the weights."""
+    path = CheckpointManager(tmp_path).save(_state(1.0), step=1, metrics={})
+    modes = {p.name: p.stat().st_mode & 0o777 for p in path.iterdir()}
+    assert modes["model.safetensors"] == modes["meta.json"] == modes["state.pt"]
+
+
+def test_a_latest_step_damaged_after_its_save_is_not_silently_replaced_by_an_older_one(
+    tmp_path: Path,
+) -> None:
+    manager = CheckpointManager(tmp_path)
+    manager.save(_state(1.0), step=1, metrics={})
+    manager.save(_state(2.0), step=2, metrics={})
+    (tmp_path / "step-00000002" / "meta.json").unlink()  # not a save killed midway: damage
+    reopened = CheckpointManager(tmp_path)
+    assert reopened.latest() == tmp_path / "step-00000002"
+    with pytest.raises(CheckpointError, match=r"step-00000002.*meta\.json"):
+        reopened.load()
+
+
 def test_shared_tensors_are_saved(tmp_path: Path) -> None:
     shared = torch.ones(3)
     state = {"model": {"a": shared, "b": shared}, "loop": {"step": 0}}

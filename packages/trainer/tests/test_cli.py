@@ -11,6 +11,7 @@ import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -407,6 +408,23 @@ def test_an_out_dir_that_is_a_file_fails_before_training(
         assert f"out_dir (--out): {tmp_path / 'afile'} is a file, not a directory" in (
             capsys.readouterr().err
         )
+
+
+@pytest.mark.parametrize(("name", "make", "kind"), [
+    ("checkpoints", lambda p: p.write_text("x"), "a directory"),
+    ("metrics.jsonl", lambda p: p.mkdir(), "a file"),
+])  # fmt: skip
+def test_what_the_run_writes_being_in_the_way_fails_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, make: Any, kind: str
+) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    make(out / name)
+    assert main(["digits-classifier", "--out", str(out), "--max-steps", "2", *FAST]) == 2
+    assert f"out_dir (--out): {out / name} is in the way: it must be {kind}" in (
+        capsys.readouterr().err
+    )
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing trained, nothing written
 
 
 def test_a_missing_or_damaged_resume_is_one_line_naming_it(

@@ -115,6 +115,12 @@ def _check_out_dir(out_dir: Path) -> None:
         raise ConfigError(f"out_dir (--out): {existing} is a file, not a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"out_dir (--out): {existing} is not writable")
+    # What the run writes inside it, found now rather than at the first log or save.
+    for name, kind, fits in (("checkpoints", "a directory", Path.is_dir),
+                             ("metrics.jsonl", "a file", Path.is_file)):  # fmt: skip
+        inside = out_dir / name
+        if inside.exists() and not fits(inside):
+            raise ConfigError(f"out_dir (--out): {inside} is in the way: it must be {kind}")
 
 
 @contextlib.contextmanager

@@ -20,6 +20,7 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -104,9 +105,14 @@ class CheckpointManager:
         # Killed between placing a step and linking it, `latest` names the step before;
         # killed as a branch's first save shelved later steps, it names a shelved one.
         # (A copied `latest` directory is left as it is; the next save replaces it.)
+        # Only ever forward, or off a step that is gone: a placed step without meta.json was
+        # damaged after its save, and `latest` keeps naming it, so that resuming says so
+        # rather than going back to an older step without a word.
         found, latest = self.all(), self.directory / LATEST
         linked = self.directory / os.readlink(latest) if latest.is_symlink() else None
-        if found and not (latest.is_dir() and linked is None) and linked != found[-1]:
+        newest = step_of(found[-1]) if found else -1
+        behind = linked is None or not linked.exists() or step_of(linked) < newest
+        if found and not (latest.is_dir() and linked is None) and behind:
             self._point_latest(found[-1].name)
         elif not found and linked is not None and not latest.exists():  # a link to nothing
             latest.unlink()
@@ -194,6 +200,9 @@ class CheckpointManager:
         _refuse_objects(tmp / STATE_FILE, rest)  # before a loadless checkpoint prunes good ones
         _write_synced(tmp / MODEL_FILE, lambda p: save_file(_unshared(state["model"]), str(p)))
         _write_synced(tmp / META_FILE, lambda p: p.write_text(text))
+        # safetensors creates its file 0600; give it the mode the umask gave its siblings,
+        # so whoever may read the state and meta may read the weights too.
+        os.chmod(tmp / MODEL_FILE, stat.S_IMODE((tmp / META_FILE).stat().st_mode))
         fsync_directory(tmp)
 
     def _abandon_after(self, step: int) -> None:
@@ -368,13 +377,27 @@ def load_model_state(model: nn.Module, tensors: Mapping[str, torch.Tensor], sour
         for k, v in expected.items()
         if k in tensors and tensors[k].shape != v.shape
     )
-    if missing or unexpected or shapes:
+    # Another float width converts without loss of meaning; integers for floats do not.
+    kinds = sorted(
+        f"{k}: checkpoint {tensors[k].dtype} for model {v.dtype}"
+        for k, v in expected.items()
+        if k in tensors and _kind(tensors[k]) != _kind(v)
+    )
+    if missing or unexpected or shapes or kinds:
         parts = [f"checkpoint {source} does not match the model:"]
         parts += [f"  missing keys: {', '.join(missing)}"] if missing else []
         parts += [f"  unexpected keys: {', '.join(unexpected)}"] if unexpected else []
         parts += [f"  shape mismatches: {'; '.join(shapes)}"] if shapes else []
+        parts += [f"  dtype mismatches: {'; '.join(kinds)}"] if kinds else []
         raise CheckpointMismatchError("\n".join(parts))
     model.load_state_dict(tensors, strict=True)
+
+
+def _kind(tensor: torch.Tensor) -> str:
+    """bool, integer, floating or complex: what a dtype means, whatever its width."""
+    if tensor.dtype == torch.bool:
+        return "bool"
+    return "complex" if tensor.is_complex() else "float" if tensor.is_floating_point() else "int"
 
 
 def _unshared(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
