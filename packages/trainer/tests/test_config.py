@@ -26,6 +26,7 @@ from torchsmith.trainer._config import (
     eval_metric_names,
 )
 from torchsmith.trainer._config_checks import plan_warnings, resume_mismatches, resume_warnings
+from torchsmith.trainer._config_files import read_config_file
 from torchsmith.trainer._datasets import caption_tokens
 
 from .conftest import small_config
@@ -444,3 +445,29 @@ def test_a_path_holding_a_nul_character_is_a_config_error(tmp_path: Path) -> Non
         load_config(tmp_path / "c.toml")
     with pytest.raises(ConfigError, match=r"data.paths.0: 'a\\x00' holds a NUL character"):
         validate_config({"data": {"kind": "text", "paths": ["a\x00"]}})
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [("loader.batch_size=true", "loader.batch_size"), ("optim.lr=true", "optim.lr"),
+     ("model.hidden=[true, 64]", "model.hidden"), ("seed=false", "seed"),
+     ("checkpoint.keep_best=true", "checkpoint.keep_best")],
+)  # fmt: skip
+def test_a_boolean_for_a_number_is_refused_naming_the_field(override: str, field: str) -> None:
+    """pydantic would read true as 1: a batch of one, an lr of 1.0."""
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: a number, not a boolean"):
+        load_config("digits-classifier", [override])
+    config, _ = load_config("digits-classifier", ["training.compile=false", "optim.fused=true"])
+    assert config.training.compile is False and config.optim.fused is True  # bools stay bools
+
+
+def test_a_key_given_twice_is_refused_in_yaml_as_in_toml(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.001\n  lr: 0.5\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: the key 'lr' is given twice \(again on line 3"):
+        load_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"override 'optim=\{lr: 0.001, lr: 0.5\}': the key 'lr'"):
+        load_config("digits-classifier", ["optim={lr: 0.001, lr: 0.5}"])
+    # A merge key's values may be overridden: that is not a key given twice.
+    (tmp_path / "m.yaml").write_text("base: &b {lr: 0.1, weight_decay: 0.0}\n"
+                                     "optim:\n  <<: *b\n  lr: 0.5\n")  # fmt: skip
+    assert read_config_file(tmp_path / "m.yaml")["optim"] == {"lr": 0.5, "weight_decay": 0.0}

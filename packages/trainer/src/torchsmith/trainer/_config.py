@@ -8,6 +8,7 @@ on ``kind``.
 
 from __future__ import annotations
 
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -17,6 +18,38 @@ class _Section(BaseModel):
     # allow_inf_nan=False: ``gt``/``ge`` bounds let ``.inf`` through, and an infinite lr
     # or weight decay would pass here and turn the loss into NaN a few steps in.
     model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+        """pydantic reads ``true`` as 1 for a number (``batch_size = true`` would train with
+        batches of one): a boolean, alone or in a list, is refused where no bool is taken."""
+        for name, value in data.items() if isinstance(data, dict) else ():
+            field = cls.model_fields.get(name) if isinstance(name, str) else None
+            if field is not None and _holds_bool(value) and _numbers_only(field.annotation):
+                raise ValueError(f"{name}: a number, not a boolean; got {value!r}")
+        return data
+
+
+def _holds_bool(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return any(_holds_bool(item) for item in value)
+    return isinstance(value, bool)
+
+
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field of this type takes numbers (in lists, unions) but no bool."""
+    leaves, todo = set(), [annotation]
+    while todo:
+        kind = todo.pop()
+        args = typing.get_args(kind)
+        if typing.get_origin(kind) is Annotated:
+            todo.append(args[0])
+        elif args and typing.get_origin(kind) is not Literal:
+            todo.extend(args)
+        else:
+            leaves.add(kind)
+    return bool(leaves & {int, float}) and not leaves & {bool, Any}
 
 
 # ---------------------------------------------------------------- model

@@ -41,8 +41,30 @@ _BOOL, _INT, _FLOAT, _DATE = (
 )
 
 
+class DuplicateKeyError(yaml.YAMLError):  # type: ignore[misc]
+    """A mapping that gives a key twice: YAML 1.2 (like TOML) says keys are unique, and
+    PyYAML would keep the last one without a word."""
+
+
 class _Yaml12Loader(yaml.SafeLoader):  # type: ignore[misc]
-    """PyYAML's safe loader with the YAML 1.2 core schema's booleans, integers and floats."""
+    """PyYAML's safe loader with the YAML 1.2 core schema's booleans, integers and floats,
+    refusing a mapping's duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                again = key in seen
+            except TypeError:  # unhashable: PyYAML's own error follows
+                continue
+            if again:
+                line = key_node.start_mark.line + 1
+                raise DuplicateKeyError(f"the key {key!r} is given twice (again on line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
@@ -200,6 +222,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
             raise ConfigError(f"config file {path}: suffix must be .toml, .yaml or .yml")
     except UnboundedYamlError as exc:
         raise ConfigError(f"config file {path}: the document {exc}") from None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"config file {path} is not valid: {exc}") from exc
     except ValueError as exc:  # tomllib: an integer past Python's 4300-digit limit
@@ -229,6 +253,8 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
         except (UnboundedYamlError, RecursionError) as exc:
             reason = "is nested too deeply" if isinstance(exc, RecursionError) else exc
             raise ConfigError(f"override {_INPUT.repr(item)}: the value {reason}") from None
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"override {_INPUT.repr(item)}: {exc}") from None
         except yaml.YAMLError:
             value = raw
         if isinstance(value, dict) and not raw.lstrip().startswith("{"):
