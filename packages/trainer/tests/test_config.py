@@ -115,6 +115,9 @@ def test_unknown_recipe_lists_the_recipes() -> None:
 def test_missing_file_and_bad_suffix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "absent.toml")
+    (tmp_path / "dir.toml").mkdir()
+    with pytest.raises(ConfigError, match=r"dir\.toml is a directory, not a file"):
+        load_config(tmp_path / "dir.toml")
     (tmp_path / "c.json").write_text("{}")
     with pytest.raises(ConfigError, match="suffix must be"):
         load_config(tmp_path / "c.json")
