@@ -71,7 +71,8 @@ def load_config(
     else:
         path = Path(source)
         if path.suffix in RECIPE_SUFFIXES or path.parent != Path("."):
-            raise ConfigError(f"config file {path} does not exist")
+            what = "is a directory, not a file" if path.is_dir() else "does not exist"
+            raise ConfigError(f"config file {path} {what}")
         raw, origin = read_config_file(recipe_path(str(source))), f"recipe {source}"
     overrides = list(overrides)
     if overrides:  # --set on the command line, or an API request's overrides

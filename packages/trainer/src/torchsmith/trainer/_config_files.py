@@ -208,8 +208,7 @@ def _expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
 def read_config_file(path: Path) -> dict[str, Any]:
     """The raw mapping in a ``.toml``, ``.yaml`` or ``.yml`` file."""
     if not path.is_file():
-        what = "is a directory, not a file" if path.is_dir() else "does not exist"
-        raise ConfigError(f"config file {path} {what}")
+        raise ConfigError(f"config file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
