@@ -94,11 +94,12 @@ def test_the_logged_loss_is_the_weighted_mean_over_the_interval() -> None:
     stepper = Stepper(model, task, _KeepGrads(model.parameters(), lr=0.0), track=True)
     stepper([(x[:4], y[:4]), (x[4:8], y[4:8])], step=0)
     stepper([(x[8:], y[8:])], step=1)
-    loss_sum, weight = stepper.pop_tracked()
+    loss_sum, weight, items = stepper.pop_tracked()
     assert loss_sum is not None
     want = F.cross_entropy(model(x), y, weight=torch.tensor(WEIGHT, dtype=torch.float64))
     assert float(loss_sum) / weight == pytest.approx(float(want.detach()), rel=1e-6)
     assert weight == pytest.approx(4 * 5.0 + 1.0 + 5 * 0.2 + 1.0)  # the -100 target: none
+    assert items == 12  # a rate counts examples (or tokens), not their weight
 
 
 def test_probability_targets_are_a_mean_over_examples_as_torch_takes_them() -> None:
@@ -118,3 +119,24 @@ def test_class_weights_for_a_language_model_are_refused_naming_the_field() -> No
 def test_bad_weights_for_torchs_cross_entropy_fail_before_training(weight: object) -> None:
     with pytest.raises(ConfigError, match="weight must be a list of one finite, non-negative"):
         _builtin("cross_entropy", {"weight": weight})
+
+
+def test_a_rate_of_items_counts_items_not_the_losss_weight() -> None:
+    from torchsmith.trainer import BatchStream, ListSink, ResumableSampler, Schedule, Trainer
+
+    x, y = _data()
+    data = TensorDataset(x, y)
+    sampler = ResumableSampler(len(data), 4, seed=0)
+    sink = ListSink()
+    model = _model()
+    trainer = Trainer(
+        stepper=Stepper(model, _tasks()[0], torch.optim.SGD(model.parameters(), lr=0.1)),
+        data=BatchStream(build_loader(data, 4, sampler=sampler), sampler),
+        schedule=Schedule(max_steps=3, log_every=3),
+        sinks=[sink],
+        items_name="tokens",  # one "token" per example here: the two rates must agree
+        samples_per_micro_batch=4,
+    )
+    trainer.fit()
+    (step,) = [e for e in sink.events if e.kind == "step"]
+    assert step.metrics["tokens_per_s"] == pytest.approx(step.metrics["samples_per_s"])

@@ -29,6 +29,8 @@ from ._data import move_to
 from ._distributed import Dist, all_reduce_sum, gather_objects
 from ._tasks import TaskFn
 
+Count = float | torch.Tensor  # items or a loss's weight: a number, or counted on the device
+
 
 class NonFiniteLossError(TorchsmithError, FloatingPointError):
     """A loss was NaN or Inf; the message names the step and the batch."""
@@ -115,9 +117,9 @@ class Stepper:
         self._last: list[tuple[torch.Tensor, float | torch.Tensor]] = []
         self.skipped = 0
         self.steps_done = 0  # by the last window, see window()
-        # (mean loss, items) per micro-batch: the float the NaN check read, or with a deferred
-        # check the detached loss it keeps; reduced once per log by pop_tracked.
-        self._tracked: list[tuple[float | torch.Tensor, float | torch.Tensor]] = []
+        # (mean loss, its weight, items) per micro-batch: the float the NaN check read, or with
+        # a deferred check the detached loss it keeps; reduced once per log by pop_tracked.
+        self._tracked: list[tuple[float | torch.Tensor, Count, Count]] = []
         self.restored_items = 0.0  # see load_tracked_state
 
     @property
@@ -138,10 +140,11 @@ class Stepper:
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(self._device.type, dtype=dtype)
 
-    def pop_tracked(self, keep: bool = False) -> tuple[torch.Tensor | None, float]:
-        """The item-weighted loss sum (float64, on the loss's device) and the item count since
-        the last call (``track`` only; the count is read from the device if counted there).
-        Items are each micro-batch's ``TaskOutput.weight``: a weighted loss's total weight.
+    def pop_tracked(self, keep: bool = False) -> tuple[torch.Tensor | None, float, float]:
+        """Since the last call (``track`` only): the weighted loss sum (float64, on the loss's
+        device), the weight behind it (each micro-batch's ``TaskOutput.weight``: its items,
+        or a weighted loss's total weight) and the items (read from the device if counted
+        there), for a rate.
 
         ``keep``: leave them tracked, for a log before the interval's end (a run stopping
         between logs) whose checkpoint carries the interval on (:meth:`tracked_state`).
@@ -150,28 +153,30 @@ class Stepper:
         if not keep:
             self._tracked, self.restored_items = [], 0.0
         if not tracked:
-            return None, 0.0
-        values, items = [value for value, _ in tracked], [n for _, n in tracked]
+            return None, 0.0, 0.0
+        values = [value for value, _, _ in tracked]
         if all(isinstance(value, torch.Tensor) for value in values):  # deferred: no sync here
             losses = torch.stack(values).double()  # type: ignore[arg-type]
         else:  # read with the NaN check (or restored by load_tracked_state)
             losses = torch.tensor(_numbers(values), dtype=torch.float64).to(self._device)
-        counts = _counts(items, losses.device)
-        return (losses * counts).sum(), float(counts.sum())
+        weights = _counts([w for _, w, _ in tracked], losses.device)
+        items = _counts([n for _, _, n in tracked], losses.device)
+        return (losses * weights).sum(), float(weights.sum()), float(items.sum())
 
-    def tracked_state(self) -> list[tuple[float, float]]:
-        """Each tracked micro-batch's (mean loss, items) since the last pop, as numbers (one
-        sync on a GPU): what a checkpoint between logs keeps, so that the run resumed from
-        it logs that interval's loss as the uninterrupted run does."""
-        losses = _numbers([value for value, _ in self._tracked])
-        items = _numbers([n for _, n in self._tracked])
-        return list(zip(losses, items, strict=True))
+    def tracked_state(self) -> list[tuple[float, float, float]]:
+        """Each tracked micro-batch's (mean loss, weight, items) since the last pop, as
+        numbers (one sync on a GPU): what a checkpoint between logs keeps, so that the run
+        resumed from it logs that interval's loss as the uninterrupted run does."""
+        flat = _numbers([x for entry in self._tracked for x in entry])
+        return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 
     def load_tracked_state(self, entries: Sequence[Sequence[float]]) -> None:
-        """Track ``entries`` (from :meth:`tracked_state`) before the steps to come; their
-        items are ``restored_items`` until the next pop, which a rate must leave out."""
-        self._tracked = [(float(value), float(n)) for value, n in entries]
-        self.restored_items = sum(float(n) for _, n in entries)
+        """Track ``entries`` (from :meth:`tracked_state`; an older checkpoint's (loss, items)
+        pairs too) before the steps to come; their items are ``restored_items`` until the
+        next pop, which a rate must leave out."""
+        triples = [(e[0], e[1], e[-1]) for e in entries]  # a pair's weight is its items
+        self._tracked = [(float(v), float(w), float(n)) for v, w, n in triples]
+        self.restored_items = sum(float(n) for _, _, n in triples)
 
     def __call__(
         self,
@@ -196,7 +201,7 @@ class Stepper:
 
     def _accumulate(self, micro_batches: Sequence[Any], step: int, first_batch: int) -> None:
         """One optimizer step over several micro-batches, or over one under DDP."""
-        tracked: list[tuple[float | torch.Tensor, float | torch.Tensor]] = []
+        tracked: list[tuple[float | torch.Tensor, Count, Count]] = []
         window: list[tuple[torch.Tensor, float | torch.Tensor]] = []
         items: float | torch.Tensor = 0
         bad = None
@@ -220,7 +225,7 @@ class Stepper:
             items += n
             window.append((out.loss, n))
             if self.track:
-                tracked.append((value, n))
+                tracked.append((value, n, out.num_items))
         total, any_bad = self._agree(items, bad is not None)
         if any_bad:  # here or on another rank (then this rank has no batch of its own to name)
             self._nonfinite(bad, step)
@@ -276,7 +281,7 @@ class Stepper:
                         self._backward(loss)
                         self._clip_and_step()
                     if track:
-                        self._tracked.append((value, out.weight))
+                        self._tracked.append((value, out.weight, out.num_items))
                 else:  # raises with nonfinite="error"; skips the step with "skip"
                     self._nonfinite((float(value), first_batch + done), step + done)
                 if scheduler is not None:

@@ -262,16 +262,16 @@ class Trainer:
         # carries it on, and the resumed run's next log covers it as one run's would. The
         # rates count only what this process trained, not the items carried in.
         restored = self.stepper.restored_items
-        loss_sum, items = self.stepper.pop_tracked(keep=self.step % s.log_every != 0)
+        loss_sum, weight, items = self.stepper.pop_tracked(keep=self.step % s.log_every != 0)
         steps, self._interval_step = self.step - self._interval_step, self.step
         loss = float("nan")  # no step tracked: every one was skipped
         if loss_sum is not None and self.dist.enabled:  # every rank tracks, so all join
-            counts = torch.tensor([float(items), float(restored)]).to(loss_sum)
+            counts = torch.tensor([weight, items, restored]).to(loss_sum)
             packed = torch.cat([loss_sum.float().reshape(1), counts])
-            total, items, restored = all_reduce_sum(packed, self.dist).tolist()
-            loss = total / (items or 1)
+            total, weight, items, restored = all_reduce_sum(packed, self.dist).tolist()
+            loss = total / (weight or 1)
         elif loss_sum is not None:
-            loss = float(loss_sum) / (items or 1)
+            loss = float(loss_sum) / (weight or 1)
         items -= restored
         samples = steps * s.grad_accum * self.samples_per_micro_batch * self.dist.world_size
         metrics = {
