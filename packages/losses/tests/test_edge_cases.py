@@ -203,6 +203,8 @@ def test_classification_targets_checked(loss):
 def test_cross_entropy_takes_float_targets_of_another_shape_for_neither_kind():
     with pytest.raises(DataError, match=r"probabilities and must have the logits' shape \(4, 5\)"):
         CrossEntropyLoss()(torch.randn(4, 5), torch.zeros(4))
+    with pytest.raises(DataError, match="logits must be a floating tensor of shape"):
+        CrossEntropyLoss()(torch.randn(4), torch.rand(4))
 
 
 @pytest.mark.parametrize("weight", [None, [1.0, 2.0, 0.5, 1.0, 3.0]])

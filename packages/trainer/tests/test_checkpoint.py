@@ -197,6 +197,20 @@ def test_a_latest_step_damaged_after_its_save_is_not_silently_replaced_by_an_old
         reopened.load()
 
 
+def test_a_branch_shelves_a_damaged_later_step_too(tmp_path: Path) -> None:
+    """Else `latest`, left on the damaged step, would outlive the branch's own saves."""
+    manager = CheckpointManager(tmp_path)
+    for step in (1, 2, 5):
+        manager.save(_state(float(step)), step=step, metrics={})
+    (tmp_path / "step-00000005" / "meta.json").unlink()
+    manager = CheckpointManager(tmp_path)
+    manager.branch_from(2)
+    with pytest.warns(UserWarning, match="moved to"):
+        manager.save(_state(3.0), step=3, metrics={})
+    assert (tmp_path / "abandoned" / "step-00000005").is_dir()
+    assert CheckpointManager(tmp_path).latest() == tmp_path / "step-00000003"
+
+
 def test_shared_tensors_are_saved(tmp_path: Path) -> None:
     shared = torch.ones(3)
     state = {"model": {"a": shared, "b": shared}, "loop": {"step": 0}}

@@ -7,6 +7,8 @@ means over examples, by their count.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -115,7 +117,25 @@ def test_class_weights_for_a_language_model_are_refused_naming_the_field() -> No
         build_task("causal_lm", None, {"weight": [1.0, 2.0]}, [1])
 
 
-@pytest.mark.parametrize("weight", [[1.0, -2.0], [[1.0]], ["a"], [float("nan")]])
+@pytest.mark.parametrize("which", [0, 1], ids=["torchsmith-losses", "torch"])
+def test_a_micro_batch_of_weightless_targets_adds_nothing_and_is_not_nan(which: int) -> None:
+    weight = [0.0, 1.0]
+    task = [
+        build_task("classification", "cross_entropy", {"weight": weight}, [1]),
+        ClassificationTask(_builtin("cross_entropy", {"weight": weight}), [1],
+                           class_weight=torch.tensor(weight, dtype=torch.float64)),
+    ][which]  # fmt: skip
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.tensor([0, 0, 0, 0, 1, 0, 1, 0])
+    model = nn.Linear(4, 2).double()
+    reference = copy.deepcopy(model)
+    F.cross_entropy(reference(x), y, weight=torch.tensor(weight, dtype=torch.float64)).backward()
+    stepper = Stepper(model, task, _KeepGrads(model.parameters(), lr=0.0), items_per_micro_batch=4)
+    stepper([(x[:4], y[:4]), (x[4:], y[4:])], step=0)  # the first weighs nothing
+    torch.testing.assert_close(model.weight.grad, reference.weight.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("weight", [[1.0, -2.0], [[1.0]], ["a"], [float("nan")], [], [True, False]])
 def test_bad_weights_for_torchs_cross_entropy_fail_before_training(weight: object) -> None:
     with pytest.raises(ConfigError, match="weight must be a list of one finite, non-negative"):
         _builtin("cross_entropy", {"weight": weight})

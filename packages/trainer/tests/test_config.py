@@ -474,3 +474,7 @@ def test_a_key_given_twice_is_refused_in_yaml_as_in_toml(tmp_path: Path) -> None
     (tmp_path / "m.yaml").write_text("base: &b {lr: 0.1, weight_decay: 0.0}\n"
                                      "optim:\n  <<: *b\n  lr: 0.5\n")  # fmt: skip
     assert read_config_file(tmp_path / "m.yaml")["optim"] == {"lr": 0.5, "weight_decay": 0.0}
+    # Nor when the mapping that overrides is itself merged, deeper than its user.
+    (tmp_path / "n.yaml").write_text("base: &root {a: 1}\ndefs:\n  inner: &mid\n"
+                                     "    <<: *root\n    a: 2\ntop:\n  <<: *mid\n")  # fmt: skip
+    assert read_config_file(tmp_path / "n.yaml")["defs"] == {"inner": {"a": 2}}

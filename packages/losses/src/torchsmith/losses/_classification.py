@@ -111,7 +111,9 @@ class CrossEntropyLoss(LossModule):
 
     def _over_probabilities(self, logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """Targets that are class probabilities of the logits' shape, as torch takes them."""
-        if isinstance(logits, torch.Tensor) and probs.shape != logits.shape:
+        if not (isinstance(logits, torch.Tensor) and logits.dim() >= 2):
+            _check_logits_targets(logits, probs)  # raises, naming the logits
+        if probs.shape != logits.shape:
             raise DataError(
                 f"floating targets are class probabilities and must have the logits' shape "
                 f"{tuple(logits.shape)}, got shape {tuple(probs.shape)} (class indices: "

@@ -120,7 +120,7 @@ def _check_out_dir(out_dir: Path) -> None:
     for name, kind, fits in (("checkpoints", "a directory", Path.is_dir),
                              ("metrics.jsonl", "a file", Path.is_file)):  # fmt: skip
         inside = out_dir / name
-        if inside.exists() and not fits(inside):
+        if (inside.exists() or inside.is_symlink()) and not fits(inside):  # or links nowhere
             raise ConfigError(f"out_dir (--out): {inside} is in the way: it must be {kind}")
 
 

@@ -202,11 +202,14 @@ class CheckpointManager:
         _write_synced(tmp / META_FILE, lambda p: p.write_text(text))
         # safetensors creates its file 0600; give it the mode the umask gave its siblings,
         # so whoever may read the state and meta may read the weights too.
-        os.chmod(tmp / MODEL_FILE, stat.S_IMODE((tmp / META_FILE).stat().st_mode))
+        with contextlib.suppress(OSError):  # a file system without modes: the save stands
+            os.chmod(tmp / MODEL_FILE, stat.S_IMODE((tmp / META_FILE).stat().st_mode))
         fsync_directory(tmp)
 
     def _abandon_after(self, step: int) -> None:
-        later = [p for p in self.all() if step_of(p) > step]
+        # Damaged later steps too (all() skips a step without meta.json): `latest` may name one.
+        steps = [p for p in self.directory.glob("step-*") if p.is_dir()]
+        later = sorted((p for p in steps if step_of(p) > step), key=step_of)
         if not later:
             return
         kept = [p for p in self.all() if step_of(p) <= step]

@@ -47,24 +47,7 @@ class DuplicateKeyError(yaml.YAMLError):  # type: ignore[misc]
 
 
 class _Yaml12Loader(yaml.SafeLoader):  # type: ignore[misc]
-    """PyYAML's safe loader with the YAML 1.2 core schema's booleans, integers and floats,
-    refusing a mapping's duplicate keys."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` may be overridden
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                again = key in seen
-            except TypeError:  # unhashable: PyYAML's own error follows
-                continue
-            if again:
-                line = key_node.start_mark.line + 1
-                raise DuplicateKeyError(f"the key {key!r} is given twice (again on line {line})")
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+    """PyYAML's safe loader with the YAML 1.2 core schema's booleans, integers and floats."""
 
 
 _Yaml12Loader.yaml_implicit_resolvers = {
@@ -150,6 +133,7 @@ def load_yaml(text: str) -> Any:
             raise UnboundedYamlError(
                 f"expands through its aliases to {size:,} values, more than {MAX_VALUES:,}"
             )
+        _refuse_duplicate_keys(node)
         data = loader.construct_document(node)
         check_integers(data, UnboundedYamlError)
         return data
@@ -174,6 +158,33 @@ def check_integers(data: Any, error: type[Exception]) -> None:
     elif isinstance(data, int) and data.bit_length() > 14_000:
         digits = _digits(data)
         raise error(f"holds an integer of about {digits} digits, more than Python reads (4300)")
+
+
+def _refuse_duplicate_keys(root: yaml.Node) -> None:
+    """A DuplicateKeyError for a mapping that gives a key twice, read off the document as
+    written: before construction, whose merges (``<<: *base``) put the merged keys beside a
+    mapping's own, which may override them."""
+    seen_nodes: set[int] = set()
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen_nodes:  # an alias: checked where its anchor is
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            todo.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            keys: set[tuple[str, str]] = set()
+            for key, value in node.value:
+                todo.extend((key, value))
+                if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                if (key.tag, key.value) in keys:
+                    line = key.start_mark.line + 1
+                    raise DuplicateKeyError(
+                        f"the key {key.value!r} is given twice (again on line {line})"
+                    )
+                keys.add((key.tag, key.value))
 
 
 def _digits(x: int) -> int:

@@ -82,23 +82,40 @@ def _builtin(name: str, kwargs: dict[str, Any]) -> LossFn:
 
 
 def _weighted_cross_entropy(kwargs: dict[str, Any]) -> LossFn:
-    """``F.cross_entropy`` with class weights from a config's list, put where the logits are."""
+    """``F.cross_entropy`` with class weights from a config's list, put where the logits
+    are. Over class ids, a batch whose targets all weigh 0 gives 0 rather than torch's 0/0,
+    as torchsmith-losses' does: as one micro-batch of several it has no weight, not a NaN."""
     weight, rest = kwargs["weight"], {k: v for k, v in kwargs.items() if k != "weight"}
     try:
         tensor = torch.as_tensor(weight, dtype=torch.float64)  # cast to the logits when used
     except (TypeError, ValueError, RuntimeError):
         tensor = None
-    if tensor is None or tensor.ndim != 1 or not torch.isfinite(tensor).all() or (tensor < 0).any():
+    numbers = isinstance(weight, (list, tuple)) and not any(isinstance(w, bool) for w in weight)
+    if (
+        tensor is None
+        or not numbers
+        or tensor.ndim != 1
+        or not len(tensor)
+        or not torch.isfinite(tensor).all()
+        or (tensor < 0).any()
+    ):
         raise ConfigError(
             f"loss 'cross_entropy': weight must be a list of one finite, non-negative number "
             f"per class, got {weight!r}"
         )
     placed = {tensor.device: tensor}  # by device, so that it is copied to a GPU once
+    ignore = rest.get("ignore_index", -100)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         here = placed.get(logits.device)
         if here is None:
             here = placed[logits.device] = tensor.to(logits.device)
-        return F.cross_entropy(logits, targets, weight=here.to(logits.dtype), **rest)
+        w = here.to(logits.dtype)
+        if targets.is_floating_point() or "reduction" in rest:  # probabilities: over examples
+            return F.cross_entropy(logits, targets, weight=w, **rest)
+        total = F.cross_entropy(logits, targets, weight=w, reduction="sum", **rest)
+        kept = targets != ignore
+        denominator = torch.where(kept, w[torch.where(kept, targets, 0)], 0.0).sum()
+        return total / torch.where(denominator > 0, denominator, 1.0)
 
     return loss

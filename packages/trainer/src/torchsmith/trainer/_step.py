@@ -124,8 +124,8 @@ class Stepper:
 
     @property
     def last_loss(self) -> torch.Tensor | None:
-        """The last step's loss, or None before the first: with accumulation, the item-
-        weighted mean of its micro-batches' (worked out when read, not every step)."""
+        """The last step's loss, or None before the first: with accumulation, its micro-
+        batches' mean weighted by ``TaskOutput.weight`` (worked out when read, not each step)."""
         if len(self._last) < 2:
             return self._last[0][0] if self._last else None
         losses = torch.stack([loss.detach().double() for loss, _ in self._last])

@@ -268,7 +268,8 @@ def build_task(
         if not isinstance(ignore, int) or isinstance(ignore, bool):
             raise ConfigError(f"task.loss_kwargs.ignore_index: an integer, not {ignore!r}")
     if kind == "classification":
-        weight = loss_kwargs.get("weight")
+        # A cross-entropy's class weights; another loss's `weight` may mean something else.
+        weight = loss_kwargs.get("weight") if (loss or default) == "cross_entropy" else None
         if weight is None:
             return ClassificationTask(fn, top_k)
         class_weight = torch.as_tensor(weight, dtype=torch.float64)  # the loss took it
