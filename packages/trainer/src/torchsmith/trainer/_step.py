@@ -113,8 +113,8 @@ class Stepper:
         # collective): in the step's all-reduce, or in check_pending's.
         self._defer = defer and self.nonfinite == "error"
         self._pending: list[tuple[torch.Tensor, int, int]] = []  # (loss, step, batch index)
-        # The last step's (loss, items) per micro-batch; last_loss reduces them when read.
-        self._last: list[tuple[torch.Tensor, float | torch.Tensor]] = []
+        # The last step's (loss, weight) per micro-batch; last_loss reduces them when read.
+        self._last: list[tuple[torch.Tensor, Count]] = []
         self.skipped = 0
         self.steps_done = 0  # by the last window, see window()
         # (mean loss, its weight, items) per micro-batch: the float the NaN check read, or with
