@@ -464,6 +464,23 @@ def test_a_boolean_for_a_number_is_refused_naming_the_field(override: str, field
     assert config.training.compile is False and config.optim.fused is True  # bools stay bools
 
 
+@pytest.mark.parametrize("override", ["training.compile=1", "training.compile=yes",
+                                      "data.captions=0", "optim.fused='true'"])  # fmt: skip
+def test_a_flag_takes_true_or_false_only(override: str) -> None:
+    """pydantic would read 1 or "yes" as true (YAML 1.2 reads `yes` as text)."""
+    field = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"{re.escape(field)}: true or false; got"):
+        load_config("digits-classifier", [override])
+    config, _ = load_config("digits-classifier", ["optim.fused=null"])
+    assert config.optim.fused is None  # a flag that may be unset still may be
+
+
+def test_a_value_nested_deeper_than_python_recurses_is_checked_without_recursing() -> None:
+    deep = "[" * 300 + "]" * 300  # as deep as YAML reads here; the fuzz found such a value
+    with pytest.raises(ConfigError):
+        load_config("digits-classifier", [f"model.hidden={deep}"])
+
+
 def test_a_key_given_twice_is_refused_in_yaml_as_in_toml(tmp_path: Path) -> None:
     (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.001\n  lr: 0.5\n")
     with pytest.raises(ConfigError, match=r"c.yaml: the key 'lr' is given twice \(again on line 3"):

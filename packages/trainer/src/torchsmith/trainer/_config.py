@@ -21,24 +21,38 @@ class _Section(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_booleans_for_numbers(cls, data: Any) -> Any:
+    def _booleans_are_not_numbers(cls, data: Any) -> Any:
         """pydantic reads ``true`` as 1 for a number (``batch_size = true`` would train with
-        batches of one): a boolean, alone or in a list, is refused where no bool is taken."""
+        batches of one) and 1 or ``"yes"`` as true for a flag: a boolean, alone or in a
+        list, is refused where no bool is taken, and a flag takes true or false only."""
         for name, value in data.items() if isinstance(data, dict) else ():
             field = cls.model_fields.get(name) if isinstance(name, str) else None
-            if field is not None and _holds_bool(value) and _numbers_only(field.annotation):
+            if field is None:
+                continue
+            leaves = _leaf_types(field.annotation)
+            if leaves & {int, float} and not leaves & {bool, Any} and _holds_bool(value):
                 raise ValueError(f"{name}: a number, not a boolean; got {value!r}")
+            flag = bool in leaves and leaves <= {bool, type(None)}
+            if flag and not isinstance(value, bool) and value is not None:
+                raise ValueError(f"{name}: true or false; got {value!r}")
         return data
 
 
 def _holds_bool(value: Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return any(_holds_bool(item) for item in value)
-    return isinstance(value, bool)
+    """Whether ``value`` is a bool or a list (of lists...) holding one; iterative, since a
+    pasted value may be nested deeper than Python recurses."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, bool):
+            return True
+        if isinstance(item, (list, tuple)):
+            todo.extend(item)
+    return False
 
 
-def _numbers_only(annotation: Any) -> bool:
-    """Whether a field of this type takes numbers (in lists, unions) but no bool."""
+def _leaf_types(annotation: Any) -> set[Any]:
+    """The types a field of this type takes, through lists, unions and Annotated."""
     leaves, todo = set(), [annotation]
     while todo:
         kind = todo.pop()
@@ -49,7 +63,7 @@ def _numbers_only(annotation: Any) -> bool:
             todo.extend(args)
         else:
             leaves.add(kind)
-    return bool(leaves & {int, float}) and not leaves & {bool, Any}
+    return leaves
 
 
 # ---------------------------------------------------------------- model
