@@ -81,6 +81,13 @@ def _builtin(name: str, kwargs: dict[str, Any]) -> LossFn:
     return lambda *args: builtin(*args, **kwargs)
 
 
+def target_weight(weight: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """The total class weight of ``targets`` (class ids), ``ignore_index`` left out: what a
+    class-weighted cross-entropy's mean divides by. Summed on the device, with no sync."""
+    kept = targets != ignore_index
+    return torch.where(kept, weight[torch.where(kept, targets, 0)], 0.0).sum()
+
+
 def _weighted_cross_entropy(kwargs: dict[str, Any]) -> LossFn:
     """``F.cross_entropy`` with class weights from a config's list, put where the logits
     are. Over class ids, a batch whose targets all weigh 0 gives 0 rather than torch's 0/0,
@@ -114,8 +121,7 @@ def _weighted_cross_entropy(kwargs: dict[str, Any]) -> LossFn:
         if targets.is_floating_point() or "reduction" in rest:  # probabilities: over examples
             return F.cross_entropy(logits, targets, weight=w, **rest)
         total = F.cross_entropy(logits, targets, weight=w, reduction="sum", **rest)
-        kept = targets != ignore
-        denominator = torch.where(kept, w[torch.where(kept, targets, 0)], 0.0).sum()
+        denominator = target_weight(w, targets, ignore)
         return total / torch.where(denominator > 0, denominator, 1.0)
 
     return loss

@@ -25,7 +25,7 @@ from torchsmith.interfaces import (
     TorchsmithError,
 )
 
-from ._losses import LossFn, clip_loss, ntxent, resolve_loss
+from ._losses import LossFn, clip_loss, ntxent, resolve_loss, target_weight
 from ._metrics import matched_accuracy, top_k_accuracy
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
@@ -79,8 +79,7 @@ class ClassificationTask:
         assert weight is not None
         if weight.device != y.device or weight.dtype != torch.float64:  # copied there once
             weight = self.class_weight = weight.to(y.device, torch.float64)
-        kept = y != self.ignore_index
-        return torch.where(kept, weight[torch.where(kept, y, 0)], 0.0).sum()
+        return target_weight(weight, y, self.ignore_index)
 
 
 @dataclass
