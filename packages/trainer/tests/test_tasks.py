@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchsmith.interfaces import ConfigError, MissingSuiteError, Task
+from torchsmith.interfaces import ConfigError, DataError, MissingSuiteError, Task
 from torchsmith.trainer import (
     CausalLMTask,
     ClassificationTask,
@@ -262,3 +262,32 @@ def test_a_config_built_classification_task_takes_class_probabilities() -> None:
     out = build_task("classification", None, {}, [1])(model, (x, probs))
     torch.testing.assert_close(out.loss, F.cross_entropy(model(x), probs))
     assert out.num_items == 4 and out.loss_weight is None
+
+
+@pytest.mark.parametrize(
+    ("task", "name"),
+    [(ClassificationTask(), "classification"), (CausalLMTask(), "causal_lm"), (CLIPTask(), "clip")],
+)
+@pytest.mark.parametrize(
+    ("batch", "got"),
+    [
+        ({"x": 1, "y": 2}, "dict"),  # two keys: unpacking would have given the keys
+        ((1, 2, 3), "a tuple of 3"),
+        ([torch.zeros(2)], "a list of 1"),
+        (torch.zeros(2, 3), "Tensor"),
+        ("xy", "str"),
+    ],
+)
+def test_a_batch_that_is_not_a_pair_is_named(task: Task, name: str, batch: Any, got: str) -> None:
+    expected = rf"^{name} expects batches of \(inputs, targets\), got {got}$"
+    with pytest.raises(DataError, match=expected):
+        task(nn.Linear(2, 2), batch)
+
+
+def test_a_pair_may_be_a_tuple_subclass() -> None:
+    """A named tuple is a tuple: the inline check must not ask for exactly ``tuple``."""
+    from collections import namedtuple
+
+    pair = namedtuple("pair", "x y")(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
+    out = ClassificationTask()(nn.Linear(3, 3), pair)
+    assert out.num_items == 4 and out.loss.ndim == 0
