@@ -13,6 +13,9 @@ from torchsmith.interfaces import ConfigError
 from torchsmith.trainer import train
 
 BUILDERS = """
+import random
+
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset, TensorDataset
 
@@ -163,6 +166,25 @@ def simclr(noise=0.1):
 
 def empty_val():
     return TensorDataset(torch.zeros(8, 3)), TensorDataset(torch.zeros(0, 3))
+
+
+class Noisy(torch.utils.data.Dataset):
+    # Noise from Python's and NumPy's global generators, as many users' datasets draw it.
+
+    def __init__(self, base):
+        self.base = base
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        return x + random.gauss(0, 0.1) + float(np.random.normal(0, 0.1)), y
+
+
+def noisy_blobs():
+    train, val = blobs()
+    return Noisy(train), Noisy(val)
 """
 
 
@@ -195,6 +217,22 @@ def test_imported_data_trains_and_resumes_bitwise(builders: str, tmp_path: Path)
           max_steps=30)  # fmt: skip
     resumed = train("digits-classifier", overrides=_overrides(f"{builders}:blobs"),
                     out_dir=split, resume="latest")  # fmt: skip
+    assert resumed == whole
+    model = Path("checkpoints", "latest", "model.safetensors")
+    assert (split / model).read_bytes() == (tmp_path / "whole" / model).read_bytes()
+
+
+def test_evaluating_leaves_python_and_numpy_randomness_to_training(
+    builders: str, tmp_path: Path
+) -> None:
+    """A dataset drawing from ``random`` and ``np.random`` (no workers: in this process). The
+    run stopped at 25 evaluates there, between its evaluations every 20; had that moved those
+    generators, the resumed run would draw other noise from step 26 on."""
+    overrides = _overrides(f"{builders}:noisy_blobs")
+    whole = train("digits-classifier", overrides=overrides, out_dir=tmp_path / "whole")
+    split = tmp_path / "split"
+    train("digits-classifier", overrides=overrides, out_dir=split, max_steps=25)
+    resumed = train("digits-classifier", overrides=overrides, out_dir=split, resume="latest")
     assert resumed == whole
     model = Path("checkpoints", "latest", "model.safetensors")
     assert (split / model).read_bytes() == (tmp_path / "whole" / model).read_bytes()

@@ -291,3 +291,25 @@ def test_a_pair_may_be_a_tuple_subclass() -> None:
     pair = namedtuple("pair", "x y")(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
     out = ClassificationTask()(nn.Linear(3, 3), pair)
     assert out.num_items == 4 and out.loss.ndim == 0
+
+
+def test_evaluating_restores_python_and_numpy_generators_even_when_it_fails() -> None:
+    import random
+
+    import numpy as np
+
+    def drawing(model: nn.Module, batch: Any, out: Any) -> float:  # a user's metric
+        return random.random() + float(np.random.rand())
+
+    batches = [(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))] * 3
+    python, numpy = random.getstate(), np.random.get_state()[1].copy()
+    evaluate(nn.Linear(3, 3), ClassificationTask(), batches, metrics={"d": drawing})
+    assert random.getstate() == python and (np.random.get_state()[1] == numpy).all()
+
+    def failing(model: nn.Module, batch: Any, out: Any) -> float:
+        random.random(), np.random.rand()
+        raise RuntimeError("metric failed")
+
+    with pytest.raises(RuntimeError, match="metric failed"):
+        evaluate(nn.Linear(3, 3), ClassificationTask(), batches, metrics={"f": failing})
+    assert random.getstate() == python and (np.random.get_state()[1] == numpy).all()

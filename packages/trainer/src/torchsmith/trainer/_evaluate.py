@@ -19,6 +19,7 @@ from ._data import move_to
 from ._datasets import Tokenizer
 from ._distributed import Dist, all_reduce_sum, gather_objects
 from ._metrics import RunningMean, perplexity
+from ._rng import python_and_numpy_kept
 from ._tasks import TaskFn
 
 # A user metric: (model, batch, task output) -> the batch's mean value, weighted by num_items.
@@ -93,7 +94,8 @@ def evaluate(
 
     The model is put in eval mode and restored, also when the task raises. Any randomness
     the task uses (contrastive views) comes from a forked RNG seeded per batch from
-    (``seed``, the batch's index), so evaluating never moves the training RNG, every
+    (``seed``, the batch's index), so evaluating never moves the training RNG (Python's and
+    NumPy's, which a dataset or metric may draw from, are restored too), every
     evaluation sees the same views, and under DDP a rank draws for its batches what one
     process would.
     """
@@ -105,7 +107,10 @@ def evaluate(
     gpus = []
     if device is not None and device.type == "cuda":
         gpus = [torch.cuda.current_device() if device.index is None else device.index]
-    with torch.random.fork_rng(devices=gpus), _restoring_mode(model, was_training):
+    # A validation set read in this process (no workers) may draw from Python's or NumPy's
+    # generators too, as may a metric: they are training's, and kept for it as torch's are.
+    forked = torch.random.fork_rng(devices=gpus)
+    with forked, python_and_numpy_kept(), _restoring_mode(model, was_training):
         rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
         for index, batch in enumerate(data):
             if max_batches is not None and index >= max_batches:
