@@ -264,16 +264,35 @@ class BatchStream:
 
     def state_dict(self) -> dict[str, int]:
         """The position: ``epoch``, and ``batches_done`` in it (equal to an epoch's batches
-        once its last batch is out and the next epoch has not started)."""
-        return {"epoch": self.epoch, "batches_done": self.batches_done}
+        once its last batch is out and the next epoch has not started), with the
+        ``examples`` and ``batch_size`` it counts in, which a resume must have too."""
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "examples": self.sampler.num_samples,
+            "batch_size": self.sampler.batch_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Go to the position :meth:`state_dict` gave; the next batch is the one after it."""
+        """Go to the position :meth:`state_dict` gave; the next batch is the one after it.
+
+        A position counted over another number of examples or batch size is refused: the
+        same count of batches would start elsewhere in the epoch, skipping or repeating
+        examples. (A state without those two, saved before they were, is taken as it is.)
+        """
         epoch, done = state.get("epoch"), state.get("batches_done")
         if not (isinstance(epoch, int) and isinstance(done, int) and epoch >= 0 and done >= 0):
             raise ValueError(
                 "the data position needs non-negative integers 'epoch' and 'batches_done', "
                 f"not {dict(state)!r}"
+            )
+        examples, size = self.sampler.num_samples, self.sampler.batch_size
+        saved = (state.get("examples", examples), state.get("batch_size", size))
+        if saved != (examples, size):
+            raise ValueError(
+                f"the data position was counted over {saved[0]!r} examples in batches of "
+                f"{saved[1]!r}, and this data has {examples} in batches of {size}: the state "
+                "is of another dataset or batch size"
             )
         if done > self.batches_per_epoch:
             raise ValueError(
