@@ -238,6 +238,21 @@ def test_a_corpus_reads_each_file_once_and_no_hidden_folder(tmp_path: Path) -> N
     assert text == "alpha\n"
 
 
+def test_a_corpus_is_read_as_its_bytes_are_and_only_from_files(tmp_path: Path) -> None:
+    """Windows line ends stay "\r\n" (text mode would make them "\n", and a byte tokenizer
+    would see 2 bytes fewer a line than the file holds). A FIFO is refused, not read."""
+    import os
+
+    (tmp_path / "crlf.txt").write_bytes(b"line\r\n" * 200)
+    train, val, tok = text_corpus([tmp_path / "crlf.txt"], "byte", block_size=8, val_fraction=0.1)
+    assert len(train.tokens) + len(val.tokens) == 6 * 200
+    assert tok.decode(train.tokens[:6].tolist()) == "line\r\n"
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "pipe.txt")
+        with pytest.raises(DataError, match=r"^data\.paths: .*pipe.txt is neither a file nor a"):
+            text_corpus([tmp_path / "pipe.txt"], "char", 8, 0.1)
+
+
 def test_a_corpus_too_short_for_a_validation_block_names_the_fields(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x" * 440)  # 44 tokens of validation for blocks of 64
     with pytest.raises(DataError) as caught:

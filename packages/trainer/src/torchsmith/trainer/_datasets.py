@@ -158,6 +158,8 @@ def read_corpus(paths: list[Path]) -> str:
             files += sorted(p for p in visible if p.is_file())
         elif path.is_file():
             files.append(path)
+        elif path.exists():  # a FIFO or a device: reading it could block, or never end
+            raise DataError(f"data.paths: {path} is neither a file nor a directory")
         else:
             raise DataError(f"data.paths: {path} does not exist")
     unique: dict[Path, Path] = {}  # by where the file really is, in first-named order
@@ -176,7 +178,9 @@ def _hidden(relative: Path) -> bool:
 
 def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not text
+        # Decoded from the bytes, not read in text mode, which would turn "\r\n" into "\n":
+        # a tokenizer sees the file as it is. A byte-order mark is not text.
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(
             f"text data file {path} is not UTF-8 (byte {exc.start}: {exc.reason}); "
