@@ -117,6 +117,19 @@ def test_a_tiny_temperature_is_greedy_not_nan() -> None:
     assert _samples(model, range(2), 1e-45, top_k=None) == greedy
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("temperature", [1e-38, 1e-46, 1e-300, 5e-324])
+def test_a_temperature_below_the_dtypes_range_is_greedy_not_nan(
+    temperature: float, dtype: torch.dtype
+) -> None:
+    """1e-300 is 0 as a float32: the largest logit, shifted to 0, was 0 / 0 = NaN, and
+    sampling raised at the run's first evaluation (the config accepts any temperature > 0)."""
+    logits = torch.tensor([[-1.0, 0.0, 2.0, 2.0 - 1e-3], [3.0, -3.0, 0.5, 0.25]], dtype=dtype)
+    probs = next_token_probs(logits, temperature)
+    assert not probs.isnan().any()
+    assert probs.argmax(-1).tolist() == [2, 0] and (probs.amax(-1) >= 0.5).all()
+
+
 @pytest.mark.parametrize(("temperature", "top_k"), [(1.0, None), (0.7, 4), (1.6, 1), (0.3, 50)])
 def test_the_sampled_distribution_is_transformers_temperature_then_top_k(
     temperature: float, top_k: int | None

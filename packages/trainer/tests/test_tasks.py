@@ -313,3 +313,11 @@ def test_evaluating_restores_python_and_numpy_generators_even_when_it_fails() ->
     with pytest.raises(RuntimeError, match="metric failed"):
         evaluate(nn.Linear(3, 3), ClassificationTask(), batches, metrics={"f": failing})
     assert random.getstate() == python and (np.random.get_state()[1] == numpy).all()
+
+
+def test_perplexity_of_a_diverged_evaluation_is_infinite_not_a_large_number() -> None:
+    """exp(inf) is inf; it was capped at exp(80), so a diverged evaluation could rank best."""
+    from torchsmith.trainer._metrics import perplexity
+
+    assert perplexity(math.inf) == math.inf and perplexity(1000.0) == math.inf
+    assert math.isnan(perplexity(math.nan)) and perplexity(100.0) == math.exp(100.0)

@@ -31,8 +31,12 @@ def matched_accuracy(similarity: torch.Tensor) -> torch.Tensor:
 
 
 def perplexity(mean_token_loss: float) -> float:
-    """exp of the mean per-token cross entropy (natural log), capped to stay finite."""
-    return math.exp(min(mean_token_loss, 80.0))
+    """exp of the mean per-token cross entropy (natural log); inf where that overflows a
+    float, as for an infinite loss (a diverged evaluation is never the best), NaN for NaN."""
+    try:
+        return math.exp(mean_token_loss)
+    except OverflowError:
+        return math.inf
 
 
 class RunningMean:
