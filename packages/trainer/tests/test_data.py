@@ -381,6 +381,9 @@ def test_a_position_from_another_dataset_or_batch_size_is_refused() -> None:
         message = rf"counted over 100 examples in batches of 5, and this data has {examples} in"
         with pytest.raises(ValueError, match=message):
             stream(examples, batch).load_state_dict(state)
+    for bad in (100.0, True, "100"):
+        with pytest.raises(ValueError, match=r"examples and batch_size: integers, not"):
+            stream(100, 5).load_state_dict({**state, "examples": bad})
     older = {"epoch": 0, "batches_done": 3}  # a checkpoint from before the two were saved
     resumed = stream(100, 5)
     resumed.load_state_dict(older)

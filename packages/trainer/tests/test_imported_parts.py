@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from torchsmith.interfaces import ConfigError
+from torchsmith.interfaces import ConfigError, DataError
 from torchsmith.trainer import train
 
 BUILDERS = """
@@ -185,6 +185,13 @@ class Noisy(torch.utils.data.Dataset):
 def noisy_blobs():
     train, val = blobs()
     return Noisy(train), Noisy(val)
+
+
+SIZE = 320  # the test changes it: a dataset that grows while the config stays the same
+
+
+def growing():
+    return blobs(n=SIZE)
 """
 
 
@@ -236,6 +243,22 @@ def test_evaluating_leaves_python_and_numpy_randomness_to_training(
     assert resumed == whole
     model = Path("checkpoints", "latest", "model.safetensors")
     assert (split / model).read_bytes() == (tmp_path / "whole" / model).read_bytes()
+
+
+def test_a_resume_onto_a_dataset_that_grew_is_refused_naming_the_checkpoint(
+    builders: str, tmp_path: Path
+) -> None:
+    """The config is the same, so only the saved data position can tell: its batches count
+    over 240 training examples, and 300 would start elsewhere in the epoch."""
+    overrides = _overrides(f"{builders}:growing")
+    train("digits-classifier", overrides=overrides, out_dir=tmp_path, max_steps=20)
+    sys.modules[builders].SIZE = 400
+    message = (
+        r"^cannot resume from .*step-00000020: the data position was counted over 240 "
+        r"examples in batches of 32, and this data has 300 in batches of 32"
+    )
+    with pytest.raises(DataError, match=message):
+        train("digits-classifier", overrides=overrides, out_dir=tmp_path, resume="latest")
 
 
 def test_a_resume_onto_other_data_kwargs_is_refused(builders: str, tmp_path: Path) -> None:

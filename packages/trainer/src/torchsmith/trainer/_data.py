@@ -12,12 +12,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Mapping, Sized
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+
+from torchsmith.interfaces import DataError
 
 
 class ResumableSampler(Sampler[int]):
@@ -274,26 +276,15 @@ class BatchStream:
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        """Go to the position :meth:`state_dict` gave; the next batch is the one after it.
-
-        A position counted over another number of examples or batch size is refused: the
-        same count of batches would start elsewhere in the epoch, skipping or repeating
-        examples. (A state without those two, saved before they were, is taken as it is.)
-        """
+        """Go to the position :meth:`state_dict` gave; the next batch is the one after it
+        (:meth:`check_counts` first)."""
         epoch, done = state.get("epoch"), state.get("batches_done")
         if not (isinstance(epoch, int) and isinstance(done, int) and epoch >= 0 and done >= 0):
             raise ValueError(
                 "the data position needs non-negative integers 'epoch' and 'batches_done', "
                 f"not {dict(state)!r}"
             )
-        examples, size = self.sampler.num_samples, self.sampler.batch_size
-        saved = (state.get("examples", examples), state.get("batch_size", size))
-        if saved != (examples, size):
-            raise ValueError(
-                f"the data position was counted over {saved[0]!r} examples in batches of "
-                f"{saved[1]!r}, and this data has {examples} in batches of {size}: the state "
-                "is of another dataset or batch size"
-            )
+        self.check_counts(state)
         if done > self.batches_per_epoch:
             raise ValueError(
                 f"batches_done {done} is beyond an epoch's {self.batches_per_epoch} batches: "
@@ -301,6 +292,24 @@ class BatchStream:
             )
         self.epoch, self.batches_done = epoch, done
         self._iterator = None
+
+    def check_counts(self, state: Mapping[str, Any], source: object = None) -> None:
+        """A DataError (naming ``source``, a checkpoint, if given) when ``state`` was counted
+        over another number of examples or batch size than this stream's: its count of
+        batches would start elsewhere in the epoch, skipping or repeating examples. A state
+        saved before these two were kept has neither, and passes."""
+        examples, size = self.sampler.num_samples, self.sampler.batch_size
+        saved = (state.get("examples", examples), state.get("batch_size", size))
+        if not all(type(n) is int for n in saved):
+            raise ValueError(f"the data position's examples and batch_size: integers, not {saved}")
+        if saved != (examples, size):
+            where = f"cannot resume from {source}: " if source is not None else ""
+            raise DataError(
+                f"{where}the data position was counted over {saved[0]} examples in batches of "
+                f"{saved[1]}, and this data has {examples} in batches of {size}: the number of "
+                "examples or the batch size changed; resume with the data it trained on, or "
+                "start a new run"
+            )
 
     def __iter__(self) -> Iterator[Any]:
         return self

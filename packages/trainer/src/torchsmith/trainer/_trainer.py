@@ -409,6 +409,7 @@ class Trainer:
             ) from exc
 
     def _load_state_dict(self, state: Mapping[str, Any], source: Path) -> None:
+        self.data.check_counts(state["data"], source)  # before anything is restored
         load_model_state(unwrap(self.stepper.model), state["model"], source)
         where = str(source / STATE_FILE)
         load_optimizer_state(self.stepper.optimizer, state["optimizer"], where)
