@@ -219,6 +219,9 @@ def test_a_corpus_that_cannot_be_read_is_a_data_error_naming_the_file(tmp_path: 
     (tmp_path / "latin.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
     with pytest.raises(DataError, match=r"latin.txt is not UTF-8 \(byte 3"):
         text_corpus([tmp_path], "char", 8, 0.1)
+    (tmp_path / "latin.txt").write_bytes("\ufeffcaf\xe9".encode()[:-2] + b"\xe9")
+    with pytest.raises(DataError, match=r"latin.txt is not UTF-8 \(byte 6"):  # BOM counted
+        text_corpus([tmp_path], "char", 8, 0.1)
     (tmp_path / "latin.txt").unlink()
     (tmp_path / "dump.txt").write_bytes(b"header\0\0\x01\x02" * 40)  # valid UTF-8, binary
     with pytest.raises(DataError, match=r"dump.txt holds a NUL character \(character 6\)"):

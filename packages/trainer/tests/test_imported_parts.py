@@ -58,6 +58,12 @@ def linear(features=3):
     return torch.nn.Linear(features, 1)
 
 
+def frozen(features=3):
+    model = torch.nn.Linear(features, 3)
+    model.requires_grad_(False)  # a pretrained backbone, frozen whole by mistake
+    return model
+
+
 class Regression:
     def __init__(self, scale=1.0):
         self.scale = scale
@@ -373,6 +379,14 @@ def _regression(builders: str, *more: str) -> list[str]:
         "checkpoint.metric=val_loss",
         *more,
     ]
+
+
+def test_a_model_with_nothing_to_train_is_refused(builders: str, tmp_path: Path) -> None:
+    """Every parameter frozen: the run would step an empty optimizer and learn nothing."""
+    overrides = _overrides(f"{builders}:blobs", "model={kind: import, target: 'my_blobs:frozen'}")
+    with pytest.raises(ConfigError, match=r"^model: no parameter .* requires grad"):
+        train("digits-classifier", overrides=overrides, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_imported_task_trains_stops_early_and_resumes_bitwise(

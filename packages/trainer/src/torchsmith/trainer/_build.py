@@ -311,6 +311,11 @@ def build_trainer(
     optimizer = build_optimizer(model, config.optim)
     if isinstance(loss, nn.Module):
         add_loss_parameters(optimizer, loss)
+    if not any(p.requires_grad for group in optimizer.param_groups for p in group["params"]):
+        raise ConfigError(
+            "model: no parameter of the model (or of task.loss) requires grad, so training "
+            "would change nothing; unfreeze the ones to train (requires_grad_(True))"
+        )
     tr, loader_cfg = config.training, config.loader
     if tr.compile:
         model = torch.compile(model)  # type: ignore[assignment]

@@ -179,8 +179,9 @@ def _hidden(relative: Path) -> bool:
 def _read_text(path: Path) -> str:
     try:
         # Decoded from the bytes, not read in text mode, which would turn "\r\n" into "\n":
-        # a tokenizer sees the file as it is. A byte-order mark is not text.
-        text = path.read_bytes().decode("utf-8-sig")
+        # a tokenizer sees the file as it is. A byte-order mark is not text; it is dropped
+        # after decoding, so that an error's byte offset is the file's own.
+        text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise DataError(
             f"text data file {path} is not UTF-8 (byte {exc.start}: {exc.reason}); "
