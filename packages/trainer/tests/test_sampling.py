@@ -128,6 +128,8 @@ def test_a_temperature_below_the_dtypes_range_is_greedy_not_nan(
     probs = next_token_probs(logits, temperature)
     assert not probs.isnan().any()
     assert probs.argmax(-1).tolist() == [2, 0] and (probs.amax(-1) >= 0.5).all()
+    close = torch.tensor([[0.0, -1e-4, -3.0]], dtype=dtype)  # 1e-4 apart: still greedy
+    assert next_token_probs(close, min(temperature, 1e-6))[0, 0] == 1.0
 
 
 @pytest.mark.parametrize(("temperature", "top_k"), [(1.0, None), (0.7, 4), (1.6, 1), (0.3, 50)])

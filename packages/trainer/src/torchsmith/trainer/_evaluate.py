@@ -274,10 +274,11 @@ def next_token_probs(
     """The distribution :func:`generate` samples from: ``logits`` (B, vocab) divided by
     ``temperature``, all but the ``top_k`` largest masked (ties with the k-th kept), softmax."""
     # Shifted so the largest is 0 before dividing: a tiny temperature then gives -inf
-    # for the rest (greedy), never inf - inf = NaN. A temperature below the logits' smallest
-    # normal number would become 0 in their dtype (0 / 0 = NaN for the largest): that number
-    # is as greedy as the dtype can be.
-    temperature = max(temperature, torch.finfo(logits.dtype).tiny)
+    # for the rest (greedy), never inf - inf = NaN. A temperature below the smallest normal
+    # number of the dtype the division runs in (float32 at least: half types divide in it)
+    # would become 0 there (0 / 0 = NaN for the largest): that number is as greedy as it gets.
+    divides_in = torch.promote_types(logits.dtype, torch.float32)
+    temperature = max(temperature, torch.finfo(divides_in).tiny)
     logits = (logits - logits.amax(-1, keepdim=True)) / temperature
     if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
