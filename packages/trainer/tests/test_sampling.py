@@ -146,3 +146,25 @@ def test_the_sampled_distribution_is_transformers_temperature_then_top_k(
         theirs = process.TopKLogitsWarper(top_k)(ids, theirs)
     expected = torch.softmax(theirs, dim=-1)
     torch.testing.assert_close(next_token_probs(logits, temperature, top_k), expected)
+
+
+def test_a_diverged_model_gives_no_sample_and_a_warning_not_a_crash() -> None:
+    """NaN logits: torch.multinomial raised, and the run died at its evaluation before the
+    eval event and the checkpoint were written. -inf logits (a masked token) still sample."""
+
+    class Masked(torch.nn.Module):
+        def __init__(self, inner: GPT, fill: float) -> None:
+            super().__init__()
+            self.inner, self.fill = inner, fill
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            logits = self.inner(x)
+            logits[..., 3] = self.fill  # one token's logit
+            return logits
+
+    sample = _samples(Masked(_model(), float("-inf")), range(1), 1.0, None)[0]  # type: ignore[arg-type]
+    assert len(sample) == 25 and TOKENIZER.decode([3]) not in sample[1:]
+    for fill in (float("nan"), float("inf")):
+        diverged = Masked(_model(), fill)
+        with pytest.warns(UserWarning, match=r"text sampling at step 0: .* NaN or inf \(token 0\)"):
+            assert _samples(diverged, range(1), 1.0, None) == [""]  # type: ignore[arg-type]

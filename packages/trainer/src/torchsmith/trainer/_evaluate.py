@@ -257,12 +257,17 @@ def generate(
 ) -> torch.Tensor:
     """Extend ``tokens`` (B, T) by sampling ``max_new_tokens`` from ``model``'s logits;
     with ``vocab_size``, only ids below it (a model's vocabulary may be padded beyond its
-    tokenizer's, and an id the tokenizer lacks cannot be decoded)."""
+    tokenizer's, and an id the tokenizer lacks cannot be decoded).
+
+    A FloatingPointError when the logits hold NaN or +inf (a diverged model): there is no
+    distribution to sample from (one check a token, a host sync on a GPU)."""
     _check_sampling(temperature, top_k)
-    for _ in range(max_new_tokens):
+    for i in range(max_new_tokens):
         context = tokens[:, -block_size:]
         logits = model(context)[:, -1, :vocab_size].float()  # (B, vocab)
         probs = next_token_probs(logits, temperature, top_k)
+        if probs.isnan().any():  # -inf logits are fine (probability 0); NaN or +inf are not
+            raise FloatingPointError(f"the model's next-token logits are NaN or inf (token {i})")
         nxt = torch.multinomial(probs, 1, generator=generator)  # (B, 1)
         tokens = torch.cat([tokens, nxt.to(tokens.device)], dim=1)
     return tokens
@@ -316,14 +321,19 @@ class TextSampler:
         generator = torch.Generator(device=device).manual_seed(self.seed + step)
         with _restoring_mode(model, model.training):
             model.eval()
-            out = generate(
-                model,
-                start,
-                self.num_tokens,
-                block_size=self.block_size,
-                temperature=self.temperature,
-                top_k=self.top_k,
-                generator=generator,
-                vocab_size=self.tokenizer.vocab_size,
-            )
+            try:
+                out = generate(
+                    model,
+                    start,
+                    self.num_tokens,
+                    block_size=self.block_size,
+                    temperature=self.temperature,
+                    top_k=self.top_k,
+                    generator=generator,
+                    vocab_size=self.tokenizer.vocab_size,
+                )
+            except FloatingPointError as exc:  # a display hook must not end the run before
+                # its evaluation is logged and saved, where the metrics show the divergence
+                warnings.warn(f"text sampling at step {step}: {exc}; no sample", stacklevel=2)
+                return ""
         return self.tokenizer.decode(out[0].tolist())
