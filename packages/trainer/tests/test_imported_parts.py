@@ -174,17 +174,11 @@ def empty_val():
     return TensorDataset(torch.zeros(8, 3)), TensorDataset(torch.zeros(0, 3))
 
 
-class Noisy(torch.utils.data.Dataset):
+class Noisy(Items):
     # Noise from Python's and NumPy's global generators, as many users' datasets draw it.
 
-    def __init__(self, base):
-        self.base = base
-
-    def __len__(self):
-        return len(self.base)
-
     def __getitem__(self, i):
-        x, y = self.base[i]
+        x, y = self.items[i]
         return x + random.gauss(0, 0.1) + float(np.random.normal(0, 0.1)), y
 
 
