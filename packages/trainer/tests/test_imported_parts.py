@@ -215,18 +215,22 @@ def _overrides(target: str, *more: str) -> list[str]:
     ]
 
 
-def test_imported_data_trains_and_resumes_bitwise(builders: str, tmp_path: Path) -> None:
-    whole = train("digits-classifier", overrides=_overrides(f"{builders}:blobs"),
-                  out_dir=tmp_path / "whole")  # fmt: skip
-    assert whole["val_accuracy"] > 0.9 and "val_top2_accuracy" in whole
+def _whole_and_resumed(overrides: list[str], tmp_path: Path, stop: int) -> dict[str, float]:
+    """Train once whole, once stopped at ``stop`` and resumed; assert the two end the same
+    (metrics, and the weights byte for byte); the metrics."""
+    whole = train("digits-classifier", overrides=overrides, out_dir=tmp_path / "whole")
     split = tmp_path / "split"
-    train("digits-classifier", overrides=_overrides(f"{builders}:blobs"), out_dir=split,
-          max_steps=30)  # fmt: skip
-    resumed = train("digits-classifier", overrides=_overrides(f"{builders}:blobs"),
-                    out_dir=split, resume="latest")  # fmt: skip
+    train("digits-classifier", overrides=overrides, out_dir=split, max_steps=stop)
+    resumed = train("digits-classifier", overrides=overrides, out_dir=split, resume="latest")
     assert resumed == whole
     model = Path("checkpoints", "latest", "model.safetensors")
     assert (split / model).read_bytes() == (tmp_path / "whole" / model).read_bytes()
+    return whole
+
+
+def test_imported_data_trains_and_resumes_bitwise(builders: str, tmp_path: Path) -> None:
+    whole = _whole_and_resumed(_overrides(f"{builders}:blobs"), tmp_path, stop=30)
+    assert whole["val_accuracy"] > 0.9 and "val_top2_accuracy" in whole
 
 
 def test_evaluating_leaves_python_and_numpy_randomness_to_training(
@@ -235,14 +239,7 @@ def test_evaluating_leaves_python_and_numpy_randomness_to_training(
     """A dataset drawing from ``random`` and ``np.random`` (no workers: in this process). The
     run stopped at 25 evaluates there, between its evaluations every 20; had that moved those
     generators, the resumed run would draw other noise from step 26 on."""
-    overrides = _overrides(f"{builders}:noisy_blobs")
-    whole = train("digits-classifier", overrides=overrides, out_dir=tmp_path / "whole")
-    split = tmp_path / "split"
-    train("digits-classifier", overrides=overrides, out_dir=split, max_steps=25)
-    resumed = train("digits-classifier", overrides=overrides, out_dir=split, resume="latest")
-    assert resumed == whole
-    model = Path("checkpoints", "latest", "model.safetensors")
-    assert (split / model).read_bytes() == (tmp_path / "whole" / model).read_bytes()
+    _whole_and_resumed(_overrides(f"{builders}:noisy_blobs"), tmp_path, stop=25)
 
 
 def test_a_resume_onto_a_dataset_that_grew_is_refused_naming_the_checkpoint(
