@@ -1,4 +1,5 @@
-"""Gradient accumulation equals one large batch, with micro-batches of unequal size."""
+"""Gradient accumulation equals one large batch, with micro-batches of unequal size (and
+unequal numbers of targets that count)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
-from torchsmith.trainer import CausalLMTask, ClassificationTask, Stepper
+from torchsmith.trainer import CausalLMTask, ClassificationTask, Stepper, build_loader, evaluate
+from torchsmith.trainer._tasks import build_task
 
 
 def _model() -> nn.Module:
@@ -206,3 +209,60 @@ def test_a_loss_parameter_is_accumulated_like_the_model() -> None:
     stepper([(x[a:b], y[a:b]) for a, b in [(0, 3), (3, 16), (16, 23)]], step=0)
     assert loss.scale.grad is not None and ref_loss.scale.grad is not None
     torch.testing.assert_close(loss.scale.grad, ref_loss.scale.grad, rtol=1e-12, atol=1e-14)
+
+
+def _ignored_data() -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = _data(8)
+    y[:5] = -100  # the first micro-batch below is mostly unlabelled: 1 of its 6 targets counts
+    return x, y
+
+
+@pytest.mark.parametrize("via", ["config", "python"])
+def test_ignored_class_ids_are_not_items_so_micro_batches_equal_one_batch(via: str) -> None:
+    x, y = _ignored_data()
+    reference = _model()
+    F.cross_entropy(reference(x), y).backward()  # the mean over the 3 targets that count
+
+    task = (
+        build_task("classification", None, {"ignore_index": -100}, [1])
+        if via == "config"
+        else ClassificationTask(ignore_index=-100)
+    )
+    model = _model()
+    stepper = Stepper(model, task, _KeepGrads(model.parameters(), lr=0.0))
+    stepper([(x[:6], y[:6]), (x[6:], y[6:])], step=0)
+    for got, want in zip(_grads(model), _grads(reference), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+    by_size = _model()  # each micro-batch weighted by its size: what counting every example gives
+    for a, b in [(0, 6), (6, 8)]:
+        (F.cross_entropy(by_size(x[a:b]), y[a:b]) * (b - a) / 8).backward()
+    assert (by_size[2].bias.grad - reference[2].bias.grad).abs().max() > 1e-2
+
+
+def test_evaluation_over_ignored_class_ids_is_the_mean_over_the_labelled_examples() -> None:
+    x, y = _ignored_data()
+    x, y = x.repeat(3, 1), torch.cat([y, torch.tensor([0, 1, 2, -100] * 4)])  # 24 examples
+    model = _model()
+    task = build_task("classification", None, {"ignore_index": -100}, [1, 2])
+    got = evaluate(model, task, build_loader(TensorDataset(x, y), 6, drop_last=False))
+
+    kept = y != -100
+    with torch.no_grad():
+        logits = model(x)
+    want_loss = F.cross_entropy(logits, y)  # torch's mean over the labelled examples
+    assert got["val_loss"] == pytest.approx(float(want_loss), rel=1e-6)
+    hits = logits[kept].argmax(1) == y[kept]
+    assert got["val_accuracy"] == pytest.approx(float(hits.double().mean()), rel=1e-6)
+    top2 = (logits[kept].topk(2).indices == y[kept, None]).any(1)
+    assert got["val_top2_accuracy"] == pytest.approx(float(top2.double().mean()), rel=1e-6)
+
+    metrics = pytest.importorskip("torchmetrics.functional.classification")
+    ref = metrics.multiclass_accuracy(logits, y, 3, average="micro", ignore_index=-100)
+    assert got["val_accuracy"] == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_without_ignore_index_every_example_counts_as_a_hand_written_loop_does() -> None:
+    x, y = _ignored_data()
+    out = ClassificationTask()(_model(), (x, y))
+    assert out.num_items == 8 and isinstance(out.num_items, int)  # no count on the device

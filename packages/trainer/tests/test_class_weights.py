@@ -78,15 +78,16 @@ def test_accumulated_micro_batches_give_the_one_batch_gradient(which: int) -> No
     assert (by_count.weight.grad - _reference_grads(x, y)[0]).abs().max() > 1e-2
 
 
-def test_validation_loss_is_the_weighted_mean_over_the_set_and_accuracy_a_plain_one() -> None:
+def test_validation_loss_is_the_weighted_mean_over_the_set_and_accuracy_over_examples() -> None:
     task = _tasks()[0]
     x, y = _data()
     model = _model()
     got = evaluate(model, task, build_loader(TensorDataset(x, y), 4, drop_last=False))
     want = F.cross_entropy(model(x), y, weight=torch.tensor(WEIGHT, dtype=torch.float64))
     assert got["val_loss"] == pytest.approx(float(want.detach()), rel=1e-6)
-    labels = model(x).argmax(1)
-    assert got["val_accuracy"] == pytest.approx(float((labels == y).double().mean()), rel=1e-6)
+    kept = y != -100  # the ignored target is no example to score either
+    hits = model(x)[kept].argmax(1) == y[kept]
+    assert got["val_accuracy"] == pytest.approx(float(hits.double().mean()), rel=1e-6)
 
 
 def test_the_logged_loss_is_the_weighted_mean_over_the_interval() -> None:
@@ -101,7 +102,7 @@ def test_the_logged_loss_is_the_weighted_mean_over_the_interval() -> None:
     want = F.cross_entropy(model(x), y, weight=torch.tensor(WEIGHT, dtype=torch.float64))
     assert float(loss_sum) / weight == pytest.approx(float(want.detach()), rel=1e-6)
     assert weight == pytest.approx(4 * 5.0 + 1.0 + 5 * 0.2 + 1.0)  # the -100 target: none
-    assert items == 12  # a rate counts examples (or tokens), not their weight
+    assert items == 11  # a rate counts examples (or tokens), not their weight; -100 is none
 
 
 def test_probability_targets_are_a_mean_over_examples_as_torch_takes_them() -> None:
@@ -154,9 +155,11 @@ def test_a_rate_of_items_counts_items_not_the_losss_weight() -> None:
         data=BatchStream(build_loader(data, 4, sampler=sampler), sampler),
         schedule=Schedule(max_steps=3, log_every=3),
         sinks=[sink],
-        items_name="tokens",  # one "token" per example here: the two rates must agree
+        items_name="tokens",  # one "token" per labelled example here
         samples_per_micro_batch=4,
     )
     trainer.fit()
     (step,) = [e for e in sink.events if e.kind == "step"]
-    assert step.metrics["tokens_per_s"] == pytest.approx(step.metrics["samples_per_s"])
+    # The 12 examples hold 11 labelled ones (one is -100): a weight-based rate would be 44/12.
+    rate = step.metrics["tokens_per_s"] / step.metrics["samples_per_s"]
+    assert rate == pytest.approx(11 / 12)

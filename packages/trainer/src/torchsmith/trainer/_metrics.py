@@ -9,18 +9,27 @@ import torch
 
 
 def top_k_accuracy(
-    logits: torch.Tensor, targets: torch.Tensor, ks: Sequence[int] = (1, 5)
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    ks: Sequence[int] = (1, 5),
+    ignore_index: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """``accuracy`` (top-1) and ``top{k}_accuracy`` for each k up to the number of classes
-    (``targets``: class ids)."""
+    (``targets``: class ids), over the targets that are not ``ignore_index`` (NaN when
+    there are none)."""
     num_classes = logits.shape[-1]
     ks = sorted({k for k in ks if k <= num_classes} | {1})
     top = logits.topk(max(ks), dim=-1).indices  # (B, kmax)
     hits = top == targets.unsqueeze(-1)  # (B, kmax)
+    kept = None if ignore_index is None else targets != ignore_index
     result = {}
     for k in ks:
         name = "accuracy" if k == 1 else f"top{k}_accuracy"
-        result[name] = hits[:, :k].any(dim=-1).float().mean()
+        hit = hits[:, :k].any(dim=-1)
+        if kept is None:
+            result[name] = hit.float().mean()
+        else:  # an ignored id is never among the top k, but is no miss either
+            result[name] = (hit & kept).sum() / kept.sum()
     return result
 
 

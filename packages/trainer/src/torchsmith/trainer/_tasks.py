@@ -53,18 +53,29 @@ class ClassificationTask:
     """Supervised classification: ``model(x)`` gives logits (B, C); targets (B,) class ids,
     or (B, C) class probabilities (mixup, label smoothing), scored by their largest.
 
+    ``ignore_index``: the class id the loss leaves out of its mean (``F.cross_entropy``
+    ignores -100 unless told otherwise). Targets of that id are then not items:
+    ``num_items`` counts the others, on the device, so micro-batches and evaluation
+    batches weigh in by the targets their loss is a mean over, and accuracy scores only
+    those. None, the default, counts every example, as a hand-written loop's batch size
+    does, without a count per step: set it when some targets are ignored.
+
     ``class_weight``: the loss is a class-weighted mean, as ``F.cross_entropy(weight=...)``
     takes it over class ids (divided by the targets' total weight, ``ignore_index`` left
-    out), so that total is its ``loss_weight``: accumulated micro-batches and evaluation
-    batches then weigh in as in one batch. Over probabilities torch divides by the batch's
-    size, which ``num_items`` already is.
+    out: -100 when that is None), so that total is its ``loss_weight``: accumulated
+    micro-batches and evaluation batches then weigh in as in one batch. Over probabilities
+    torch divides by the batch's size, which ``num_items`` already is.
     """
 
     loss: LossFn = F.cross_entropy
     top_k: Sequence[int] = (1, 5)
     train_metrics: bool = False
     class_weight: torch.Tensor | None = None
-    ignore_index: int = -100  # read only with class_weight
+    ignore_index: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.class_weight is not None and self.ignore_index is None:
+            self.ignore_index = -100  # what a weighted F.cross_entropy leaves out by default
 
     def __call__(self, model: nn.Module, batch: Any) -> TaskOutput:
         if not (isinstance(batch, _PAIRS) and len(batch) == 2):
@@ -73,12 +84,18 @@ class ClassificationTask:
         logits = model(x)
         loss = self.loss(logits, y)
         metrics: dict[str, float | torch.Tensor] = {}
+        ignore = self.ignore_index
         if self.train_metrics or not model.training:
-            labels = y.argmax(-1) if y.is_floating_point() and y.ndim == logits.ndim else y
-            metrics.update(top_k_accuracy(logits.detach(), labels, self.top_k))
-        if self.class_weight is None or y.is_floating_point():
+            probs = y.is_floating_point() and y.ndim == logits.ndim
+            labels = y.argmax(-1) if probs else y
+            ignored = None if probs else ignore
+            metrics.update(top_k_accuracy(logits.detach(), labels, self.top_k, ignored))
+        if ignore is None or y.is_floating_point():
             return TaskOutput(loss, y.shape[0], metrics)
-        return TaskOutput(loss, y.shape[0], metrics, self._total_weight(y))
+        counted = (y != ignore).sum()  # a tensor: reading it would wait for a GPU
+        if self.class_weight is None:
+            return TaskOutput(loss, counted, metrics)
+        return TaskOutput(loss, counted, metrics, self._total_weight(y))
 
     def _total_weight(self, y: torch.Tensor) -> torch.Tensor:
         """The class weights of the targets that count, summed on their device (no sync)."""
@@ -86,6 +103,7 @@ class ClassificationTask:
         assert weight is not None
         if weight.device != y.device or weight.dtype != torch.float64:  # copied there once
             weight = self.class_weight = weight.to(y.device, torch.float64)
+        assert self.ignore_index is not None  # set with class_weight
         return target_weight(weight, y, self.ignore_index)
 
 
@@ -280,8 +298,9 @@ def build_task(
     if kind == "classification":
         # A cross-entropy's class weights; another loss's `weight` may mean something else.
         weight = loss_kwargs.get("weight") if (loss or default) == "cross_entropy" else None
-        if weight is None:
-            return ClassificationTask(fn, top_k)
+        if weight is None:  # count the ignored targets out only when told which they are
+            configured = loss_kwargs.get("ignore_index")
+            return ClassificationTask(fn, top_k, ignore_index=configured)
         class_weight = torch.as_tensor(weight, dtype=torch.float64)  # the loss took it
         return ClassificationTask(fn, top_k, class_weight=class_weight, ignore_index=ignore)
     if kind == "causal_lm":
