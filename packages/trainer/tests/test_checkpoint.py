@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,23 +131,41 @@ def test_corrupt_checkpoint_is_a_checkpoint_error(tmp_path: Path) -> None:
 
 
 class _Planted:
-    """An object a pickle would build by running code: weights_only refuses it."""
+    """An object a pickle would build by running ``call``: weights_only refuses it."""
 
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (print, ("this ran while loading",))
+    def __init__(self, call: Callable[..., object], *args: object) -> None:
+        self.call, self.args = call, args
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (self.call, self.args)
 
 
-def test_state_holding_an_object_is_refused_as_a_checkpoint_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("planted", "name"),
+    [
+        (_Planted(print, "this ran while loading"), "global print"),
+        (_Planted(eval, "print('this ran while loading')"), "eval"),
+        # torch blocks these modules outright, with a message of another form
+        (_Planted(os.system, "echo this ran while loading"), f"{os.name}.system"),
+        (_Planted(subprocess.Popen, ["echo", "this ran"]), ".Popen"),
+        (nn.Linear(1, 1), "torch.nn.modules.linear.Linear"),
+    ],
+    ids=["print", "eval", "os.system", "Popen", "a module"],
+)
+def test_state_holding_an_object_is_refused_without_advice_to_load_it_unsafely(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], planted: object, name: str
 ) -> None:
     path = CheckpointManager(tmp_path).save(_state(1.0), step=1, metrics={})
-    torch.save({"loop": _Planted()}, path / "state.pt")
-    with pytest.raises(
-        CheckpointError,
-        match=r"refusing .*state\.pt: it holds Python objects .*Unsupported global",
-    ):
+    torch.save({"loop": planted}, path / "state.pt")
+    with pytest.raises(CheckpointError) as raised:
         load_checkpoint(path)
-    assert "this ran" not in capsys.readouterr().out
+    message = str(raised.value)
+    assert re.search(r"refusing .*state\.pt: it holds Python objects .*\(the global \S*", message)
+    assert name in message, message
+    # torch's own message advises weights_only=False or allowlisting the global: not ours
+    assert "weights_only" not in message and "safe_globals" not in message
+    assert "\n" not in message
+    assert "this ran" not in capfd.readouterr().out
 
 
 def test_mismatched_keys_and_shapes_are_listed(tmp_path: Path) -> None:

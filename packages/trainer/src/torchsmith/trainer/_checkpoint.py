@@ -329,20 +329,21 @@ def _load_state(file: Path) -> dict[str, Any]:
         # On the CPU: optimizer.load_state_dict and load_state_dict move tensors to their
         # parameters' devices, and a CUDA-saved run must load where CUDA is absent too.
         state = torch.load(file, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as exc:  # torch's message advises weights_only=False: not us
-        detail = next(
-            (line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
-            None,
-        )
-        if detail is None:  # not a refused object: bytes that are no pickle at all
+    except pickle.UnpicklingError as exc:
+        # torch's message advises weights_only=False, or allowlisting the global: never that.
+        # It names a refused global as "Unsupported global: GLOBAL eval was not an allowed
+        # global", or for a module it blocks (os, posix) "unsupported GLOBAL posix.system".
+        refused = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if refused is None:  # not a refused object: bytes that are no pickle at all
             found = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(exc))
-            reason = found.group(1).strip() if found else str(exc).splitlines()[0]
+            reason = found.group(1).strip() if found else "not a weights-only pickle"
             raise CheckpointError(
                 f"cannot read {file}: it is damaged, not a file torch.save wrote ({reason})"
             ) from exc
         raise CheckpointError(
             f"refusing {file}: it holds Python objects that a weights-only load does not "
-            f"build ({detail}); torchsmith never writes such a file"
+            f"build (the global {refused.group(1)}); torchsmith never writes such a file, "
+            "so do not load it another way unless you trust where it came from"
         ) from exc
     except Exception as exc:  # truncated (EOFError), garbage (KeyError), unreadable (OSError)
         raise CheckpointError(f"cannot read {file}: {type(exc).__name__}: {exc}") from exc
