@@ -305,6 +305,25 @@ def test_a_latest_that_is_a_copied_directory_is_replaced_by_the_link(tmp_path: P
     assert (tmp_path / "latest").is_symlink() and manager.latest() == second
 
 
+@pytest.mark.parametrize("keep_last", [1, 3])
+def test_a_copied_latest_that_is_its_steps_only_copy_is_filed_under_that_step(
+    tmp_path: Path, keep_last: int
+) -> None:
+    """A run shipped as its newest checkpoint alone (``latest/``, no ``step-*``) resumes,
+    and the next save keeps that checkpoint as keep-last says, never deleting it unasked."""
+    first = CheckpointManager(tmp_path / "a").save(_state(1.0), step=40, metrics={})
+    shutil.copytree(first, tmp_path / "b" / "latest")
+    manager = CheckpointManager(tmp_path / "b", keep_last=keep_last)
+    assert manager.latest() == tmp_path / "b" / "latest"
+    manager.branch_from(40)
+    manager.save(_state(2.0), step=50, metrics={})
+    names = [p.name for p in manager.all()]
+    assert names == (["step-00000040"] if keep_last > 1 else []) + ["step-00000050"]
+    if keep_last > 1:
+        assert load_checkpoint(tmp_path / "b" / "step-00000040")["loop"]["step"] == 1
+    assert os.readlink(tmp_path / "b" / "latest") == "step-00000050"
+
+
 def test_a_kill_while_a_copied_latest_is_deleted_leaves_latest_in_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ is not atomic (a file half written, a directory tree half removed). After each k
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class Case:
     keep_best: int = 0
     branch_from: int | None = None
     copied_latest: bool = False  # `latest` a directory (cp -rL), not a link
+    copy_alone: bool = False  # and its step's own directory gone (a run shipped as latest/)
 
     def manager(self, directory: Path) -> CheckpointManager:
         return CheckpointManager(
@@ -123,6 +125,8 @@ class Case:
             target = latest.resolve()
             latest.unlink()
             shutil.copytree(target, latest)
+            if self.copy_alone:
+                shutil.rmtree(target)
         manager = self.manager(directory)
         if self.branch_from is not None:
             manager.branch_from(self.branch_from)
@@ -150,11 +154,19 @@ CASES = {
     "over a copied latest": Case(before=[(1, 1.0, 0.5), (2, 2.0, 0.5)], save=(3, 3.0, 0.5)),
 }
 CASES["over a copied latest"].copied_latest = True
+CASES["over a copied latest, its step's only copy"] = Case(
+    before=[(1, 1.0, 0.5), (2, 2.0, 0.5)], save=(3, 3.0, 0.5), keep_last=3,
+    copied_latest=True, copy_alone=True,
+)  # fmt: skip
 
 
 def _contents(directory: Path) -> dict[str, float]:
     """Each checkpoint's value, by name (those under abandoned/ too)."""
     found = {p.name: _value(p) for p in directory.glob("step-*")}
+    latest = directory / "latest"
+    if latest.is_dir() and not latest.is_symlink():  # a copied `latest` holds its step too
+        step = json.loads((latest / "meta.json").read_text())["step"]
+        found.setdefault(f"step-{step:08d}", _value(latest))
     found |= {f"abandoned/{p.name}": _value(p) for p in directory.glob("abandoned/step-*")}
     return found
 

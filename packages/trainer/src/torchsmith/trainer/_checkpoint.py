@@ -104,7 +104,8 @@ class CheckpointManager:
                 old.rename(final)
         # Killed between placing a step and linking it, `latest` names the step before;
         # killed as a branch's first save shelved later steps, it names a shelved one.
-        # (A copied `latest` directory is left as it is; the next save replaces it.)
+        # (A copied `latest` directory is left as it is; the next save files it under its
+        # step, or deletes it when a step directory holds that step already.)
         # Only ever forward, or off a step that is gone: a placed step without meta.json was
         # damaged after its save, and `latest` keeps naming it, so that resuming says so
         # rather than going back to an older step without a word.
@@ -237,13 +238,31 @@ class CheckpointManager:
         link.symlink_to(name, target_is_directory=True)
         doomed = None
         if latest.is_dir() and not latest.is_symlink():  # a copy made with cp -rL, an unzip
-            # Renamed away, the link put in its place, then deleted: `latest` is missing
-            # only between two renames, and a kill mid-delete leaves a .tmp-* for _recover.
-            doomed = self.directory / f".tmp-latest-copy-{os.getpid()}"
-            latest.rename(doomed)
+            doomed = self._take_in_copy(latest)
         os.replace(link, latest)
         if doomed is not None:
             shutil.rmtree(doomed)
+
+    def _take_in_copy(self, latest: Path) -> Path | None:
+        """Move a copied ``latest`` directory out of the link's way: to the ``step-*`` name
+        of the step it holds when no directory holds that step (a run shipped as its newest
+        checkpoint alone), so that keep-last and keep-best treat it as any other; else,
+        a duplicate, to a ``.tmp-*`` to delete (None: nothing to delete).
+
+        Either way ``latest`` is missing only between two renames: killed then, recovery
+        links the newest step; killed mid-delete, it removes the ``.tmp-*``."""
+        try:
+            step = read_meta(latest).get("step")
+        except CheckpointError:  # no readable meta.json: no step to file it under
+            step = None
+        if isinstance(step, int) and not isinstance(step, bool) and step >= 0:
+            own = self.directory / f"step-{step:08d}"
+            if not own.exists():
+                latest.rename(own)
+                return None
+        doomed = self.directory / f".tmp-latest-copy-{os.getpid()}"
+        latest.rename(doomed)
+        return doomed
 
     def _prune(self) -> None:
         keep = set(self.all()[-self.keep_last :])
