@@ -98,6 +98,27 @@ def test_early_stopping_refuses_bad_options() -> None:
         EarlyStopping("val_loss", mode="minimize")
     with pytest.raises(ValueError, match="patience: at least 1 evaluation, not 0"):
         EarlyStopping("val_loss", patience=0)
+    for delta in (-0.1, float("nan")):
+        with pytest.raises(ValueError, match="min_delta: 0 or more, not"):
+            EarlyStopping("val_loss", min_delta=delta)
+
+
+def test_early_stopping_takes_no_saved_best_of_another_metric_or_mode() -> None:
+    saved = EarlyStopping("val_loss", mode="min", patience=2)
+    saved.update({"val_loss": 1.97})
+    saved.update({"val_loss": 2.5})
+    for metric, mode in (("val_accuracy", "max"), ("val_loss", "max"), ("val_nll", "min")):
+        resumed = EarlyStopping(metric, mode=mode, patience=2)
+        with pytest.warns(UserWarning, match=r"now watches .* but the checkpoint's best is of"):
+            resumed.load_state_dict(saved.state_dict())
+        assert resumed.best is None and resumed.bad_evals == 0
+        assert not resumed.update({metric: 0.5})  # the first value is the best so far
+    same = EarlyStopping("val_loss", mode="min", patience=5)  # patience may change
+    same.load_state_dict(saved.state_dict())
+    assert (same.best, same.bad_evals) == (1.97, 1)
+    older = EarlyStopping("val_accuracy", mode="max")  # a state that names neither
+    older.load_state_dict({"best": 0.8, "bad_evals": 1})
+    assert (older.best, older.bad_evals) == (0.8, 1)
 
 
 def test_a_batch_stream_needs_a_loader_drawing_from_its_sampler() -> None:

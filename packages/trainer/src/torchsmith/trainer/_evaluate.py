@@ -201,6 +201,8 @@ class EarlyStopping:
             raise ValueError(f"mode: 'min' or 'max', not {self.mode!r}")
         if self.patience < 1:
             raise ValueError(f"patience: at least 1 evaluation, not {self.patience}")
+        if not self.min_delta >= 0:  # NaN too: no value would ever improve on the best
+            raise ValueError(f"min_delta: 0 or more, not {self.min_delta}")
 
     def update(self, metrics: dict[str, float]) -> bool:
         """Record one evaluation; True when training should stop. A value that is missing
@@ -233,11 +235,27 @@ class EarlyStopping:
         return self.bad_evals >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        """The best value so far and the evaluations since it improved."""
-        return {"best": self.best, "bad_evals": self.bad_evals}
+        """The best value so far and the evaluations since it improved, and of what."""
+        return {
+            "best": self.best,
+            "bad_evals": self.bad_evals,
+            "metric": self.metric,
+            "mode": self.mode,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` gave."""
+        """Restore what :meth:`state_dict` gave; a state of another metric or mode (the run
+        resumed watching something else) is not taken: counting starts afresh, with a warning.
+        A state saved before it named them (2026-11-27) is taken as this one's."""
+        was = (state.get("metric", self.metric), state.get("mode", self.mode))
+        if was != (self.metric, self.mode):
+            warnings.warn(
+                f"early stopping now watches {self.metric!r} ({self.mode}) but the checkpoint's "
+                f"best is of {was[0]!r} ({was[1]}): patience counts afresh from here",
+                stacklevel=2,
+            )
+            self.best, self.bad_evals = None, 0
+            return
         best = state["best"]  # a NaN best (saved before NaN was refused) is no best at all
         self.best = None if best is None or not math.isfinite(best) else float(best)
         self.bad_evals = int(state["bad_evals"])
