@@ -124,3 +124,20 @@ def test_a_schedulers_infinite_state_is_its_kind() -> None:
     saved = {k: v for k, v in scheduler.state_dict().items() if k != "patience"}
     with pytest.raises(CheckpointError, match=r"state\.pt: scheduler has no 'patience'"):
         check_same_kinds(saved, scheduler.state_dict(), "state.pt", "scheduler")
+
+
+def test_a_schedulers_private_key_an_older_torch_did_not_save_is_not_refused() -> None:
+    """torch's LambdaLR.load_state_dict keeps the fresh value of a key the state lacks."""
+    optimizer = torch.optim.SGD(_Odd().parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5**step)
+    saved = {k: v for k, v in scheduler.state_dict().items() if not k.startswith("_")}
+    saved["verbose"] = False  # what older torch versions saved too
+    check_same_kinds(saved, scheduler.state_dict(), "state.pt", "scheduler", private_optional=True)
+    scheduler.load_state_dict(saved)
+    with pytest.raises(CheckpointError, match=r"state\.pt: scheduler has no '_step_count'"):
+        check_same_kinds(saved, scheduler.state_dict(), "state.pt", "scheduler")
+    del saved["last_epoch"]  # public state is never optional
+    with pytest.raises(CheckpointError, match=r"state\.pt: scheduler has no 'last_epoch'"):
+        check_same_kinds(
+            saved, scheduler.state_dict(), "state.pt", "scheduler", private_optional=True
+        )

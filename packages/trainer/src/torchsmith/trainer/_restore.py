@@ -137,12 +137,23 @@ def _shown(value: Any) -> str:
 
 
 def check_same_kinds(
-    saved: Mapping[str, Any], own: Mapping[str, Any], where: str, what: str
+    saved: Mapping[str, Any],
+    own: Mapping[str, Any],
+    where: str,
+    what: str,
+    *,
+    private_optional: bool = False,
 ) -> None:
     """A CheckpointError naming ``what.key`` for each value of ``own`` (a fresh object's
-    state or settings) whose saved value is missing or of another kind."""
+    state or settings) whose saved value is missing or of another kind.
+
+    ``private_optional``: a missing ``_key`` is no error. A scheduler's private bookkeeping
+    (``_is_initial``) comes and goes between torch versions, and its ``load_state_dict``
+    keeps the fresh object's value for a key the state lacks."""
     for key, value in own.items():
         if key not in saved:
+            if private_optional and key.startswith("_"):
+                continue
             raise CheckpointError(f"{where}: {what} has no {key!r}, which this run's has")
         if not _same_kind(saved[key], value):
             raise CheckpointError(

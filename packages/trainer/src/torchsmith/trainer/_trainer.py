@@ -415,7 +415,10 @@ class Trainer:
         load_optimizer_state(self.stepper.optimizer, state["optimizer"], where)
         for name, part in (("scheduler", self.scheduler), ("scaler", self.stepper.scaler)):
             if part is not None and name in state:
-                check_same_kinds(state[name], part.state_dict(), where, name)
+                scheduler = name == "scheduler"  # a scaler reads every key it saved
+                check_same_kinds(
+                    state[name], part.state_dict(), where, name, private_optional=scheduler
+                )
                 part.load_state_dict(state[name])
         if self.early_stopping is not None and "early_stopping" in state:
             self.early_stopping.load_state_dict(state["early_stopping"])
