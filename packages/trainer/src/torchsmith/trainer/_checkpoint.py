@@ -71,8 +71,13 @@ class CheckpointManager:
         self.metric, self.mode = metric, mode
         self._branch_step: int | None = None  # see branch_from()
         if recover and self.directory.is_dir():  # under DDP, rank 0's alone: renames race
-            with self._locked():
-                self._recover()
+            try:
+                with self._locked():
+                    self._recover()
+            except OSError as exc:
+                raise CheckpointError(
+                    f"cannot open {self.directory} for checkpoints: {exc}"
+                ) from exc
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -166,10 +171,17 @@ class CheckpointManager:
         try:
             self._put_in_place(tmp, final)
         except OSError as exc:
-            raise CheckpointError(f"wrote {tmp} but could not move it to {final}: {exc}") from exc
+            if tmp.exists():
+                raise CheckpointError(
+                    f"wrote {tmp} but could not move it to {final}: {exc}"
+                ) from exc
+            latest = self.directory / LATEST  # in place, but not linked (no symlinks here?)
+            raise CheckpointError(
+                f"saved {final}, but could not point {latest} at it: {exc}"
+            ) from exc
         try:
             self._prune()
-        except OSError as exc:  # the checkpoint is in place; an older one stays too
+        except (OSError, CheckpointError) as exc:  # the checkpoint is in place; older ones stay
             raise CheckpointError(f"saved {final}, but pruning older ones failed: {exc}") from exc
         return final
 
@@ -266,7 +278,8 @@ class CheckpointManager:
 
     def _prune(self) -> None:
         keep = set(self.all()[-self.keep_last :])
-        keep |= set(self.best()[: self.keep_best])
+        if self.keep_best:  # reads every checkpoint's meta.json
+            keep |= set(self.best()[: self.keep_best])
         latest = self.latest()
         for path in self.all():
             if path not in keep and path != latest:
@@ -286,10 +299,15 @@ class CheckpointManager:
         return sorted(found, key=step_of)  # by number: step-100000000 after step-99999999
 
     def best(self) -> list[Path]:
-        """Checkpoints holding a finite ``metric``, best first (the older first on a tie)."""
+        """Checkpoints holding a finite ``metric``, best first (the older first on a tie).
+        One whose ``meta.json`` cannot be read is not ranked, with a warning."""
         scored = []
         for path in self.all():
-            value = read_meta(path).get("metrics", {}).get(self.metric)
+            try:
+                value = read_meta(path).get("metrics", {}).get(self.metric)
+            except CheckpointError as exc:  # damaged after its save: it must not stop saves
+                warnings.warn(f"{exc}; it is not ranked by {self.metric}", stacklevel=2)
+                continue
             if _finite(value):
                 scored.append((value if self.mode == "min" else -value, step_of(path), path))
         return [path for *_, path in sorted(scored)]
