@@ -48,18 +48,25 @@ def test_exit_codes_for_a_nan_stop_and_ctrl_c(
     assert capsys.readouterr().err.endswith("torchsmith train: interrupted\n")
 
 
-def test_a_reader_that_goes_away_does_not_stop_the_run(tmp_path: Path) -> None:
-    """`torchsmith train ... | head -0`: the run trains and checkpoints all the same."""
+@pytest.mark.parametrize("gone", ["stdout", "stderr"])
+def test_a_reader_that_goes_away_does_not_stop_the_run(tmp_path: Path, gone: str) -> None:
+    """`torchsmith train ... | head -0` (stdout) or `2> >(head -0)` (stderr, where the
+    progress bar and its evaluation lines go): the run trains and checkpoints all the same,
+    and the other stream is still written."""
     code = "import sys; from torchsmith.trainer._cli import main; sys.exit(main(sys.argv[1:]))"
     args = ["digits-classifier", "--out", str(tmp_path), *FAST_BAR, "--max-steps", "5"]
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    assert proc.stdout is not None
-    proc.stdout.close()  # the reader is gone before anything is printed
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err.decode()
-    assert b"Traceback" not in err
+    assert proc.stdout is not None and proc.stderr is not None
+    if gone == "stdout":
+        proc.stdout.close()  # the reader is gone before anything is printed
+        err = proc.stderr.read()
+        assert b"Traceback" not in err and b"step 5: val_loss=" in err
+    else:  # rich's default on a broken pipe: exit 1, with stdout sent to /dev/null
+        proc.stderr.close()
+        assert proc.stdout.read().startswith(b"done: step=5, ")
+    assert proc.wait(timeout=120) == 0
     assert (tmp_path / "checkpoints" / "step-00000005" / "model.safetensors").is_file()
 
 

@@ -162,7 +162,6 @@ class RichProgressSink:
     def __init__(
         self, total_steps: int, description: str = "train", console: Console | None = None
     ) -> None:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -181,7 +180,7 @@ class RichProgressSink:
             MofNCompleteColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[stats]}", table_column=stats),
-            console=console or Console(stderr=True),
+            console=console or _stderr_console(),
             expand=True,
             redirect_stdout=False,  # a print stays on stdout, not above the bar on stderr
         )
@@ -212,6 +211,21 @@ class RichProgressSink:
         if self._started:
             self.progress.stop()
             self._started = False
+
+
+def _stderr_console() -> Console:
+    """A rich console on stderr that falls silent when its reader goes away (``2>&1 |
+    head``), and the run goes on: rich's default ends the process with exit code 1 and
+    points stdout, whose reader may still be there, at /dev/null."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def fall_silent() -> None:
+        console.quiet = True
+
+    console.on_broken_pipe = fall_silent  # type: ignore[method-assign]
+    return console
 
 
 def _rates(metrics: dict[str, float]) -> str:
