@@ -31,10 +31,21 @@ _CALLBACKS = {
 
 
 class EventBus:
-    """Fans one event out to every sink; falsy when it has none."""
+    """Fans one event out to every sink; falsy when it has none.
+
+    A sink without an ``emit(event)`` method is refused here, before training, rather than
+    at the first event, which may come hours in."""
 
     def __init__(self, sinks: Iterable[EventSink] = ()) -> None:
         self.sinks = list(sinks)
+        for index, sink in enumerate(self.sinks):
+            if not callable(getattr(sink, "emit", None)):
+                hint = ""
+                if any(hasattr(sink, name) for name in _CALLBACKS.values()):
+                    hint = ": wrap an object of on_step_end (and friends) in CallbackSink(...)"
+                raise TypeError(
+                    f"sinks[{index}]: a {type(sink).__name__} has no emit(event) method{hint}"
+                )
 
     def __bool__(self) -> bool:
         return bool(self.sinks)
@@ -133,6 +144,11 @@ class CallbackSink:
     ``on_train_end`` or ``on_error`` on ``callbacks``, whichever it defines."""
 
     def __init__(self, callbacks: Any) -> None:
+        if not any(callable(getattr(callbacks, name, None)) for name in _CALLBACKS.values()):
+            raise TypeError(
+                f"CallbackSink: a {type(callbacks).__name__} defines none of "
+                f"{', '.join(_CALLBACKS.values())}, so it would never be called"
+            )
         self.callbacks = callbacks
 
     def emit(self, event: TrainingEvent) -> None:
