@@ -91,6 +91,15 @@ def test_training_event_round_trips_any_metrics(metrics: dict[str, float], step:
         assert back.metrics[name] == value or (math.isnan(value) and math.isnan(back.metrics[name]))
 
 
+@given(metrics=st.dictionaries(st.text(min_size=1, max_size=8), st.floats()))
+def test_a_written_event_is_valid_by_its_own_json_schema(metrics: dict[str, float]) -> None:
+    """What a client generated from the schema (the API's OpenAPI document) checks."""
+    jsonschema = pytest.importorskip("jsonschema")
+    written = json.loads(ti.TrainingEvent(kind="step", step=1, metrics=metrics).write())
+    for mode in ("validation", "serialization"):
+        jsonschema.validate(written, ti.TrainingEvent.model_json_schema(mode=mode))
+
+
 def test_a_nan_metric_is_written_as_json_a_1_3_reader_takes() -> None:
     line = ti.TrainingEvent(kind="step", step=3, metrics={"loss": float("nan")}).write()
     assert json.loads(line)["metrics"] == {"loss": "NaN"}  # valid JSON, not a bare NaN or null

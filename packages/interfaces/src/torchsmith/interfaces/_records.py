@@ -11,9 +11,9 @@ stay at 1.0.
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from ._errors import SchemaVersionError
 
@@ -72,6 +72,13 @@ def _check_major(record: str, written: str, supported: str) -> None:
 
 EventKind = Literal["step", "eval", "checkpoint", "epoch_end", "end", "error"]
 
+# A metric's JSON form: a number, or one of the strings a NaN or an infinity is written as
+# (the schema says so since 1.6; before, it promised a number, which "NaN" is not).
+Metric = Annotated[
+    float,
+    WithJsonSchema({"anyOf": [{"type": "number"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}),
+]
+
 
 class TrainingEvent(Record):
     """One thing that happened during training, as sent to an EventSink.
@@ -87,7 +94,7 @@ class TrainingEvent(Record):
     step: int = Field(ge=0, description="Optimizer steps completed when the event fired.")
     epoch: int = Field(default=0, ge=0)
     time: float = Field(default_factory=time.time, description="Unix time, seconds.")
-    metrics: dict[str, float] = Field(default_factory=dict)
+    metrics: dict[str, Metric] = Field(default_factory=dict)
     run_id: str | None = None
     message: str | None = Field(default=None, description="Error text, or a checkpoint path.")
 

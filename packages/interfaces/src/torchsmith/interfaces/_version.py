@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._errors import InterfacesVersionError
 
-INTERFACES_VERSION = "1.5.0"
+INTERFACES_VERSION = "1.5.1"
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
