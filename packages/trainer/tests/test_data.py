@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -391,3 +392,18 @@ def test_a_position_from_another_dataset_or_batch_size_is_refused() -> None:
     resumed = stream(100, 5)
     resumed.load_state_dict(older)
     assert torch.equal(next(resumed)[0], next(saved)[0])
+
+
+def test_a_fixed_tail_that_never_trains_is_warned_about_and_drop_last_false_refused() -> None:
+    with pytest.warns(UserWarning, match=r"the last 6 of the 38 examples never train"):
+        ResumableSampler(38, 8, shuffle=False)
+    with pytest.warns(UserWarning, match=r"the last 14 of the 38 examples never train"):
+        ResumableSampler(38, 8, shuffle=False, world_size=3)  # batches of 24
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ResumableSampler(38, 8)  # shuffled: each epoch leaves out other examples
+        ResumableSampler(40, 8, shuffle=False)  # nothing left out
+        ResumableSampler(38, 8, shuffle=False, rank=1, world_size=2)  # rank 0 says it
+    data = TensorDataset(torch.arange(38))
+    with pytest.raises(ValueError, match="drop_last=False: a ResumableSampler yields whole"):
+        build_loader(data, 8, sampler=ResumableSampler(38, 8), drop_last=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
+import warnings
 from collections.abc import Iterator, Mapping, Sized
 from typing import Any
 
@@ -28,7 +29,9 @@ class ResumableSampler(Sampler[int]):
     Global batch ``s`` of an epoch is ``perm[s*G:(s+1)*G]`` with ``G = batch_size *
     world_size``; rank ``r`` takes the ``r``-th slice of ``batch_size`` of it, so the
     union over ranks is exactly what one process with batch ``G`` would see.
-    The incomplete last global batch is dropped.
+    The incomplete last global batch is dropped: shuffled, each epoch leaves out other
+    examples; in order (``shuffle=False``) the same last ones never train, which is warned
+    about.
 
     With ``tag_epochs`` each index is yielded as ``epoch * num_samples + index``, so a
     DataLoader worker knows which epoch a batch belongs to (see :class:`BatchSeeded`).
@@ -58,6 +61,14 @@ class ResumableSampler(Sampler[int]):
         if self.batches_per_epoch == 0:
             raise ValueError(
                 f"{num_samples} samples make no global batch of {batch_size} x {world_size}"
+            )
+        left_out = num_samples - self.batches_per_epoch * batch_size * world_size
+        if not shuffle and left_out and rank == 0:
+            warnings.warn(
+                f"shuffle=False (loader.shuffle): the last {left_out} of the {num_samples} "
+                f"examples never train, since an epoch is whole batches of {batch_size} x "
+                f"{world_size} process(es); shuffle, or make the data a multiple of that",
+                stacklevel=2,
             )
 
     @property
@@ -198,8 +209,14 @@ def build_loader(
     sampler tags its indices with the epoch, so it then serves this loader only), so randomness
     drawn in workers resumes exactly.
     Without a sampler the order is the dataset's and, unless ``drop_last=False`` (as an
-    evaluation wants), the incomplete last batch is dropped.
+    evaluation wants), the incomplete last batch is dropped; a ResumableSampler always drops
+    it, and ``drop_last=False`` with one is refused.
     """
+    if sampler is not None and drop_last is False and isinstance(sampler, ResumableSampler):
+        raise ValueError(
+            "drop_last=False: a ResumableSampler yields whole batches only (an epoch's last, "
+            "incomplete batch drops whatever the loader says)"
+        )
     workers = num_workers > 0
     collate = None
     if Gathered.supports(dataset):
