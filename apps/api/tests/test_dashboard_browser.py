@@ -79,5 +79,48 @@ def test_the_page_loads_and_a_jobs_curve_grows_live(live_server: str, api_key: s
             assert _points(page) > first
             assert page.locator("#curve-job").text_content() == job["id"]
             assert errors == []
+
+        finally:
+            browser.close()
+
+
+def test_a_finished_jobs_curve_holds_its_steps_and_evaluations_only(
+    live_server: str, api_key: str
+) -> None:
+    """The end event repeats the run's metrics (and a NaN is the string "NaN"): neither is
+    a curve of its own."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(live_server + "/")
+            page.wait_for_function(
+                "() => document.getElementById('conn').textContent === 'connected'",
+                timeout=20_000,
+            )
+            job = _post(
+                live_server + "/api/v1/train",
+                {"recipe": "demo", "overrides": ["steps=4", "final=1"]},
+                api_key,
+            )
+            row = f"#jobs tbody tr[data-id='{job['id']}']"
+            page.wait_for_selector(row, timeout=20_000)
+            page.click(row)  # follow this job (the page may have picked an older one)
+            page.wait_for_function(
+                "() => ['succeeded', 'job finished'].includes("
+                "document.getElementById('curve-status').textContent)",
+                timeout=30_000,
+            )
+            assert page.locator("#curve-job").text_content() == job["id"]
+            names = page.evaluate(
+                "() => (document.getElementById('curve').data || []).map((t) => t.name)"
+            )
+            assert names == ["loss", "eval val_loss"]
+            ys = page.evaluate("() => document.getElementById('curve').data[1].y")
+            assert ys == [None]  # NaN: a gap in the curve, not the text "NaN"
+            assert errors == []
         finally:
             browser.close()

@@ -21,9 +21,10 @@ from torchsmith.interfaces import (
 
 
 def emit_steps(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
-    """A loss curve 1/(step+1), ``steps`` events, ``delay`` seconds apart.
+    """A loss curve 1/(step+1), ``steps`` events, ``delay`` seconds apart; with ``final=1``
+    an evaluation and an end event that carry metrics, as the trainer's do.
 
-    ``steps`` and ``delay`` come from params or from ``key=value`` overrides.
+    ``steps``, ``delay`` and ``final`` come from params or from ``key=value`` overrides.
     """
     params = {**params, **dict(o.split("=", 1) for o in params.get("overrides", []))}
     steps = int(params.get("steps", 5))
@@ -32,7 +33,11 @@ def emit_steps(params: dict[str, Any], ctx: Any) -> dict[str, Any]:
         ctx.emit(TrainingEvent(kind="step", step=step, metrics={"loss": 1.0 / (step + 1)}))
         ctx.progress((step + 1) / steps)
         time.sleep(delay)
-    ctx.emit(TrainingEvent(kind="end", step=steps))
+    end: dict[str, float] = {}
+    if params.get("final") == "1":
+        end = {"step": steps, "train_loss": 1.0 / steps, "val_loss": float("nan")}
+        ctx.emit(TrainingEvent(kind="eval", step=steps, metrics={"val_loss": float("nan")}))
+    ctx.emit(TrainingEvent(kind="end", step=steps, metrics=end))
     return {"steps": steps}
 
 

@@ -109,9 +109,13 @@ function onMessage(message) {
     setCurveStatus(record.state + (record.error ? ": " + record.error : ""));
     return;
   }
+  // Steps and evaluations draw the curves; the end event only repeats their numbers.
   if (message.type !== "event" || !record.metrics) return;
-  for (const [name, value] of Object.entries(record.metrics)) {
+  if (record.kind !== "step" && record.kind !== "eval") return;
+  for (const [name, written] of Object.entries(record.metrics)) {
     const key = record.kind === "eval" ? "eval " + name : name;
+    // A NaN or infinite metric arrives as the string "NaN" or "Infinity": a gap, not a point.
+    const value = typeof written === "number" ? written : null;
     if (!(key in state.traces)) {
       state.traces[key] = Object.keys(state.traces).length;
       // Losses and accuracies show at once; throughput, lr and the rest are a legend click away.
