@@ -266,6 +266,21 @@ def test_a_corpus_too_short_for_a_validation_block_names_the_fields(tmp_path: Pa
     assert "data.val_fraction 0.1" in message
 
 
+def test_a_corpus_of_empty_files_is_named_as_such_not_as_a_block_size(tmp_path: Path) -> None:
+    for name in ("a.txt", "b.md"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "c.txt").write_text(" \n")
+    with pytest.raises(DataError, match=r"^data\.paths: the corpus \(.*\) holds no text, only"):
+        text_corpus([tmp_path], "char", block_size=8, val_fraction=0.1)
+
+
+def test_a_batch_stream_refuses_a_loader_of_single_examples() -> None:
+    sampler = ResumableSampler(100, 10)
+    unbatched = DataLoader(TensorDataset(torch.arange(100)), sampler=sampler, batch_size=None)
+    with pytest.raises(ValueError, match=r"yields single examples \(batch_size=None\)"):
+        BatchStream(unbatched, sampler)
+
+
 def _same_batches(got: list[list[torch.Tensor]], expected: list[list[torch.Tensor]]) -> None:
     """Equal value for value, and alike in what a model could notice: dtype, shape, layout."""
     assert len(got) == len(expected) > 0

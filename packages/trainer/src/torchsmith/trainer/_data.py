@@ -257,7 +257,13 @@ class BatchStream:
                 "the loader does not draw from this sampler, so resuming could not move it; "
                 "build it with build_loader(dataset, batch_size, sampler=sampler)"
             )
-        if loader.batch_size not in (None, sampler.batch_size):
+        if loader.batch_size is None:
+            raise ValueError(
+                "the loader yields single examples (batch_size=None), but the sampler counts "
+                f"batches of {sampler.batch_size}: build it with build_loader(dataset, "
+                f"{sampler.batch_size}, sampler=sampler)"
+            )
+        if loader.batch_size != sampler.batch_size:
             raise ValueError(
                 f"the loader's batch_size {loader.batch_size} differs from its sampler's "
                 f"{sampler.batch_size}: epochs would not have sampler.batches_per_epoch batches"

@@ -205,6 +205,9 @@ def text_corpus(
     if block_size <= 0:
         raise ValueError(f"block_size must be positive, not {block_size}")
     text = read_corpus(paths)
+    if not text.strip():  # files are joined by blank lines: empty files make only those
+        listed = ", ".join(str(p) for p in paths)
+        raise DataError(f"data.paths: the corpus ({listed}) holds no text, only whitespace")
     tok = Tokenizer.fit(tokenizer, text)
     tokens = torch.tensor(tok.encode(text), dtype=torch.int64)
     split = int(len(tokens) * (1.0 - val_fraction))
