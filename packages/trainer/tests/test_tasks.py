@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,19 @@ def test_a_clip_loss_without_the_models_scale_is_refused() -> None:
     x, captions = torch.rand(4, 64), torch.randint(1, 256, (4, 6))
     with pytest.raises(ConfigError, match=r"task\.loss: the model returns a logit scale"):
         CLIPTask(two_args)(DualEncoder(64, 256, 16, 32), (x, captions))
+
+
+@pytest.mark.parametrize("losses", ["installed", "absent"])
+def test_a_logit_scale_given_beside_the_models_own_names_the_keyword(
+    losses: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if losses == "absent":  # the built-in clip loss: it was blamed on the model instead
+        monkeypatch.setitem(sys.modules, "torchsmith.losses", None)
+    else:
+        pytest.importorskip("torchsmith.losses")
+    for name in (None, "clip"):
+        with pytest.raises(ConfigError, match=r"^task\.loss_kwargs\.logit_scale: the model"):
+            build_task("clip", name, {"logit_scale": 20.0}, [], model_scale=True)
 
 
 def test_perplexity_is_of_the_token_cross_entropy_whatever_the_loss() -> None:

@@ -286,6 +286,11 @@ def build_task(
     default = default or ("ntxent" if kind == "contrastive" else "clip")
     if kind == "clip" and model_scale and loss in (None, "clip") and not loss_kwargs:
         return CLIPTask(clip_loss)
+    if kind == "clip" and model_scale and "logit_scale" in loss_kwargs:
+        raise ConfigError(
+            "task.loss_kwargs.logit_scale: the model returns its own logit scale (a learnable "
+            "temperature), which is what the loss takes; leave logit_scale out"
+        )
     try:
         fn = resolve_loss(loss or default, **loss_kwargs)
     except (TorchsmithError, TypeError, ValueError) as exc:
