@@ -4,6 +4,7 @@ per directory, and a config that means the same in TOML, YAML and --set."""
 from __future__ import annotations
 
 import fcntl
+import json
 import re
 import subprocess
 import sys
@@ -98,6 +99,20 @@ def test_resuming_into_a_new_out_at_the_checkpoints_step_writes_it_there(tmp_pat
     )
 
 
+def test_resuming_another_runs_checkpoint_starts_the_out_log_afresh(tmp_path: Path) -> None:
+    """A log left in --out by a run that never saved (Ctrl-C before its first checkpoint)
+    is not this run's: it must not read as the start of it."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["digits-classifier", "--out", str(first), *FAST, "--max-steps", "4"]) == 0
+    second.mkdir()
+    (second / "metrics.jsonl").write_bytes((first / "metrics.jsonl").read_bytes())
+    resume = ["--resume", str(first / "checkpoints" / "latest"), "--max-steps", "6"]
+    assert main(["digits-classifier", "--out", str(second), *FAST, *resume]) == 0
+    events = [json.loads(line) for line in (second / "metrics.jsonl").read_text().splitlines()]
+    assert min(e["step"] for e in events) > 4, events
+    assert [e["kind"] for e in events].count("end") == 1
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [("1e-4", 1e-4), ("017", 17), ("1_000", 1000), ("1:30", "1:30"), ("on", "on"),
@@ -127,6 +142,22 @@ def test_set_keeps_text_with_a_hash_as_written() -> None:
         "b": "#x",
         "c": "1e3",
     }
+
+
+def test_set_keeps_text_that_only_yamls_block_syntax_would_make_structure() -> None:
+    """A prompt on a markdown corpus may well start with "- " or be "---"."""
+    raw = ["- item", "-  two words", "---", "...", "key: value", "[1, 2]", "{a: 1}", "null"]
+    values = apply_overrides({}, [f"v{i}={text}" for i, text in enumerate(raw)])
+    assert list(values.values()) == [
+        "- item", "-  two words", "---", "...", "key: value", [1, 2], {"a": 1}, None
+    ]  # fmt: skip
+
+
+def test_a_toml_config_with_a_byte_order_mark_reads_as_the_yaml_one_does(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_bytes(b"\xef\xbb\xbf[model]\nhidden = [32]\n")
+    (tmp_path / "c.yaml").write_bytes(b"\xef\xbb\xbfmodel:\n  hidden: [32]\n")
+    read = [read_config_file(tmp_path / name) for name in ("c.toml", "c.yaml")]
+    assert read[0] == read[1] == {"model": {"hidden": [32]}}
 
 
 @pytest.mark.parametrize("bad", ["!!int 1.5", "!!float abc"])

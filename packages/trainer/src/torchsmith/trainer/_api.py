@@ -214,8 +214,8 @@ def _resume(trainer: Trainer, resume: str | Path, config: ExperimentConfig) -> N
 def _refuse(checkpoint: Path, problems: list[str]) -> NoReturn:
     raise ConfigError(
         f"resume: {checkpoint} was trained with other settings; a resume continues that "
-        "run, so these must match (drop the --set or --seed, or start a new run with "
-        "another --out):\n  " + "\n  ".join(problems)
+        "run, so these must match (give the checkpoint's values, with --set or --seed as "
+        "its run did, or start a new run with another --out):\n  " + "\n  ".join(problems)
     )
 
 
@@ -283,8 +283,10 @@ def _train(
             _resume(trainer, resume, cfg)
             if bar is not None:  # its rate and time left count from here, not from step 0
                 bar.begin_at(trainer.step)
-        if log_jsonl:  # what a resumed run logs again (a fresh run: all of an older log)
-            drop_events_after(log, trainer.step if resume is not None else -1)
+        if log_jsonl:  # what a resumed run logs again; a fresh run, or one resumed from
+            # another run's checkpoint, drops all of an older log (of a run that never saved)
+            ours = resume is not None and _of_this_run(resume, Path(cfg.out_dir))
+            drop_events_after(log, trainer.step if ours else -1)
         return trainer.fit()
     finally:
         owned.close()

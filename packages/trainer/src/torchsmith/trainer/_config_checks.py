@@ -40,18 +40,32 @@ def resume_mismatches(saved: Mapping[str, Any], current: Mapping[str, Any]) -> l
 
 
 def resume_warnings(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Changes a resume may make that can still cost exactness: going between no
-    DataLoader workers and some moves a dataset's own random draws from the main process's
-    RNG streams to per-batch seeds (:class:`BatchSeeded`). A dataset that draws nothing,
-    as every built-in one, is not affected, so this is a warning, not a refusal."""
+    """Changes a resume may make, said out loud because they may not be meant:
+
+    - another ``training.max_steps`` under a linear or cosine schedule re-plans the LR
+      decay from here (extending a run is allowed; forgetting the ``--set`` that planned
+      it looks the same);
+    - going between no DataLoader workers and some moves a dataset's own random draws from
+      the main process's RNG streams to per-batch seeds (:class:`BatchSeeded`). A dataset
+      that draws nothing, as every built-in one, is not affected."""
+    old, new = _flatten(saved), _flatten(current)
+    lines = []
+    steps = (old.get("training.max_steps"), new.get("training.max_steps"))
+    decaying = new.get("schedule.name") in ("linear", "cosine")
+    if decaying and None not in steps and steps[0] != steps[1]:
+        lines.append(
+            f"training.max_steps: checkpoint {steps[0]}, this run {steps[1]}: the "
+            f"{new['schedule.name']} LR schedule decays over it, so it is re-planned from "
+            f"here; --set training.max_steps={steps[0]} continues the checkpoint's plan"
+        )
     before, after = _workers(saved), _workers(current)
-    if before is None or after is None or (before > 0) == (after > 0):
-        return []
-    return [
-        f"loader.num_workers: checkpoint {before}, this run {after}: random numbers a "
-        "dataset draws as it reads come from the main process's RNGs with 0 workers and "
-        "from per-batch seeds with workers, so such a dataset will not resume exactly"
-    ]
+    if before is not None and after is not None and (before > 0) != (after > 0):
+        lines.append(
+            f"loader.num_workers: checkpoint {before}, this run {after}: random numbers a "
+            "dataset draws as it reads come from the main process's RNGs with 0 workers and "
+            "from per-batch seeds with workers, so such a dataset will not resume exactly"
+        )
+    return lines
 
 
 def _workers(config: Mapping[str, Any]) -> int | None:

@@ -221,7 +221,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is no TOML syntax
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start})") from exc
     try:
@@ -252,8 +252,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """``data`` with each ``"a.b=value"`` set; values parse as YAML 1.2 (``3e-4``,
-    ``[1, 2]``, ``{a: 1}``, ``null``), and unquoted text holding a ``#`` is kept as written
-    (``Step #1`` is not cut at a YAML comment)."""
+    ``[1, 2]``, ``{a: 1}``, ``null``), and what only YAML's block syntax would make
+    something else is kept as text: ``a: b`` (a mapping is written ``{a: 1}``), ``- a``
+    (a list is written ``[a]``), ``---``, and unquoted text holding a ``#`` (``Step #1``
+    is not cut at a YAML comment)."""
     result = _deep_copy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -270,6 +272,10 @@ def apply_overrides(data: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
             value = raw
         if isinstance(value, dict) and not raw.lstrip().startswith("{"):
             value = raw  # "The loop: it" is text; a mapping is written {a: 1}
+        elif isinstance(value, list) and not raw.lstrip().startswith("["):
+            value = raw  # "- a list item" is text; a list is written [a]
+        elif value is None and raw.strip() in ("---", "..."):
+            value = raw  # document markers: text, not an empty document
         elif "#" in raw and isinstance(value, str | None) and raw.strip()[:1] not in "'\"[{":
             value = raw.strip()  # text with a "#" as written: "Step #1" is not "Step"
         *parents, leaf = key.strip().split(".")
