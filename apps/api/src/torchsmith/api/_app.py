@@ -27,6 +27,7 @@ from ._hub import EventHub
 from ._jobs import JobManager, JobNotFoundError
 from ._keys import KeyStore
 from ._limits import BodySizeLimit
+from ._origin import TrustedHosts
 from ._routes_bench import save_bench_result
 from ._settings import Settings
 from ._store import Store
@@ -108,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.router.routes.append(route)
     _add_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.allowed_hosts:
+        app.add_middleware(TrustedHosts, hosts=settings.allowed_hosts)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -1,7 +1,7 @@
 """``torchsmith serve``: run the service, and manage its API keys.
 
 torchsmith serve [--host 127.0.0.1] [--port 8000] [--data-dir DIR] [--workers N]
-                 [--read-access public|key] [--cors-origin URL ...]
+                 [--read-access public|key] [--cors-origin URL ...] [--allowed-host NAME ...]
 torchsmith serve keys create NAME [--data-dir DIR]   # prints the key once
 torchsmith serve keys list [--data-dir DIR]
 torchsmith serve keys revoke KEY_ID [--data-dir DIR]
@@ -13,6 +13,10 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._settings import Settings
 
 DEFAULT_DATA_DIR = os.environ.get("TORCHSMITH_DATA_DIR", ".torchsmith")
 
@@ -47,8 +51,31 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="allow this origin cross-site (repeatable; CORS is off without it)",
     )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this Host name (repeatable; a server bound to loopback "
+        "answers only localhost, 127.0.0.1 and ::1, say a reverse proxy's name here)",
+    )
     parser.add_argument("--log-level", default="warning")
     return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The app's settings for ``torchsmith serve``'s arguments."""
+    from ._origin import LOOPBACK_NAMES, is_loopback
+    from ._settings import Settings
+
+    hosts = [*LOOPBACK_NAMES, *args.allowed_host] if is_loopback(args.host) else []
+    return Settings(
+        data_dir=args.data_dir,
+        workers=args.workers,
+        read_access=args.read_access,
+        cors_origins=tuple(args.cors_origin),
+        allowed_hosts=tuple(hosts or args.allowed_host),
+    )
 
 
 def _keys_parser() -> argparse.ArgumentParser:
@@ -96,17 +123,14 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["keys"]:
         return _keys(argv[1:])
     args = _serve_parser().parse_args(argv)
+    import logging
+
     import uvicorn
 
     from ._app import create_app
-    from ._settings import Settings
+    from ._origin import RedactKeys
 
-    settings = Settings(
-        data_dir=args.data_dir,
-        workers=args.workers,
-        read_access=args.read_access,
-        cors_origins=tuple(args.cors_origin),
-    )
+    settings = settings_from_args(args)
     url = f"http://{_display_host(args.host)}:{args.port}/"
 
     class _Server(uvicorn.Server):
@@ -126,6 +150,8 @@ def main(argv: list[str]) -> int:
         log_level=args.log_level,
         ws=ws_protocol(),
     )
+    for name in ("uvicorn.access", "uvicorn.error"):  # paths are logged with their query
+        logging.getLogger(name).addFilter(RedactKeys())
     server = _Server(config)
     server.run()
     return 0 if server.started else 1

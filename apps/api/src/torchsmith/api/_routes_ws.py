@@ -19,6 +19,7 @@ from ._auth import websocket_key
 from ._http import JOB_ID_PATTERN
 from ._hub import EventHub, Message, Subscription
 from ._jobs import JobManager, JobNotFoundError
+from ._origin import origin_allowed
 from ._store import Store
 
 router = APIRouter(tags=["jobs"])
@@ -29,6 +30,12 @@ _JOB_ID = re.compile(JOB_ID_PATTERN)
 async def job_stream(websocket: WebSocket, job_id: str) -> None:
     # Accept first, so a refusal reaches the client as a close code and reason.
     await websocket.accept()
+    settings = websocket.app.state.settings
+    origin, host = websocket.headers.get("origin"), websocket.headers.get("host", "")
+    if not origin_allowed(origin, host, settings.cors_origins):  # CORS does not cover this
+        reason = f"a page of {origin} may not read jobs here (--cors-origin allows one)"
+        await websocket.close(code=4403, reason=reason[:120])
+        return
     try:
         websocket_key(websocket)
     except HTTPException as exc:

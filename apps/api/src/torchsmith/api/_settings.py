@@ -24,7 +24,15 @@ class Settings(BaseModel):
         "'key': they need one too. State-changing routes always need a key.",
     )
     cors_origins: tuple[str, ...] = Field(
-        default=(), description="Origins allowed cross-site; empty (the default) turns CORS off."
+        default=(),
+        description="Origins allowed cross-site (REST and the WebSocket); empty (the default) "
+        "turns CORS off, and a job's WebSocket then takes pages of the server's own origin only.",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Host header names served (no port); empty: any. 'torchsmith serve' on a "
+        "loopback address serves localhost, 127.0.0.1 and ::1 only, so that a page of another "
+        "site cannot reach it through a name that site points at 127.0.0.1 (DNS rebinding).",
     )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body.")
     workers: int = Field(default=2, ge=1, le=64, description="Jobs running at once (processes).")
