@@ -56,15 +56,65 @@ def test_half_precision_gives_finite_values_and_grads(name, dtype):
             assert torch.isfinite(x.grad).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("name", ["clip", "siglip", "ntxent", "moco", "cross_modal", "supcon",
+                                  "triplet"])  # fmt: skip
+def test_a_zero_row_among_others_stays_zero_with_a_zero_gradient(name, dtype):
+    """F.normalize's 1e-12 underflows in fp16 (lightly #1259); and where it does not, the
+    zero row's gradient is 1e12 times the upstream one: inf once cast back to fp16. An
+    all-zero batch hides that, since every upstream gradient is 0 there."""
+    torch.manual_seed(0)
+    a = torch.randn(4, 8).to(dtype)
+    a[0] = 0
+    a.requires_grad_()
+    other = [torch.tensor([0, 0, 1, 1])] if name in LABELLED else [torch.randn(4, 8).to(dtype)]
+    value = get_loss(name)(a, *other)
+    value.backward()
+    assert torch.isfinite(value)
+    assert a.grad is not None and torch.isfinite(a.grad).all()
+    assert (a.grad[0] == 0).all()  # a zero vector has no direction to move along
+    assert a.grad[1:].abs().sum() > 0
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_zero_rows_stay_finite(dtype):
-    """F.normalize's 1e-12 underflows in fp16; ours does not (lightly #1259)."""
+def test_half_precision_zero_batches_stay_finite(dtype):
     z = torch.zeros(4, 8, dtype=dtype, requires_grad=True)
     for loss in (NTXentLoss(), ClipLoss(), SigLipLoss()):
         value = loss(z, z)
         value.backward()
         assert torch.isfinite(value)
         assert z.grad is not None and torch.isfinite(z.grad).all()
+
+
+def test_normalize_equals_f_normalize_away_from_zero() -> None:
+    from torchsmith.losses._base import normalize
+
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    y = x.detach().clone().requires_grad_()
+    weights = torch.randn(6, 5, dtype=torch.float64)
+    (normalize(x) * weights).sum().backward()
+    (F.normalize(y, dim=-1) * weights).sum().backward()
+    torch.testing.assert_close(normalize(x), F.normalize(y, dim=-1), rtol=0, atol=1e-15)
+    torch.testing.assert_close(x.grad, y.grad, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["clip", "siglip", "ntxent", "cross_modal"])
+def test_a_learnable_scale_past_its_cap_is_pulled_back_not_stuck(name):
+    """clamp passes no gradient above its bound, so a scale stepped past 100 never came
+    back; open_clip clamps the parameter after each step instead, gradient intact. Past
+    the cap, a gradient that lowers the scale (positive) passes; one that would raise it
+    further (negative) is held at 0."""
+    torch.manual_seed(0)
+    img, txt = torch.randn(64, 16), torch.randn(64, 16)
+    flag = "learnable" if name == "siglip" else "learnable_temperature"
+    grads = []
+    for sign in (1.0, -1.0):  # the loss, and one whose gradient points the other way
+        loss = get_loss(name, temperature=1 / 101.0, **{flag: True})
+        assert loss.logit_scale.temperature == pytest.approx(1 / 100.0)
+        (sign * loss(img, txt)).backward()
+        grads.append(float(loss.logit_scale.log_scale.grad))
+    held, passed = sorted(grads)
+    assert held == 0.0 and passed > 0
 
 
 def test_half_precision_is_close_to_fp32():

@@ -36,14 +36,40 @@ def compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 
 def normalize(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``x / ||x||`` along ``dim`` with an epsilon that cannot underflow in ``x.dtype``.
+    """``x / ||x||`` along ``dim``; a row of norm at most 1e-12 (or the dtype's smallest
+    normal number, if larger) stays zero, with a zero gradient.
 
-    ``F.normalize``'s 1e-12 is 0 in fp16, so a zero row would become NaN; here the
-    epsilon is at least the dtype's smallest normal number.
+    ``F.normalize`` divides by ``max(||x||, 1e-12)``: 1e-12 is 0 in fp16, so a zero row
+    became NaN, and elsewhere the zero row's gradient is 1e12 times the upstream one,
+    which overflows to inf once cast back to a half-precision input.
     """
     eps = max(1e-12, torch.finfo(x.dtype).tiny)
-    unit: torch.Tensor = x / x.norm(dim=dim, keepdim=True).clamp_min(eps)
+    norm = x.norm(dim=dim, keepdim=True)
+    kept = norm > eps
+    # Both wheres: the unselected branch must hold no inf, or 0 * inf = NaN flows back.
+    unit: torch.Tensor = torch.where(kept, x / torch.where(kept, norm, 1.0), 0.0)
     return unit
+
+
+class _CappedLogScale(torch.autograd.Function):
+    """``min(log_scale, cap)``, whose gradient above the cap is kept only where a descent
+    step would bring the parameter back under it (a positive gradient): as if the parameter
+    were clamped after each step, as open_clip does, rather than stuck where ``clamp``
+    passes no gradient at all."""
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, log_scale: torch.Tensor, cap: float
+    ) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(log_scale > cap)
+        return log_scale.clamp(max=cap)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (above,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        return torch.where(above & (grad < 0), 0.0, grad), None
 
 
 class LogitScale(nn.Module):
@@ -70,7 +96,8 @@ class LogitScale(nn.Module):
         """The scale as a 0-d tensor in ``like``'s dtype and device."""
         if self.log_scale is None:
             return torch.full((), self.fixed_scale, dtype=like.dtype, device=like.device)
-        return self.log_scale.clamp(max=self.max_log_scale).exp().to(like.dtype)
+        capped: torch.Tensor = _CappedLogScale.apply(self.log_scale, self.max_log_scale)  # type: ignore[no-untyped-call]
+        return capped.exp().to(like.dtype)
 
     @property
     def temperature(self) -> float:
