@@ -297,6 +297,13 @@ def test_temperature_must_be_positive(name, temperature):
         ("vicreg", {"eps": 0.0}, "eps"),
         ("fusion", {"losses": {}}, "at least one"),
         ("fusion", {"losses": {"clip": None}, "weights": {"ntxent": 1.0}}, "ntxent"),
+        ("moco", {"dim": -3}, "dim must be an int >= 0"),
+        ("moco", {"dim": 0}, "dim must be >= 1"),
+        ("clip", {"temperature": None}, "temperature must be a finite number > 0, got None"),
+        ("ntxent", {"temperature": "warm"}, "temperature must be a finite number > 0"),
+        ("siglip", {"bias": float("nan")}, "bias must be a finite number, got nan"),
+        ("triplet", {"soft_margin": True, "margin": -0.1}, "margin must be a finite number >= 0"),
+        ("triplet", {"soft_margin": True, "margin": float("nan")}, "margin must be a finite"),
     ],
 )
 def test_bad_config_raises_config_error(name, kwargs, match):

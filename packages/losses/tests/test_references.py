@@ -128,6 +128,23 @@ def test_batch_all_triplet_matches_pytorch_metric_learning(pml, value_and_grads,
     same(ours, theirs, dtype)
 
 
+@pytest.mark.parametrize("mining", ["batch_hard", "all"])
+@pytest.mark.parametrize("margin", [0.0, 0.2])
+def test_soft_margin_triplet_matches_pytorch_metric_learnings_smooth_loss(
+    pml, value_and_grads, same, margin, mining
+):
+    """softplus(margin + d_p - d_n); with margin 0, Hermans et al.'s soft margin."""
+    losses, miners, reducers = pml
+    dtype = torch.float64
+    x, labels = torch.randn(12, 5, dtype=dtype), _labels(12, 3)
+    ref = losses.TripletMarginLoss(margin=margin, smooth_loss=True, reducer=reducers.MeanReducer())
+    miner = miners.BatchHardMiner() if mining == "batch_hard" else None
+    loss = TripletLoss(margin=margin, mining=mining, soft_margin=True)
+    ours = value_and_grads(lambda e: loss(e, labels), x)
+    theirs = value_and_grads(lambda e: ref(e, labels, miner(e, labels) if miner else None), x)
+    same(ours, theirs, dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_moco_matches_lightly_memory_bank(lightly_loss, same, dtype):
     """lightly's NT-Xent with a memory bank is MoCo's loss: q vs k and the bank."""

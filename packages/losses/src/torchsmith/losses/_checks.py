@@ -19,7 +19,10 @@ __all__ = [
 
 def check_positive(name: str, value: float) -> float:
     """``value`` as a float, or a ConfigError when it is not a finite number > 0."""
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):  # None, a string: not a number at all
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}") from None
     if not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
     return value

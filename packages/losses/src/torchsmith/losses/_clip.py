@@ -8,6 +8,7 @@ with gather-with-grad"), which under DDP equals one process on the whole batch.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping
 
 import torch
@@ -124,6 +125,10 @@ class SigLipLoss(LossModule):
     ) -> None:
         super().__init__()
         self.logit_scale = LogitScale(temperature, learnable=learnable, max_scale=max_logit_scale)
+        if isinstance(bias, bool) or not isinstance(bias, int | float) or not math.isfinite(bias):
+            from torchsmith.interfaces import ConfigError
+
+            raise ConfigError(f"bias must be a finite number, got {bias!r}")
         value = torch.tensor(float(bias))
         if learnable:
             self.logit_bias = nn.Parameter(value)

@@ -131,7 +131,9 @@ class TripletLoss(LossModule):
     ``loss(embeddings, labels)``. ``mining="batch_hard"``: per anchor the farthest
     positive and nearest negative, mean over anchors that have both. ``mining="all"``:
     every valid (anchor, positive, negative), mean over them. ``soft_margin=True`` uses
-    softplus instead of the hinge. A batch with no valid triplet warns and returns 0.
+    softplus instead of the hinge, ``softplus(margin + d_p - d_n)`` as
+    pytorch-metric-learning's ``smooth_loss``: with ``margin=0`` it is Hermans et al.'s
+    soft margin. A batch with no valid triplet warns and returns 0.
     Components: ``positive_distance``, ``negative_distance`` (means over used anchors).
     """
 
@@ -149,6 +151,8 @@ class TripletLoss(LossModule):
         if mining not in ("batch_hard", "all"):
             raise ConfigError(f"mining must be 'batch_hard' or 'all', got {mining!r}")
         self.margin = check_positive("margin", margin) if not soft_margin else float(margin)
+        if not self.margin >= 0 or self.margin == float("inf"):  # soft: 0 is Hermans' margin
+            raise ConfigError(f"margin must be a finite number >= 0, got {margin!r}")
         self.mining = mining
         self.normalize = normalize
         self.soft_margin = soft_margin

@@ -129,6 +129,10 @@ class MoCoLoss(LossModule):
             from torchsmith.interfaces import ConfigError
 
             raise ConfigError("queue_size must be >= 1 for moco")
+        if dim is not None and _check_size("dim", dim) == 0:  # None: the first batch's
+            from torchsmith.interfaces import ConfigError
+
+            raise ConfigError("dim must be >= 1 (or None, the first batch's), got 0")
         self.queue = FeatureQueue(queue_size, dim)
         self.logit_scale = LogitScale(temperature)
         self.normalize = normalize
