@@ -130,6 +130,24 @@ def test_errors_exit_2_with_a_message(
     assert message in capsys.readouterr().err
 
 
+def test_a_path_that_cannot_be_written_exits_2_not_1_the_regression_code(
+    tmp_path: Path, bench_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "b.duckdb")
+    assert main(["run", str(bench_dir), "--db", db, *FAST]) == 0
+    (tmp_path / "a_dir").mkdir()
+    (tmp_path / "a_file").write_text("")
+    capsys.readouterr()
+    for argv in (
+        ["report", "--db", db, "--html", str(tmp_path / "a_dir")],
+        ["export", "latest", "--db", db, "--out", str(tmp_path / "a_file" / "x.json")],
+        ["run", str(bench_dir), "--db", str(tmp_path / "a_file" / "x.duckdb"), *FAST],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"torchsmith bench {argv[0]}: error: ") and err.count("\n") == 1
+
+
 def test_a_corrupt_database_is_reported_not_damaged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -130,6 +130,30 @@ def test_child_process_reports_peak_rss(tmp_path: Path) -> None:
     assert report["peak_rss_bytes"] - report["setup_rss_bytes"] >= 60 * 2**20
 
 
+@pytest.mark.usefixtures("clean_registry")
+def test_a_case_that_prints_still_gets_its_peak_rss(tmp_path: Path) -> None:
+    """The probe's report is alone on stdout: a case's prints (Python's, or a C library's
+    writes to fd 1) go to stderr, and no longer abort the run with a JSONDecodeError."""
+    from torchsmith.bench import REGISTRY, discover
+
+    (tmp_path / "bench_print.py").write_text(
+        "import os, sys\n"
+        "from torchsmith.bench import benchmark\n"
+        "@benchmark('mem.printer')\n"
+        "def printer():\n"
+        "    print('set up')\n"
+        "    def fn():\n"
+        "        sys.stdout.write('.')\n"
+        "        os.write(1, b'{not json')\n"
+        "    return fn\n"
+    )
+    discover([tmp_path])
+    from torchsmith.bench._memory import child_peak_rss
+
+    report = child_peak_rss(REGISTRY.get("mem.printer"), {})
+    assert report["peak_rss_bytes"] >= report["setup_rss_bytes"] > 0
+
+
 def test_auto_memory_skips_the_probe_for_a_case_a_child_cannot_import(
     registry: Registry, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:

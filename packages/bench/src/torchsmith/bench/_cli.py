@@ -253,6 +253,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TorchsmithError as exc:
         print(f"torchsmith bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that is a directory, a file, unwritable: not a regression
+        print(f"torchsmith bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

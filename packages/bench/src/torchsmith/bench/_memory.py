@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -137,7 +138,10 @@ def child_peak_rss(
     if done.returncode != 0:
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
         raise MemoryProbeError(f"peak RSS probe of {case.name!r} failed: {tail[0]}")
-    report: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        report: dict[str, int] = json.loads(done.stdout)
+    except ValueError as exc:  # the child writes its report alone on stdout (see below)
+        raise MemoryProbeError(f"peak RSS probe of {case.name!r} gave no report") from exc
     return report
 
 
@@ -160,5 +164,17 @@ def _probe(request: Mapping[str, object]) -> dict[str, int]:
     return {"setup_rss_bytes": after_setup, "peak_rss_bytes": _max_rss_bytes()}
 
 
+def _report_alone(request: Mapping[str, object]) -> None:
+    """Probe, with what the case prints (Python's or a C library's writes to fd 1) sent to
+    stderr: stdout carries the report and nothing else."""
+    report_fd = os.dup(1)
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    report = json.dumps(_probe(request))
+    sys.stdout.flush()
+    with os.fdopen(report_fd, "w") as out:
+        out.write(report)
+
+
 if __name__ == "__main__":
-    print(json.dumps(_probe(json.loads(sys.stdin.read()))))
+    _report_alone(json.loads(sys.stdin.read()))
