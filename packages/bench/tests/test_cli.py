@@ -243,3 +243,42 @@ def test_compare_history_honours_any_environment(
     assert "no earlier run in environment ci-b" in capsys.readouterr().err
     assert main([*argv, "--any-environment"]) == 1  # the ci-a run is the base now
     assert "regressed: k" in capsys.readouterr().err
+
+
+def test_the_history_is_not_held_while_cases_are_timed(tmp_path: Path) -> None:
+    """Only the run's save opens the database: meanwhile others read (and write) it."""
+    import subprocess
+    import sys
+    import time
+
+    bench = tmp_path / "bench_slow.py"
+    started = tmp_path / "started"
+    bench.write_text(
+        "import time\n"
+        "from pathlib import Path\n"
+        "from torchsmith.bench import benchmark\n"
+        "@benchmark('slow.sleep')\n"
+        "def sleeper():\n"
+        f"    Path({str(started)!r}).touch()\n"
+        "    return lambda: time.sleep(0.01)\n"
+    )
+    db = tmp_path / "b.duckdb"
+    with BenchStore(db):
+        pass
+    run = ["run", str(bench), "--db", str(db), "--no-entry-points", *FAST]
+    run[run.index("0.02")] = "4"  # --max-time: the cases take seconds
+    run[run.index("--max-samples") + 1] = "1000"
+    code = "import sys; from torchsmith.bench._cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, *run])
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists():
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        with BenchStore(db, read_only=True) as store:
+            assert store.runs() == []
+        assert proc.poll() is None  # read while the cases were still being timed
+    finally:
+        assert proc.wait(timeout=120) == 0
+    with BenchStore(db, read_only=True) as store:
+        assert len(store.runs()) == 1

@@ -253,3 +253,36 @@ def test_a_failing_migration_leaves_the_version_2_database_as_it_was(
     with BenchStore(db_path) as store:  # the real migration still applies afterwards
         assert store.schema_version() == 3
         assert store.results(store.runs()[0].run_id)[0].samples == [3.0, 1.0, 2.0]
+
+
+def _holder(path: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process holding ``path`` open for writing, for ``seconds``."""
+    code = "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True)"
+    code += "; time.sleep(float(sys.argv[2]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stdout.readline() == "held\n"
+    return proc
+
+
+def test_opening_waits_for_another_processs_brief_hold(db_path: Path, make_result) -> None:
+    with BenchStore(db_path) as store:
+        store.save_run([make_result("a")], environment=Environment(fingerprint="f"))
+    holder = _holder(db_path, 1.0)
+    with BenchStore(db_path) as store:  # waits for the holder to let go, as a run's save does
+        assert len(store.runs()) == 1
+    holder.wait(timeout=30)
+
+
+def test_a_hold_longer_than_the_wait_is_named_as_such(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "LOCK_WAIT_S", 0.3)
+    holder = _holder(db_path, 20.0)
+    try:
+        with pytest.raises(StoreError, match=r"another process has held it for 0 s"):
+            BenchStore(db_path)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

@@ -127,9 +127,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 0
     config = MeasureConfig(max_time=args.max_time, min_samples=args.min_samples,
                            max_samples=args.max_samples)  # fmt: skip
-    with BenchStore(args.db) as store:
-        run_id = run(cases, store=store, label=args.label, config=config, memory=args.memory,
-                     rounds=args.rounds, progress=not args.quiet)  # fmt: skip
+    with BenchStore(args.db):  # a damaged or newer database fails now, not after the timing
+        pass
+    # The file is opened again only to write the run: readers and other runs are not held
+    # off while the cases are timed.
+    run_id = run(cases, store=args.db, label=args.label, config=config, memory=args.memory,
+                 rounds=args.rounds, progress=not args.quiet)  # fmt: skip
+    with BenchStore(args.db, read_only=True) as store:
         print(results_table(store.results(run_id)))
     print(f"\nstored run {run_id} in {args.db}")
     return 0

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from torchsmith.interfaces import BenchmarkResult, ConfigError, Environment, TorchsmithError
 
@@ -241,7 +242,7 @@ def _choose_rounds(rounds: int | None, cases: list[Case]) -> int:
 def run(
     cases: Iterable[Case | str] | None = None,
     *,
-    store: BenchStore,
+    store: BenchStore | str | Path,
     label: str | None = None,
     config: MeasureConfig | None = None,
     memory: MemoryMode = "auto",
@@ -251,6 +252,9 @@ def run(
     on_progress: OnProgress | None = None,
 ) -> int:
     """Time the cases and store them as one run (one transaction); returns the run id.
+
+    ``store``: an open :class:`BenchStore`, or the path of one, opened only once the cases
+    are timed, so other processes may read and write the history meanwhile.
 
     ``rounds`` as in :func:`measure_cases`: 3 worker rounds by default, 1 (with a warning)
     for cases a worker cannot import.
@@ -264,7 +268,10 @@ def run(
             cases, config=config, memory=memory, environment=environment,
             registry=registry, on_progress=update, rounds=rounds,
         )  # fmt: skip
-    return store.save_run(results, environment=environment, label=label)
+    if isinstance(store, BenchStore):
+        return store.save_run(results, environment=environment, label=label)
+    with BenchStore(store) as opened:
+        return opened.save_run(results, environment=environment, label=label)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -328,14 +329,34 @@ class BenchStore:
         return [HistoryPoint(*row) for row in rows]
 
 
+LOCK_WAIT_S = 10.0  # how long opening waits for another process's hold on the file
+
+
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    try:
-        return duckdb.connect(str(path), read_only=read_only)
-    except duckdb.Error as exc:
-        raise StoreError(
-            f"cannot open bench database {path}: {exc}. It may be corrupt, not a DuckDB "
-            "file, written by a newer DuckDB, or locked by another process; it was not changed"
-        ) from exc
+    """A connection; while another process holds the file (DuckDB allows one writer, or
+    readers), retried for up to ``LOCK_WAIT_S``: runs hold it only to write, briefly."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise _unopenable(path, exc) from exc
+            if time.monotonic() > deadline:
+                raise StoreError(
+                    f"cannot open bench database {path}: another process has held it for "
+                    f"{LOCK_WAIT_S:.0f} s ({exc}); it was not changed"
+                ) from exc
+            time.sleep(0.1)
+        except duckdb.Error as exc:
+            raise _unopenable(path, exc) from exc
+
+
+def _unopenable(path: Path, exc: Exception) -> StoreError:
+    return StoreError(
+        f"cannot open bench database {path}: {exc}. It may be corrupt, not a DuckDB "
+        "file, or written by a newer DuckDB; it was not changed"
+    )
 
 
 def _read_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
