@@ -119,3 +119,19 @@ def test_peak_memory_and_extras_appear_in_both_reports(db_path: Path, make_resul
         assert "data_wait_fraction 12.5%" in report and "rss_growth_bytes 32.0 MiB" in report
     results_rows = text.split("### Results")[1].split("###")[0]
     assert "MiB" not in results_rows  # the results table stays narrow
+
+
+def test_times_show_in_the_unit_they_round_to() -> None:
+    from torchsmith.bench._markdown import format_value
+
+    shown = [format_value(v) for v in (0.0009996, 0.9996, 1234.0, 0.01234, 1.5e-6, 5e-10, 0.0)]
+    assert shown == ["1 ms", "1 s", "1230 s", "12.3 ms", "1.5 µs", "0.5 ns", "0 ns"]
+    assert not any("e+" in text for text in shown)
+
+
+def test_a_case_name_with_backticks_stays_one_code_span(make_result) -> None:
+    """GitHub would render the rest of the cell as markdown (or HTML) once a backtick in
+    the name closed the span."""
+    text = markdown_summary([make_result('a`b[p="<b>"]'), make_result("``x``")])
+    assert '| `` a`b[p="<b>"] `` |' in text
+    assert "| ``` ``x`` ``` |" in text

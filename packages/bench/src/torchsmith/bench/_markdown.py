@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 from torchsmith.interfaces import BenchmarkResult
@@ -26,10 +27,11 @@ def format_value(value: float | None, unit: str = "s") -> str:
         return "-"
     if unit != "s":
         return f"{value:.4g} {unit}"
-    for scale, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {name}"
-    return f"{value / 1e-9:.3g} ns"
+    for scale, name in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
+        shown = float(f"{value / scale:.3g}")  # as printed: 0.9996 ms is 1 ms, not 1e+03 µs
+        if abs(shown) >= 1:
+            return f"{shown:g} {name}"
+    return f"{float(f'{value / 1e-9:.3g}'):g} ns"
 
 
 # Extras with a column of their own; the rest are listed as notes.
@@ -60,7 +62,7 @@ def details_table(results: Sequence[BenchmarkResult]) -> str:
     lines = ["| case | peak memory | notes |", "|---|---:|---|"]
     for r in sorted(results, key=lambda r: case_key(r.case, dict(r.params))):
         lines.append(
-            f"| `{_cell(case_key(r.case, dict(r.params)))}` | "
+            f"| {_code(case_key(r.case, dict(r.params)))} | "
             f"{format_bytes(r.peak_memory_bytes)} | {_cell(extra_notes(r))} |"
         )
     return "\n".join(lines)
@@ -68,6 +70,15 @@ def details_table(results: Sequence[BenchmarkResult]) -> str:
 
 def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: str) -> str:
+    """``text`` as a code span in a table cell, fenced by one backtick more than the longest
+    run it holds (a case named ``a`b`` must not end the span early)."""
+    text = _cell(text)
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    pad = " " if longest else ""  # CommonMark strips one space each side
+    return f"{'`' * (longest + 1)}{pad}{text}{pad}{'`' * (longest + 1)}"
 
 
 def _ratio(value: float | None) -> str:
@@ -83,7 +94,7 @@ def comparison_table(comparison: Comparison) -> str:
         interval = "-" if row.ci_low is None else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
         p_value = "-" if row.p_value is None else f"{row.p_value:.2g}"
         lines.append(
-            f"| `{_cell(row.key)}` | {format_value(row.base_median, row.unit)} | "
+            f"| {_code(row.key)} | {format_value(row.base_median, row.unit)} | "
             f"{format_value(row.head_median, row.unit)} | {_ratio(row.ratio)} | {interval} | "
             f"{p_value} | {VERDICT_MARK[row.verdict]} |"
         )
@@ -107,11 +118,11 @@ def results_table(results: Sequence[BenchmarkResult]) -> str:
         versus = "-"
         if r.baseline and "baseline_ratio" in r.extra:
             versus = (
-                f"{r.extra['baseline_ratio']:.3f}x `{_cell(r.baseline)}` "
+                f"{r.extra['baseline_ratio']:.3f}x {_code(r.baseline)} "
                 f"[{r.extra['baseline_ratio_ci_low']:.3f}, {r.extra['baseline_ratio_ci_high']:.3f}]"
             )
         lines.append(
-            f"| `{_cell(case_key(r.case, dict(r.params)))}` | {format_value(s.median, r.unit)} | "
+            f"| {_code(case_key(r.case, dict(r.params)))} | {format_value(s.median, r.unit)} | "
             f"{interval} | {s.n} | {speed} | {versus} |"
         )
     return "\n".join(lines)
@@ -133,7 +144,7 @@ def _dropped_note(results: Sequence[BenchmarkResult]) -> str:
     if not dropped:
         return ""
     names = ", ".join(
-        f"`{_cell(case_key(r.case, dict(r.params)))}` "
+        f"{_code(case_key(r.case, dict(r.params)))} "
         f"({r.extra.get('dropped_round_ratio', 1.0):.3f}x the median round)"
         for r in sorted(dropped, key=lambda r: case_key(r.case, dict(r.params)))
     )
