@@ -113,3 +113,16 @@ def test_a_parquet_export_without_left_out_samples_imports(tmp_path: Path, make_
         (new_id,) = import_runs(central, old)
         (result,) = central.results(new_id)
     assert len(result.samples) == 6 and result.left_out_samples == []
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "json"])
+def test_a_run_named_twice_is_exported_and_imported_once(
+    tmp_path: Path, make_result, suffix: str
+) -> None:
+    with BenchStore(tmp_path / "ci.duckdb") as ci:
+        first = ci.save_run([make_result("a")])
+        ci.save_run([make_result("a", seed=2)])
+        out = export_runs(ci, [first, ci.resolve_run("latest~1")], tmp_path / f"runs.{suffix}")
+    assert len(read_archive(out).runs) == 1
+    with BenchStore(tmp_path / "central.duckdb") as central:
+        assert len(import_runs(central, out)) == 1

@@ -191,6 +191,12 @@ def test_resolve_run_accepts_ids_latest_uids_and_commits(db_path: Path, make_res
             store.resolve_run("zzz")
         with pytest.raises(StoreError, match="no run 99"):
             store.run(99)
+        digits = Environment(fingerprint="fp2", git_commit="4821907e5")
+        c = store.save_run([make_result(env=digits)], uid="cccc3333")
+        assert store.resolve_run("4821907") == c  # a commit prefix of digits only
+        assert store.resolve_run(str(c)) == c  # a run id, where one exists, comes first
+        with pytest.raises(StoreError, match="no run matches '12345678'"):
+            store.resolve_run("12345678")
         with pytest.raises(StoreError, match="already in"):
             store.save_run([make_result()], uid="aaaa1111")
 

@@ -54,7 +54,7 @@ def _format_of(path: Path, fmt: str | None) -> str:
 
 def archive(store: BenchStore, run_ids: Sequence[int]) -> RunArchive:
     runs = []
-    for run_id in run_ids:
+    for run_id in dict.fromkeys(run_ids):  # `1 latest~1` may name one run twice
         info = store.run(run_id)
         runs.append(
             ExportedRun(
@@ -194,4 +194,5 @@ def add_runs(store: BenchStore, runs: RunArchive) -> list[int]:
                 created_at=run.created_at,
             )
         )
+        known.add(run.uid)  # a file holding a run twice adds it once
     return added

@@ -266,7 +266,9 @@ class BenchStore:
         if not text:
             raise StoreError(f"empty run reference; give {RUN_REFERENCES}")
         if re.fullmatch(r"\d+", text, re.ASCII):
-            return self.run(int(text)).run_id
+            found = self._query("SELECT run_id FROM runs WHERE run_id = ?", [int(text)])
+            if found or len(text) < 4:  # else a commit prefix of digits only (1 in 25 are)
+                return self.run(int(text)).run_id
         if text.startswith("latest"):
             return self._latest(text)
         rows = self._query(
