@@ -282,3 +282,23 @@ def test_the_history_is_not_held_while_cases_are_timed(tmp_path: Path) -> None:
         assert proc.wait(timeout=120) == 0
     with BenchStore(db, read_only=True) as store:
         assert len(store.runs()) == 1
+
+
+@pytest.mark.parametrize("rounds", ["1", "3"])
+def test_a_failing_case_is_one_line_with_or_without_worker_rounds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rounds: str
+) -> None:
+    bench = tmp_path / "bench_boom.py"
+    bench.write_text(
+        "from torchsmith.bench import benchmark\n"
+        "@benchmark('boom')\n"
+        "def boom():\n"
+        "    def fn():\n"
+        "        raise RuntimeError('kaboom')\n"
+        "    return fn\n"
+    )
+    argv = ["run", str(bench), "--db", str(tmp_path / "b.duckdb"), "--no-entry-points", *FAST]
+    argv[argv.index("--rounds") + 1] = rounds
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == "torchsmith bench run: error: benchmark boom failed: RuntimeError: kaboom\n"

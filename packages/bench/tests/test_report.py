@@ -35,6 +35,9 @@ def test_html_report_is_self_contained_and_complete(db_path: Path, make_result) 
     # comparison, baselines, history and environment sections
     assert "model.forward[batch_size=8]" in html and 'class="regressed"' in html
     assert "Side by side with baselines" in html
+    # the results table has the ratio to the baseline, as the markdown one does
+    assert "<th>vs baseline</th>" in html
+    assert "<td>1.300x reference[batch_size=8] [1.200, 1.400]</td>" in html
     assert html.count("plotly-graph-div") >= 4  # comparison, baseline, two histories
     assert "fp-test" in html and "abc1234" in html
     assert "a|b" in html and "<script>alert" not in html

@@ -19,7 +19,7 @@ from torchsmith.interfaces import BenchmarkResult, Environment, atomic_write
 
 from ._charts import baseline_figure, comparison_figure, history_figure
 from ._compare import Comparison, history
-from ._markdown import extra_notes, format_bytes, format_value
+from ._markdown import extra_notes, format_bytes, format_value, versus_baseline
 from ._registry import case_key
 from ._stats import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 from ._store import BenchStore
@@ -100,6 +100,7 @@ def html_report(
         fmt=format_value,
         mib=format_bytes,
         notes=extra_notes,
+        versus=versus_baseline,
         key=lambda r: case_key(r.case, dict(r.params)),
     )
 

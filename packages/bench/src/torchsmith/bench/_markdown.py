@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torchsmith.interfaces import BenchmarkResult
 
@@ -115,17 +115,20 @@ def results_table(results: Sequence[BenchmarkResult]) -> str:
         )
         throughput = r.extra.get("throughput")
         speed = "-" if throughput is None else f"{throughput:,.0f}/s"
-        versus = "-"
-        if r.baseline and "baseline_ratio" in r.extra:
-            versus = (
-                f"{r.extra['baseline_ratio']:.3f}x {_code(r.baseline)} "
-                f"[{r.extra['baseline_ratio_ci_low']:.3f}, {r.extra['baseline_ratio_ci_high']:.3f}]"
-            )
         lines.append(
             f"| {_code(case_key(r.case, dict(r.params)))} | {format_value(s.median, r.unit)} | "
-            f"{interval} | {s.n} | {speed} | {versus} |"
+            f"{interval} | {s.n} | {speed} | {versus_baseline(r, _code)} |"
         )
     return "\n".join(lines)
+
+
+def versus_baseline(r: BenchmarkResult, name: Callable[[str], str] = str) -> str:
+    """``0.873x <baseline> [0.861, 0.885]``: the ratio to the baseline measured side by side
+    with the case, with its 95% interval; "-" for a case without one."""
+    if not r.baseline or "baseline_ratio" not in r.extra:
+        return "-"
+    low, high = r.extra["baseline_ratio_ci_low"], r.extra["baseline_ratio_ci_high"]
+    return f"{r.extra['baseline_ratio']:.3f}x {name(r.baseline)} [{low:.3f}, {high:.3f}]"
 
 
 def _busy_note(results: Sequence[BenchmarkResult]) -> str:

@@ -17,7 +17,9 @@ cannot be told apart, so the run is only called noisy when its rounds disagree.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,8 @@ from ._timer import MeasureConfig
 
 OnProgress = Callable[[str, int, int, int], None]
 PROGRESS_PREFIX = "torchsmith-bench-progress "
+
+logger = logging.getLogger(__name__)
 
 
 def _request(
@@ -77,9 +81,20 @@ def _run_worker(
         else:
             tail = [*tail[-20:], line.rstrip()]
     if process.wait() != 0:
-        raise CaseError("benchmark worker process failed:\n" + "\n".join(tail))
+        raise CaseError(_worker_failure(tail))
     data = json.loads(Path(request["out"]).read_text())
     return [BenchmarkResult.read(item) for item in data]
+
+
+def _worker_failure(stderr_tail: list[str]) -> str:
+    """One line, as a failure without workers reads (``benchmark boom failed:
+    RuntimeError: kaboom``): the exception the worker ended with, its traceback logged at
+    debug level."""
+    logger.debug("benchmark worker's stderr:\n%s", "\n".join(stderr_tail))
+    lines = [line for line in stderr_tail if line.strip()]
+    last = lines[-1] if lines else "no output"
+    raised = re.fullmatch(r"[\w.]*(?:Error|Exception|Interrupt|Exit)\w*: (.+)", last)
+    return raised.group(1) if raised else f"benchmark worker process failed: {last}"
 
 
 def measure_rounds(
