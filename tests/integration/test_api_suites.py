@@ -58,6 +58,7 @@ def test_a_recipe_trains_as_a_job_with_its_events_stored(app_client) -> None:
     assert "digits-classifier" in recipes
     unknown = client.post("/api/v1/train", json={"recipe": "nope"}, headers=auth)
     assert unknown.status_code == 422 and "digits-classifier" in unknown.json()["detail"]
+    assert unknown.json()["message"] == unknown.json()["detail"]  # every 422 has a message
     body = {
         "recipe": "digits-classifier",
         "overrides": [
@@ -214,6 +215,11 @@ def test_bench_routes_read_the_bench_store(tmp_path: Path) -> None:
         assert BenchmarkResult.read(results[0]).samples == _result("matmul", 1.5, env).samples
         html = client.get("/api/v1/bench/report.html", params={"base": "latest~1"})
         assert html.status_code == 200 and "matmul" in html.text
+        for missing in ("/api/v1/bench/runs/999/results", "/api/v1/bench/compare?base=latest~5"):
+            unknown = client.get(missing)  # a 404, and the server's data path stays hidden
+            assert unknown.status_code == 404, missing
+            assert "no bench run matches" in unknown.json()["detail"]
+            assert str(settings.data_dir) not in unknown.text
 
 
 def test_bench_history_stays_in_one_environment_unless_asked(tmp_path: Path) -> None:

@@ -205,7 +205,29 @@ def test_generate_needs_exactly_one_of_preset_and_spec(
         "/api/v1/generator/render", json={"preset": "a", "spec": {"family": "mlp"}}, headers=auth
     )
     assert both.status_code == 422
-    assert client.post("/api/v1/generator/render", json={}, headers=auth).status_code == 422
+    neither = client.post("/api/v1/generator/render", json={}, headers=auth)
+    assert neither.status_code == 422
+    assert neither.json()["message"] == "give exactly one of 'preset' and 'spec'"  # as every 422
+
+
+def test_every_error_answers_with_the_declared_error_body(
+    client: TestClient, auth: dict[str, str]
+) -> None:
+    from torchsmith.api._schemas import ErrorBody
+
+    schema = client.get("/openapi.json").json()
+    train = schema["paths"]["/api/v1/train"]["post"]["responses"]
+    assert {"401", "404", "413", "422", "429", "501"} <= set(train)
+    assert train["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    answers = [
+        client.post("/api/v1/train", json={"recipe": "r", "bogus": 1}, headers=auth),  # schema
+        client.post("/api/v1/generator/render", json={}, headers=auth),  # a route's own check
+        client.post("/api/v1/train", json={"recipe": "r"}),  # no key
+        client.get("/api/v1/jobs/0123456789abcdef"),
+    ]
+    for answer in answers:
+        body = ErrorBody.model_validate(answer.json())
+        assert answer.status_code != 422 or body.message
 
 
 def test_cors_is_off_unless_origins_are_configured(make_settings: Callable[..., Settings]) -> None:

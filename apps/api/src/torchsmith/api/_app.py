@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from torchsmith.interfaces import (
     ConfigError,
@@ -29,6 +31,7 @@ from ._keys import KeyStore
 from ._limits import BodySizeLimit
 from ._origin import TrustedHosts
 from ._routes_bench import save_bench_result
+from ._schemas import ERROR_RESPONSES
 from ._settings import Settings
 from ._store import Store
 
@@ -103,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bench_router,
         ws_router,
     ):
-        app.include_router(router, prefix=API_PREFIX)
+        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(dashboard_router)
     for route in static_routes():
         app.router.routes.append(route)
@@ -122,7 +125,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _error(status: int, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status)
+    body = {"detail": str(exc), "error": type(exc).__name__}
+    if status == 422:  # every 422 names the field in `message`, as a schema mismatch does
+        body["message"] = str(exc)
+    return JSONResponse(body, status_code=status)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -140,6 +146,12 @@ def _add_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 422:  # a route's own check ("give exactly one of ...")
+            return JSONResponse({"detail": exc.detail, "message": exc.detail}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(JobNotFoundError)
     async def _not_found(request: Request, exc: JobNotFoundError) -> JSONResponse:
         return _error(404, exc)
@@ -152,4 +164,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _torchsmith(request: Request, exc: TorchsmithError) -> JSONResponse:
         if isinstance(exc, ConfigError | DataError | RegistryError):
             return _error(422, exc)
+        if isinstance(exc, LookupError):  # a bench run no reference names; its message has
+            reference = getattr(exc, "reference", "?")  # the server's path: not shown here
+            return _error(404, LookupError(f"no bench run matches {reference!r}"))
         return _error(400, exc)

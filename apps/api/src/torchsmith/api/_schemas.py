@@ -1,4 +1,5 @@
-"""Request bodies. Responses are the interfaces records (JobStatus, TrainingEvent, ...)."""
+"""Request bodies, and the error body. Responses are the interfaces records (JobStatus,
+TrainingEvent, ...)."""
 
 from __future__ import annotations
 
@@ -102,3 +103,30 @@ class BenchRequest(BaseModel):
     )
     label: Name | None = Field(default=None, description="A name for the run.")
     timeout_s: Timeout = None
+
+
+class ErrorBody(BaseModel):
+    """Every error response. ``detail`` says what went wrong (a list of ``{loc, msg, type}``
+    for a request that does not fit its schema); a 422's ``message`` names each field in one
+    line; ``error`` is the kind of a torchsmith error (``ConfigError``, ...)."""
+
+    detail: str | list[dict[str, Any]]
+    message: str | None = None
+    error: str | None = None
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# What any route may answer besides its own success (declared on every router, so the
+# OpenAPI document lists the codes clients meet).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _error("No API key, or one that is not valid (every write; reads with --read-access key)"),
+    404: _error("No such job, file, run or registered model"),
+    409: _error("The job is not in a state that has this (still running, another kind)"),
+    413: _error("The request body is larger than the server takes"),
+    422: _error("Invalid input: `message` names each field"),
+    429: _error("Too many job submissions for this key: see Retry-After"),
+    501: _error("The suite this needs is not installed on the server"),
+}

@@ -9,6 +9,7 @@ PyTorch benchmarks with sound statistics, DuckDB history and CI reports.
 
 Errors (all ``torchsmith.interfaces.TorchsmithError``):
     StoreError          a bench database that cannot be opened, read or written
+      RunNotFoundError  no run answers a reference (also a LookupError)
     ComparisonError     runs that cannot be compared as asked
     CaseError           a case that failed in setup or while timed
     MemoryProbeError    the child process measuring peak RSS failed
@@ -34,7 +35,13 @@ from ._compare import (  # noqa: E402
     history,
 )
 from ._environment import capture_environment  # noqa: E402
-from ._errors import CaseError, ComparisonError, MemoryProbeError, StoreError  # noqa: E402
+from ._errors import (  # noqa: E402
+    CaseError,
+    ComparisonError,
+    MemoryProbeError,
+    RunNotFoundError,
+    StoreError,
+)
 from ._exchange import RunArchive, export_runs, import_runs, read_archive  # noqa: E402
 from ._html import html_report, write_text  # noqa: E402
 from ._markdown import markdown_summary  # noqa: E402
@@ -108,6 +115,7 @@ __all__ = [
     "markdown_summary",
     "write_text",
     # errors
+    "RunNotFoundError",
     "StoreError",
     "ComparisonError",
     "CaseError",

@@ -31,7 +31,7 @@ from torchsmith.interfaces import (
     Statistics,
 )
 
-from ._errors import StoreError
+from ._errors import RunNotFoundError, StoreError
 from ._registry import case_key
 from ._schema import MIGRATIONS, SCHEMA_VERSION, TABLES
 
@@ -257,7 +257,7 @@ class BenchStore:
             [run_id],
         )
         if not rows:
-            raise StoreError(f"no run {run_id} in {self.path}")
+            raise RunNotFoundError(f"no run {run_id} in {self.path}", str(run_id))
         return _run_info(rows[0])
 
     def resolve_run(self, ref: str | int) -> int:
@@ -277,7 +277,8 @@ class BenchStore:
             [text, text],
         )
         if not rows:
-            raise StoreError(f"no run matches {text!r} in {self.path}; give {RUN_REFERENCES}")
+            message = f"no run matches {text!r} in {self.path}; give {RUN_REFERENCES}"
+            raise RunNotFoundError(message, text)
         return int(rows[0][0])
 
     def _latest(self, text: str) -> int:
@@ -287,7 +288,7 @@ class BenchStore:
         back = int(match.group(1) or 0)
         runs = self.runs(limit=back + 1)
         if len(runs) <= back:
-            raise StoreError(f"{text}: {self.path} holds only {len(runs)} runs")
+            raise RunNotFoundError(f"{text}: {self.path} holds only {len(runs)} runs", text)
         return runs[back].run_id
 
     def results(self, run_id: int) -> list[BenchmarkResult]:
