@@ -316,3 +316,27 @@ def test_errors_are_value_errors():
         VICRegLoss()(torch.randn(4, 3), torch.randn(3, 3))
     with pytest.raises(ValueError):
         BarlowTwinsLoss()(torch.randn(4, 3), "not a tensor")  # type: ignore[arg-type]
+
+
+def test_a_losss_warning_points_at_the_line_that_called_it():
+    """Through nn.Module.__call__, a fixed stacklevel named torch's module.py."""
+    cases = [
+        (get_loss("cross_entropy"), (torch.randn(3, 4), torch.full((3,), -100))),
+        (get_loss("supcon"), (torch.randn(3, 4), torch.arange(3))),
+        (get_loss("triplet"), (torch.randn(3, 4), torch.zeros(3, dtype=torch.long))),
+    ]
+    for loss, args in cases:
+        with pytest.warns(RuntimeWarning) as caught:
+            loss(*args)
+        assert {w.filename for w in caught} == {__file__}, [w.filename for w in caught]
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "focal"])
+@pytest.mark.parametrize("targets", ["ids", "probabilities"])
+def test_an_empty_batch_is_a_data_error_as_for_every_other_loss(name, targets):
+    """torch gives NaN (probabilities, sigmoid focal) or 0 with an 'every target ignored'
+    warning (ids): neither says what happened."""
+    logits = torch.randn(0, 5)
+    target = torch.zeros(0, dtype=torch.long) if targets == "ids" else torch.zeros(0, 5)
+    with pytest.raises(DataError, match=r"logits is empty: shape \(0, 5\)"):
+        get_loss(name)(logits, target)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
+from types import FrameType
 
 import torch
+from torch import nn
 
 from torchsmith.interfaces import ConfigError, DataError
 
@@ -14,6 +19,7 @@ __all__ = [
     "check_labels",
     "check_pair",
     "check_positive",
+    "warn_caller",
 ]
 
 
@@ -73,3 +79,17 @@ def check_chunk_size(chunk_size: int | None) -> int | None:
     ):
         raise ConfigError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     return chunk_size
+
+
+_INSIDE = (os.path.dirname(__file__), os.path.dirname(nn.__file__))
+
+
+def warn_caller(message: str) -> None:
+    """A RuntimeWarning attributed to the line that called the loss: the first frame
+    outside this package and torch.nn (a loss is called through ``Module.__call__``), so
+    that it shows the user's line and a filter by module works."""
+    frame: FrameType | None = sys._getframe(1)
+    level = 2  # the stacklevel that names warn_caller's caller, frame
+    while frame is not None and frame.f_code.co_filename.startswith(_INSIDE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, RuntimeWarning, stacklevel=level)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -11,6 +10,7 @@ import torch.nn.functional as F
 from torchsmith.interfaces import ConfigError, DataError
 
 from ._base import LossModule, compute_dtype
+from ._checks import warn_caller
 from ._registry import register_loss
 
 __all__ = ["CrossEntropyLoss", "FocalLoss"]
@@ -32,6 +32,8 @@ def _check_logits_targets(logits: object, targets: object) -> tuple[torch.Tensor
         raise DataError(
             f"logits must be a floating tensor of shape (batch, classes, ...), got {shape}"
         )
+    if logits.numel() == 0:  # as the embedding losses say; torch gives NaN, or 0 with a warning
+        raise DataError(f"logits is empty: shape {tuple(logits.shape)}")
     if not isinstance(targets, torch.Tensor):
         raise DataError(f"targets must be a torch.Tensor, got {type(targets)}")
     if targets.is_floating_point() or targets.dtype == torch.bool or targets.is_complex():
@@ -133,9 +135,7 @@ class CrossEntropyLoss(LossModule):
 def _warn_if_all_ignored(name: str, kept: torch.Tensor) -> None:
     """Warn when no target is kept, on the CPU only: elsewhere asking would sync the device."""
     if kept.device.type == "cpu" and not kept.any():
-        warnings.warn(
-            f"{name}: every target equals ignore_index; loss is 0", RuntimeWarning, stacklevel=3
-        )
+        warn_caller(f"{name}: every target equals ignore_index; loss is 0")
 
 
 @register_loss("focal")
@@ -205,6 +205,8 @@ class FocalLoss(LossModule):
                 f"float targets (sigmoid focal loss) must match logits' shape: logits {shape}, "
                 f"targets {tuple(targets.shape)}"
             )
+        if logits.numel() == 0:
+            raise DataError(f"logits is empty: shape {tuple(logits.shape)}")
         dtype = compute_dtype(logits, targets)
         x, t = logits.to(dtype), targets.to(dtype)
         ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")

@@ -7,7 +7,6 @@ anchor the farthest positive and the nearest negative in the batch.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Literal
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 from . import _distributed as dist
 from ._base import LogitScale, LossModule, compute_dtype, normalize
-from ._checks import check_embeddings, check_labels, check_positive
+from ._checks import check_embeddings, check_labels, check_positive, warn_caller
 from ._registry import register_loss
 
 __all__ = ["SupConLoss", "TripletLoss"]
@@ -99,18 +98,12 @@ class SupConLoss(LossModule):
 
     def _no_positives(self, logits: torch.Tensor, candidates: int) -> torch.Tensor:
         if candidates == 1:
-            warnings.warn(
-                "supcon got a single sample: no positive or negative pair, loss is 0",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            warn_caller("supcon got a single sample: no positive or negative pair, loss is 0")
             loss = logits.new_zeros(()) + 0.0 * torch.nan_to_num(logits, neginf=0.0).sum()
         else:
-            warnings.warn(
+            warn_caller(
                 "supcon: no anchor has a positive (every label is unique); using the "
-                "negatives-only term mean_i log mean_{a!=i} exp(cos/T) instead",
-                RuntimeWarning,
-                stacklevel=3,
+                "negatives-only term mean_i log mean_{a!=i} exp(cos/T) instead"
             )
             lse = torch.logsumexp(logits, dim=1)
             loss = (lse - math.log(candidates - 1)).mean()
@@ -201,10 +194,8 @@ class TripletLoss(LossModule):
         )
 
     def _no_triplets(self, d: torch.Tensor) -> torch.Tensor:
-        warnings.warn(
-            "triplet: no anchor has both a positive and a negative in this batch; loss is 0",
-            RuntimeWarning,
-            stacklevel=3,
+        warn_caller(
+            "triplet: no anchor has both a positive and a negative in this batch; loss is 0"
         )
         zero = 0.0 * d.sum()
         return self._record(zero, positive_distance=zero, negative_distance=zero)
