@@ -116,6 +116,27 @@ def test_job_submission_is_rate_limited_per_key(
             limited.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
 
 
+def test_an_invalid_submission_spends_no_token_of_the_rate_limit(
+    make_settings: Callable[..., Settings], auth: dict[str, str]
+) -> None:
+    """The 422 that names the mistake, however often it is made; not a 429 after the burst."""
+    settings = make_settings(
+        submit_burst=2, submit_per_minute=1, runners={"train": "torchsmith_api_testtasks:hang"}
+    )
+    with TestClient(create_app(settings)) as limited:
+        for _ in range(5):
+            bad = limited.post("/api/v1/train", json={**TRAIN, "bogus": 1}, headers=auth)
+            assert bad.status_code == 422
+            neither = limited.post("/api/v1/generator/render", json={}, headers=auth)
+            assert neither.status_code == 422
+        codes = [
+            limited.post("/api/v1/train", json=TRAIN, headers=auth).status_code for _ in range(3)
+        ]
+        assert codes == [202, 202, 429]  # the burst is whole
+        for job in limited.get("/api/v1/jobs").json():
+            limited.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
+
+
 def test_file_routes_serve_job_files_and_refuse_traversal(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:

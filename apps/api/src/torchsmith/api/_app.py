@@ -24,7 +24,7 @@ from torchsmith.interfaces import (
     TorchsmithError,
 )
 
-from ._auth import RateLimiter
+from ._auth import RateLimiter, refund_if_spent
 from ._hub import EventHub
 from ._jobs import JobManager, JobNotFoundError
 from ._keys import KeyStore
@@ -124,6 +124,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def _unprocessable(request: Request, body: dict[str, object]) -> JSONResponse:
+    """A 422, whose submission (if it was one) spends no token of the key's rate limit."""
+    refund_if_spent(request)
+    return JSONResponse(body, status_code=422)
+
+
 def _error(status: int, exc: Exception) -> JSONResponse:
     body = {"detail": str(exc), "error": type(exc).__name__}
     if status == 422:  # every 422 names the field in `message`, as a schema mismatch does
@@ -141,15 +147,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         detail = [
             {k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()
         ]
-        return JSONResponse(
-            {"detail": detail, "message": "invalid request: " + "; ".join(problems)},
-            status_code=422,
+        return _unprocessable(
+            request, {"detail": detail, "message": "invalid request: " + "; ".join(problems)}
         )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 422:  # a route's own check ("give exactly one of ...")
-            return JSONResponse({"detail": exc.detail, "message": exc.detail}, status_code=422)
+            return _unprocessable(request, {"detail": exc.detail, "message": exc.detail})
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(JobNotFoundError)
@@ -163,6 +168,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TorchsmithError)
     async def _torchsmith(request: Request, exc: TorchsmithError) -> JSONResponse:
         if isinstance(exc, ConfigError | DataError | RegistryError):
+            refund_if_spent(request)  # a config the suite refuses: no job, no token spent
             return _error(422, exc)
         if isinstance(exc, LookupError):  # a bench run no reference names; its message has
             reference = getattr(exc, "reference", "?")  # the server's path: not shown here

@@ -100,10 +100,20 @@ class RateLimiter:
                 return 0.0
             return (1.0 - bucket.tokens) / self.rate
 
+    def refund(self, key_id: str) -> None:
+        """Give back the token of a submission refused as invalid (422): a client fixing
+        its request meets the 422 that names its mistake, not a 429."""
+        with self._lock:
+            bucket = self._buckets.get(key_id)
+            if bucket is not None:
+                bucket.tokens = min(self.burst, bucket.tokens + 1.0)
+
 
 def submit_key(request: Request, key: Annotated[ApiKey, Depends(require_key)]) -> ApiKey:
     """Dependency of job-submitting routes: a key, within its rate limit (else 429)."""
     wait = request.app.state.limiter.take(key.key_id)
+    if wait <= 0:  # spent: given back if the request turns out invalid (see refund)
+        request.state.spent_token = key.key_id
     if wait > 0:
         raise HTTPException(
             429,
@@ -111,6 +121,14 @@ def submit_key(request: Request, key: Annotated[ApiKey, Depends(require_key)]) -
             headers={"Retry-After": str(math.ceil(wait))},
         )
     return key
+
+
+def refund_if_spent(request: Request) -> None:
+    """Refund the submission token of ``request`` (a 422), if it spent one."""
+    key_id = getattr(request.state, "spent_token", None)
+    if key_id is not None:
+        request.app.state.limiter.refund(key_id)
+        request.state.spent_token = None
 
 
 KeyRequired = Annotated[ApiKey, Depends(require_key)]
