@@ -176,3 +176,45 @@ def test_unknown_ids_and_kinds_are_errors(open_manager) -> None:
         manager.get("0" * 16)
     with pytest.raises(Exception, match="no runner for job kind 'paint'"):
         manager.submit("paint", {})
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie no reaper collected does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_job_ends_when_its_server_is_killed_with_sigkill() -> None:
+    """A SIGKILLed server cannot stop its jobs; each watches for it and ends its group."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    job = (
+        "import os, time; os.setpgid(0, 0)\n"
+        "from torchsmith.api._worker import _end_with_the_server\n"
+        "_end_with_the_server(os.getppid(), every_s=0.05)\n"
+        "time.sleep(120)\n"
+    )
+    server = (
+        "import subprocess, sys, time\n"
+        f"job = subprocess.Popen([sys.executable, '-c', {job!r}])\n"
+        "print(job.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    job_pid = int(proc.stdout.readline())
+    time.sleep(1.0)  # the job has imported and started watching
+    assert _running(job_pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while _running(job_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _running(job_pid)

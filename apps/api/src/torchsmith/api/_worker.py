@@ -13,7 +13,10 @@ import contextlib
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +67,24 @@ def _log_to(path: Path) -> None:
     os.close(fd)
 
 
+def _end_with_the_server(server: int, every_s: float = 1.0) -> None:
+    """Watch, from a daemon thread, for the server that started this job to go away (killed
+    with SIGKILL, it cannot stop its jobs): the job's process group is then killed, its
+    DataLoader workers included. A restarted server marks the job failed ("interrupted"),
+    so a job left running would only hold the machine. A job that never writes to its pipe
+    (a pytest run, a hung job) would otherwise run on indefinitely."""
+
+    def watch() -> None:
+        while os.getppid() == server:
+            time.sleep(every_s)
+        log.warning("the server (pid %d) has gone: ending job process group", server)
+        if os.getpgid(0) == os.getpid():  # a group of its own: never the server's or a shell's
+            os.killpg(os.getpid(), signal.SIGKILL)
+        os._exit(1)  # setpgid was refused: this process alone
+
+    threading.Thread(target=watch, name="torchsmith-server-watch", daemon=True).start()
+
+
 def child_main(
     job_id: str,
     reference: str,
@@ -81,6 +102,7 @@ def child_main(
     with contextlib.suppress(OSError):  # its own process group: stopping it stops its children
         os.setpgid(0, 0)
     _log_to(Path(workdir) / "job.log")
+    _end_with_the_server(os.getppid())
     ctx = JobContext(job_id=job_id, workdir=Path(workdir), conn=conn)
     try:
         result = resolve(reference)(params, ctx)
