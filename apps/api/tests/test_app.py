@@ -137,6 +137,28 @@ def test_an_invalid_submission_spends_no_token_of_the_rate_limit(
             limited.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
 
 
+def test_a_full_queue_is_a_429_that_spends_nothing(
+    make_settings: Callable[..., Settings], auth: dict[str, str]
+) -> None:
+    settings = make_settings(
+        workers=1, max_queued=2, runners={"train": "torchsmith_api_testtasks:hang"}
+    )
+    with TestClient(create_app(settings)) as client:
+        first = client.post("/api/v1/train", json=TRAIN, headers=auth).json()
+        deadline = time.monotonic() + 30
+        while client.get(f"/api/v1/jobs/{first['id']}").json()["state"] == "queued":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        codes = [client.post("/api/v1/train", json=TRAIN, headers=auth).status_code
+                 for _ in range(3)]  # fmt: skip
+        assert codes == [202, 202, 429]
+        full = client.post("/api/v1/train", json=TRAIN, headers=auth)
+        assert "2 jobs are queued already (at most 2)" in full.json()["detail"]
+        assert full.headers["retry-after"] == "10"
+        for job in client.get("/api/v1/jobs").json():
+            client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
+
+
 def test_file_routes_serve_job_files_and_refuse_traversal(
     client: TestClient, auth: dict[str, str], settings: Settings
 ) -> None:

@@ -26,7 +26,7 @@ from torchsmith.interfaces import (
 
 from ._auth import RateLimiter, refund_if_spent
 from ._hub import EventHub
-from ._jobs import JobManager, JobNotFoundError
+from ._jobs import JobManager, JobNotFoundError, QueueFullError
 from ._keys import KeyStore
 from ._limits import BodySizeLimit
 from ._origin import TrustedHosts
@@ -156,6 +156,13 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 422:  # a route's own check ("give exactly one of ...")
             return _unprocessable(request, {"detail": exc.detail, "message": exc.detail})
         return await http_exception_handler(request, exc)
+
+    @app.exception_handler(QueueFullError)
+    async def _queue_full(request: Request, exc: QueueFullError) -> JSONResponse:
+        refund_if_spent(request)  # no job was made
+        response = _error(429, exc)
+        response.headers["Retry-After"] = "10"
+        return response
 
     @app.exception_handler(JobNotFoundError)
     async def _not_found(request: Request, exc: JobNotFoundError) -> JSONResponse:

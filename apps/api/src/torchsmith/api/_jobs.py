@@ -50,6 +50,10 @@ _PROGRESS_EVERY_S = 0.5
 _SHUTDOWN = "shutdown"
 
 
+class QueueFullError(TorchsmithError):
+    """As many jobs as the server queues are waiting already (``Settings.max_queued``)."""
+
+
 class JobNotFoundError(TorchsmithError, KeyError):
     """No job has this id."""
 
@@ -114,6 +118,13 @@ class JobManager:
             raise TorchsmithError(f"no runner for job kind {kind!r}; known: {sorted(self.runners)}")
         if self._closed:
             raise TorchsmithError("the server is shutting down; submit the job again later")
+        with self._lock:
+            waiting = sum(job.status.state == "queued" for job in self._jobs.values())
+        if waiting >= self.settings.max_queued:
+            raise QueueFullError(
+                f"{waiting} jobs are queued already (at most {self.settings.max_queued}); "
+                "submit again once some have started"
+            )
         limit = min(timeout_s or self.settings.job_timeout_s, self.settings.max_job_timeout_s)
         status = JobStatus(id=secrets.token_hex(8), kind=kind)  # type: ignore[arg-type]
         job = _Job(status=status, params=params, owner=owner, timeout_s=limit)

@@ -36,6 +36,9 @@ class Settings(BaseModel):
     )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Largest request body.")
     workers: int = Field(default=2, ge=1, le=64, description="Jobs running at once (processes).")
+    max_queued: int = Field(
+        default=100, ge=1, description="Jobs waiting to start, at most; past it a submit is a 429."
+    )
     job_timeout_s: float = Field(default=3600.0, gt=0, description="Default wall-clock limit.")
     max_job_timeout_s: float = Field(default=24 * 3600.0, gt=0)
     submit_burst: int = Field(default=10, ge=1, description="Job submissions a key may burst.")
