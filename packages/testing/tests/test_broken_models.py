@@ -61,6 +61,36 @@ class Detached(Tiny):
         return super().forward(x).detach() + self.fc2.bias * 0
 
 
+class Out:
+    def __init__(self, logits, aux):
+        self.logits, self.aux = logits, aux
+
+
+class NaNInAnObject(Tiny):
+    def forward(self, x):
+        out = super().forward(x)
+        return Out(out * float("nan"), out)
+
+
+class NaNSentinel(Tiny):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("sentinel", torch.tensor([float("nan"), 1.0]))
+
+
+class Scalar(Tiny):
+    def forward(self, x):
+        return super().forward(x).mean()
+
+
+class ExtraState(Tiny):
+    def get_extra_state(self):
+        return {"version": 2}
+
+    def set_extra_state(self, state):
+        self.version = state["version"]
+
+
 class Base(ModelTest):
     def make_inputs(self, batch_size):
         return {"x": torch.randn(batch_size, 6)}
@@ -257,3 +287,56 @@ def test_select_row_keeps_an_unbatched_input_whole(pytester: pytest.Pytester) ->
     assert naive["batching"] == "failed"  # scale (3,) looks batched to the default slicing
     fixed = run_case(pytester, body.replace("{select_row}", override), "-k", "batching")
     assert fixed["batching"] == "passed"
+
+
+def test_nan_in_a_plain_objects_output_fails_forward(pytester: pytest.Pytester) -> None:
+    outcomes = run_case(
+        pytester, "class TestObj(Base):\n    make_model = lambda self: NaNInAnObject()"
+    )
+    assert "forward" in failed(outcomes)
+    assert "output.logits" in outcomes["forward:message"]
+    assert "not finite" in outcomes["forward:message"]
+
+
+def test_a_buffer_holding_nan_is_no_change_in_eval(pytester: pytest.Pytester) -> None:
+    outcomes = run_case(
+        pytester, "class TestNaNBuffer(Base):\n    make_model = lambda self: NaNSentinel()"
+    )
+    assert "eval_deterministic" not in failed(outcomes)
+
+
+def test_a_scalar_output_names_the_batch_dim_it_lacks(pytester: pytest.Pytester) -> None:
+    outcomes = run_case(pytester, "class TestScalar(Base):\n    make_model = lambda self: Scalar()")
+    assert "forward" in failed(outcomes)
+    assert "has no dimension batch_dim=0" in outcomes["forward:message"]
+
+
+def test_extra_state_that_is_no_tensor_is_named_by_the_safetensors_check(
+    pytester: pytest.Pytester,
+) -> None:
+    outcomes = run_case(
+        pytester, "class TestExtra(Base):\n    make_model = lambda self: ExtraState()"
+    )
+    assert failed(outcomes) == {"safetensors"}
+    assert "keeps extra state (get_extra_state returns a dict)" in outcomes["safetensors:message"]
+
+
+def test_an_fp16_model_steps_without_nan_from_adams_eps(pytester: pytest.Pytester) -> None:
+    """Adam's eps of 1e-8 is 0 in fp16: a dead ReLU unit's zero gradient stepped to NaN."""
+    outcomes = run_case(
+        pytester,
+        """
+        class TestHalf(Base):
+            def make_model(self):
+                model = Tiny().half()
+                with torch.no_grad():
+                    model.fc1.bias[:4] = -100.0  # four dead units: zero gradients
+                return model
+
+            def make_inputs(self, batch_size):
+                return {"x": torch.randn(batch_size, 6).half()}
+        """,
+        "-k",
+        "optimizer_step",
+    )
+    assert outcomes["optimizer_step"] == "passed", outcomes

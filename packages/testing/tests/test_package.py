@@ -53,3 +53,12 @@ def test_importing_the_plugin_does_not_import_torch() -> None:
     code = "import sys, torchsmith.testing.plugin; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_numpy_is_a_dependency_not_an_extra() -> None:
+    """safetensors' save_model needs numpy, and torch does not pull it in: as an extra, a
+    plain install failed the safetensors check on a correct model."""
+    from importlib.metadata import requires
+
+    plain = [r for r in requires("torchsmith-testing") or [] if "extra ==" not in r]
+    assert any(r.startswith("numpy") for r in plain), plain

@@ -32,6 +32,11 @@ def check_forward(test: ModelTest, device: torch.device) -> None:
             f"main output has shape {tuple(main.shape)}, expected {tuple(expected)} "
             f"(from expected_output_shape({test.batch_size}))"
         )
+    if test.batch_dim is not None and not -main.dim() <= test.batch_dim < main.dim():
+        raise AssertionError(
+            f"main output has shape {tuple(main.shape)}, which has no dimension "
+            f"batch_dim={test.batch_dim}; set batch_dim (or None) in the test class"
+        )
     if test.batch_dim is not None and main.shape[test.batch_dim] != test.batch_size:
         raise AssertionError(
             f"main output has shape {tuple(main.shape)}: dimension {test.batch_dim} is "
@@ -57,7 +62,7 @@ def check_eval_deterministic(test: ModelTest, device: torch.device) -> None:
     )
     for name, before in buffers.items():
         after = dict(model.named_buffers())[name]
-        if not torch.equal(after, before):
+        if not _same(after, before):  # NaN where NaN was is no change
             raise AssertionError(
                 f"buffer {name!r} changed during an eval-mode forward; eval must not update "
                 "state (a running statistic or cache updated regardless of self.training?)"

@@ -26,6 +26,7 @@ def check_safetensors(test: ModelTest, device: torch.device, directory: Path) ->
     inputs = build_inputs(test, device)
     expected = main_output(test, model, inputs)
     path = directory / "model.safetensors"
+    _refuse_extra_state(model)
     save_model(model, str(path))  # handles tied weights, unlike save_file(state_dict)
     other = build_model(test, device, seed_offset=OTHER_INIT_SEED_OFFSET).eval()
     missing, unexpected = load_model(other, str(path), strict=False, device=str(device))
@@ -36,6 +37,20 @@ def check_safetensors(test: ModelTest, device: torch.device, directory: Path) ->
         )
     actual = main_output(test, other, inputs)
     assert_close_tensors(actual, expected, rtol=0.0, atol=0.0, name="output after reload")
+
+
+def _refuse_extra_state(model: torch.nn.Module) -> None:
+    """safetensors holds tensors only: name the module whose ``get_extra_state`` gives
+    something else, rather than fail inside safetensors on it."""
+    for name, module in model.named_modules():
+        if type(module).get_extra_state is not torch.nn.Module.get_extra_state:
+            extra = module.get_extra_state()
+            if not isinstance(extra, torch.Tensor):
+                where = name or type(module).__name__
+                raise AssertionError(
+                    f"module {where!r} keeps extra state (get_extra_state returns a "
+                    f"{type(extra).__name__}), which safetensors cannot hold: tensors only"
+                )
 
 
 def check_fresh_process(test: ModelTest, device: torch.device, directory: Path) -> None:
@@ -55,6 +70,7 @@ def check_fresh_process(test: ModelTest, device: torch.device, directory: Path) 
         pytest.skip("make_inputs returns non-tensor values, which safetensors cannot carry")
     model = build_model(test, device).eval()
     expected = main_output(test, model, inputs)
+    _refuse_extra_state(model)
     save_model(model, str(directory / "model.safetensors"))
     save_file({k: v.cpu() for k, v in tensors.items()}, str(directory / "inputs.safetensors"))
     _run_child(test, Path(source), cls.__qualname__, device, directory)

@@ -34,16 +34,27 @@ def main_tensor(output: Any) -> torch.Tensor:
     )
 
 
-def iter_tensors(output: Any, prefix: str = "output") -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor in a nested output, with a path such as ``output.logits`` or ``output[0]``."""
+def iter_tensors(
+    output: Any, prefix: str = "output", depth: int = 0
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor in a nested output, with a path such as ``output.logits`` or ``output[0]``:
+    in tensors, mappings, lists, tuples, dataclasses and plain objects' public attributes (8
+    levels deep at most, so an object that refers to itself ends)."""
+    if depth > 8:
+        return
+    step = depth + 1
     if isinstance(output, torch.Tensor):
         yield prefix, output
     elif isinstance(output, Mapping):
         for key, value in output.items():
-            yield from iter_tensors(value, f"{prefix}.{key}")
+            yield from iter_tensors(value, f"{prefix}.{key}", step)
     elif isinstance(output, list | tuple):
         for i, value in enumerate(output):
-            yield from iter_tensors(value, f"{prefix}[{i}]")
+            yield from iter_tensors(value, f"{prefix}[{i}]", step)
     elif dataclasses.is_dataclass(output) and not isinstance(output, type):
         for field in dataclasses.fields(output):
-            yield from iter_tensors(getattr(output, field.name), f"{prefix}.{field.name}")
+            yield from iter_tensors(getattr(output, field.name), f"{prefix}.{field.name}", step)
+    elif hasattr(output, "__dict__") and not isinstance(output, type):  # a plain object
+        for name, value in vars(output).items():
+            if not name.startswith("_"):
+                yield from iter_tensors(value, f"{prefix}.{name}", step)

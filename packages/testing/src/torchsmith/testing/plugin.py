@@ -39,7 +39,9 @@ _GIB = 1024**3
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("torchsmith", "torchsmith model testing")
-    with contextlib.suppress(ValueError):  # a conftest may define it too
+    # An entry-point plugin is registered before any conftest, so this always runs first; a
+    # conftest that defines the option too must suppress the clash itself (see README).
+    with contextlib.suppress(ValueError):  # another plugin defining it first
         group.addoption("--run-slow", action="store_true", help="run tests marked slow")
     group.addoption(
         "--torchsmith-report",
