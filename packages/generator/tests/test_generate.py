@@ -83,7 +83,7 @@ def test_runtime_failure_names_file_line_and_template_and_writes_nothing(tmp_pat
     assert info.value.artifact.validation["import"].startswith("passed")
     assert info.value.artifact.validation["forward"].startswith("failed")
     assert not out.exists()
-    assert list((tmp_path / "out").iterdir()) == []
+    assert not (tmp_path / "out").exists()  # nor the folder made to hold it
 
 
 def test_syntax_error_is_caught_by_the_parse_check(tmp_path: Path) -> None:
@@ -201,7 +201,37 @@ def test_a_symlink_in_the_output_cannot_redirect_a_write(tmp_path: Path) -> None
     out = tmp_path / "out"
     out.mkdir()
     (out / "README.md").symlink_to(outside)  # the last file written
-    with pytest.raises(GenerationError, match="outside"):
+    with pytest.raises(GenerationError, match=r"README\.md': it is a symbolic link"):
         generate("gpt2", out, overrides=TINY_GPT2, validate=False, force=True)
     assert outside.read_text() == "precious\n"
     assert sorted(path.name for path in out.iterdir()) == ["README.md"]  # nothing else moved
+
+
+def test_a_symlink_inside_the_output_is_not_written_through(tmp_path: Path) -> None:
+    """A link to a file in the output folder itself passed the 'stays inside' check, and
+    --force wrote the README over the user's notes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    (out / "README.md").symlink_to("notes.txt")
+    with pytest.raises(GenerationError, match="it is a symbolic link"):
+        generate("gpt2", out, overrides=TINY_GPT2, validate=False, force=True)
+    assert (out / "notes.txt").read_text() == "mine\n"
+    assert sorted(path.name for path in out.iterdir()) == ["README.md", "notes.txt"]
+
+
+def test_an_output_that_cannot_be_replaced_fails_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "out"
+    (out / "README.md").mkdir(parents=True)  # a directory where a file goes
+    with pytest.raises(GenerationError, match=r"README\.md': it is not a file"):
+        generate("gpt2", out, overrides=TINY_GPT2, validate=False, force=True)
+    assert sorted(path.name for path in out.iterdir()) == ["README.md"]
+
+
+def test_an_output_under_a_file_is_a_generation_error(tmp_path: Path) -> None:
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(GenerationError, match="cannot create"):  # not a bare OSError
+        generate("gpt2", tmp_path / "a_file" / "x" / "out", overrides=TINY_GPT2, validate=False)
+    assert (tmp_path / "a_file").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -130,8 +131,40 @@ def test_unknown_family_preset_and_file_errors(tmp_path: Path) -> None:
         resolve_spec({"family": "bert", "typo": 1})
 
 
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+          "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}, "rope_scaling"),
+        ({"model_type": "gpt2", "n_embd": 48, "n_head": 6, "scale_attn_weights": False},
+         "scale_attn_weights"),
+        ({"model_type": "gpt2", "n_embd": 48, "n_head": 6,
+          "scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
+        ({"model_type": "bert", "position_embedding_type": "relative_key"},
+         "position_embedding_type"),
+    ],
+)  # fmt: skip
+def test_a_config_key_that_changes_the_model_is_refused_not_dropped(
+    tmp_path: Path, config: dict, key: str
+) -> None:
+    """A Llama 3.1 config's rope_scaling was dropped, so plain RoPE was built without a word."""
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=rf"spec field '{key}' = .* is not supported"):
+        resolve_spec(tmp_path / "config.json")
+
+
+def test_a_default_rope_scaling_and_the_defaults_are_taken(tmp_path: Path) -> None:
+    base = {"model_type": "llama", "hidden_size": 64, "num_attention_heads": 4}
+    for rope in (None, {"rope_type": "default"}, {"type": "default"}):
+        (tmp_path / "config.json").write_text(json.dumps({**base, "rope_scaling": rope}))
+        assert isinstance(resolve_spec(tmp_path / "config.json").spec, LlamaSpec)
+    gpt2 = transformers.GPT2Config(n_layer=1, n_embd=48, n_head=6)  # every key as saved
+    gpt2.save_pretrained(tmp_path / "g")
+    assert isinstance(resolve_spec(tmp_path / "g" / "config.json").spec, GPT2Spec)
+
+
 def test_names_that_could_escape_are_refused() -> None:
-    for name in ['x"""; import os', "../up", "a b", ""]:
+    for name in ['x"""; import os', "../up", "a b", "", "evil\n"]:
         with pytest.raises(ConfigError, match="'name'"):
             resolve_spec({"family": "gpt2", "name": name})
 
@@ -154,7 +187,12 @@ def test_override_words_stay_strings(text: str) -> None:
 
 def test_clip_config_json_keeps_nested_fields_and_drops_the_rest(tmp_path: Path) -> None:
     config = transformers.CLIPConfig(
-        text_config={"hidden_size": 64, "num_attention_heads": 4, "vocab_size": 300},
+        text_config={
+            "hidden_size": 64,
+            "num_attention_heads": 4,
+            "vocab_size": 300,
+            "eos_token_id": 299,
+        },  # transformers' default, 49407, is past 300
         vision_config={"hidden_size": 48, "num_attention_heads": 4, "patch_size": 16},
         projection_dim=24,
     )
@@ -194,3 +232,23 @@ def test_override_to_none_restores_an_optional_default(raw: str) -> None:
 def test_non_finite_numbers_are_refused(raw: str) -> None:
     with pytest.raises(ConfigError, match="logit_scale_init_value"):
         resolve_spec("clip-vit-base-patch32", [f"logit_scale_init_value={raw}"])
+
+
+@pytest.mark.parametrize(
+    ("spec", "words"),
+    [
+        ({"family": "clip", "text_config": {"vocab_size": 1000}}, "eos_token_id=49407 must be"),
+        ({"family": "clip", "text_config": {"vocab_size": 4, "eos_token_id": 2}}, "at least 5"),
+        ({"family": "clip", "text_config": {"max_position_embeddings": 1}},
+         "max_position_embeddings"),
+        ({"family": "clip", "logit_scale_init_value": 1000.0}, "logit_scale_init_value"),
+        ({"family": "t5", "relative_attention_max_distance": 10}, "num_buckets // 2 = 16"),
+        ({"family": "t5", "vocab_size": 2}, "vocab_size"),
+    ],
+)  # fmt: skip
+def test_values_the_generated_model_would_crash_on_are_refused_by_name(
+    spec: dict, words: str
+) -> None:
+    """They passed on the tiny variant the checks build, then crashed full size."""
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        resolve_spec(spec)

@@ -63,7 +63,7 @@ def registered_models() -> dict[str, RegisteredModel]:
             distribution=dist.name if dist is not None else None,
             version=dist.version if dist is not None else None,
         )
-        if not _NAME.match(entry.name):
+        if not _NAME.fullmatch(entry.name):
             log.warning(
                 "ignoring registered model %r from %s: names must match %s",
                 entry.name,
@@ -123,7 +123,7 @@ def registered_test_classes(name: str) -> dict[str, type]:
 
 def write_test_file(directory: Path, name: str) -> Path:
     """A pytest file in ``directory`` that collects the registered model's ModelTest classes."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # match() takes a trailing newline ($)
         raise ConfigError(f"registered model name {name!r} does not match {NAME_PATTERN}")
     path = directory / TEST_FILE
     path.write_text(

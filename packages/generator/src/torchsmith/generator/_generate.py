@@ -71,8 +71,9 @@ def generate(
     except (jinja2.TemplateError, TypeError) as exc:
         raise GenerationError(f"rendering {resolved.name} failed: {exc}") from exc
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    made = _make_parents(out.parent)  # removed again if nothing is published
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    published = False
     try:
         for filename, text in rendered.items():
             _write(staging / filename, text)
@@ -91,8 +92,11 @@ def generate(
         else:
             artifact.validation = {check: "skipped: validation turned off" for check in CHECKS}
         _publish(staging, out, list(rendered))
+        published = True
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not published:
+            _remove_empty(made)
     return artifact
 
 
@@ -121,6 +125,11 @@ def _validate(
 def _check_destination(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise GenerationError(f"output {str(out)!r} exists and is not a directory")
+    for name in OUTPUTS:  # each is replaced by one rename: it must be a plain file, if any
+        target = out / name
+        if target.is_symlink() or (target.exists() and not target.is_file()):
+            what = "a symbolic link" if target.is_symlink() else "not a file"
+            raise GenerationError(f"refusing to replace {str(target)!r}: it is {what}")
     existing = [name for name in OUTPUTS if (out / name).exists()]
     if existing and not force:
         raise GenerationError(
@@ -142,12 +151,38 @@ def _describe(path: Path) -> GeneratedFile:
 
 
 def _publish(staging: Path, out: Path, filenames: list[str]) -> None:
-    """Move each staged file into ``out`` (one atomic rename each), checking it stays inside."""
-    out.mkdir(parents=True, exist_ok=True)
-    targets = {filename: (out / filename).resolve() for filename in filenames}
+    """Move each staged file into ``out`` (one atomic rename each), checking it stays inside
+    and replaces no link or directory (a link's target would be written instead)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GenerationError(f"cannot create output {str(out)!r}: {exc}") from exc
+    _check_destination(out, force=True)  # again: the directory may have changed meanwhile
+    targets = {filename: out / filename for filename in filenames}
     for filename, target in targets.items():  # all checked before any is moved
-        if target.parent != out:
+        if target.resolve().parent != out:
             raise GenerationError(f"refusing to write {filename!r} outside {str(out)!r}")
-    for filename, target in targets.items():
-        os.replace(staging / filename, target)
+    try:
+        for filename, target in targets.items():
+            os.replace(staging / filename, target)
+    except OSError as exc:
+        raise GenerationError(f"writing {str(out)!r} failed: {exc}") from exc
     fsync_directory(out)
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """Create ``directory`` and its missing parents; the ones created, innermost first."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent is a file, or cannot be written
+        raise GenerationError(f"cannot create {str(directory)!r}: {exc}") from exc
+    return missing
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:  # innermost first; one another process filled stays
+        try:
+            directory.rmdir()
+        except OSError:
+            return

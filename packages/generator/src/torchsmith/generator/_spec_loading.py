@@ -24,7 +24,25 @@ from torchsmith.interfaces import ConfigError
 from ._presets import FAMILIES, MODEL_TYPES, PRESETS
 from ._specs import FamilySpec
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # used with fullmatch
+
+# Keys of a transformers config.json that are no field of a spec but change the model, with
+# the values the templates build: another value is refused, never dropped (dropping
+# rope_scaling made a Llama 3.1 config into plain RoPE, 1e-3 off at 2048 tokens).
+_DEFAULT_ROPE = (None, {"rope_type": "default"}, {"type": "default"})
+_ARCHITECTURE_KEYS: dict[str, dict[str, tuple[object, ...]]] = {
+    "gpt2": {
+        "scale_attn_weights": (True,),
+        "scale_attn_by_inverse_layer_idx": (False,),
+        "add_cross_attention": (False,),
+    },
+    "llama": {"rope_scaling": _DEFAULT_ROPE},
+    "bert": {
+        "position_embedding_type": ("absolute",),
+        "is_decoder": (False,),
+        "add_cross_attention": (False,),
+    },
+}
 SPEC_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
 
 Overrides = Iterable[str] | Mapping[str, Any]
@@ -62,7 +80,7 @@ def resolve_spec(source: str | Path | Mapping[str, Any], overrides: Overrides = 
 
 
 def _check_name(name: str, origin: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):  # match() took a trailing newline ($)
         raise ConfigError(
             f"spec field 'name' = {name!r} ({origin}): allowed are 1-64 characters of "
             "letters, digits, '.', '_' and '-', starting with a letter or digit"
@@ -104,7 +122,7 @@ def _read_source(source: str | Path | Mapping[str, Any]) -> tuple[Mapping[str, A
         raise ConfigError(f"spec file {text!r} does not exist")
     data = _parse_file(path)
     stem = path.parent.name if path.name == "config.json" else path.stem
-    return data, stem if NAME_PATTERN.match(stem) else "model", f"file {text!r}"
+    return data, stem if NAME_PATTERN.fullmatch(stem) else "model", f"file {text!r}"
 
 
 def _parse_file(path: Path) -> Mapping[str, Any]:
@@ -140,7 +158,15 @@ def _family_of(data: Mapping[str, Any], origin: str) -> str:
 
 
 def _known_fields(cls: type[FamilySpec], data: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep the keys the schema knows (nested configs too); a config.json has many more."""
+    """Keep the keys the schema knows (nested configs too); a config.json has many more.
+    One that would change the model (``_ARCHITECTURE_KEYS``) must hold what is built."""
+    for key, allowed in _ARCHITECTURE_KEYS.get(cls.family, {}).items():
+        if key in data and data[key] not in allowed:
+            raise ConfigError(
+                f"spec field {key!r} = {data[key]!r} is not supported for {cls.family} "
+                f"(allowed: {', '.join(repr(v) for v in allowed)}): the generated model "
+                "would differ from the config's"
+            )
     kept: dict[str, Any] = {}
     for key, value in data.items():
         field = cls.model_fields.get(key)

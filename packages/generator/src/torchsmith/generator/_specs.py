@@ -252,7 +252,7 @@ class T5Spec(FamilySpec):
     hf_class: ClassVar[str] = "T5ForConditionalGeneration"
     main_output: ClassVar[str] = "logits"
 
-    vocab_size: int = Field(default=32128, ge=1)
+    vocab_size: int = Field(default=32128, ge=3)  # pad and EOS, and one token to draw
     d_model: int = Field(default=512, ge=1)
     d_kv: int = Field(default=64, ge=1)
     d_ff: int = Field(default=2048, ge=1)
@@ -267,11 +267,14 @@ class T5Spec(FamilySpec):
 
     @model_validator(mode="after")
     def _check(self) -> T5Spec:
-        exact = self.relative_attention_num_buckets // 4  # bidirectional: half, then half exact
+        # The decoder's one-directional buckets: half of them exact, the rest log-spaced up
+        # to max_distance, which must lie beyond them (the encoder needs only a quarter).
+        exact = self.relative_attention_num_buckets // 2
         if self.relative_attention_max_distance <= exact:
             raise ValueError(
                 f"relative_attention_max_distance={self.relative_attention_max_distance} must "
-                f"exceed relative_attention_num_buckets // 4 = {exact}"
+                f"exceed relative_attention_num_buckets // 2 = {exact} (the decoder's exact "
+                "buckets)"
             )
         return self
 

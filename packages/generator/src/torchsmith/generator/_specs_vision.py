@@ -65,14 +65,24 @@ class CLIPTextSpec(BaseModel):
     intermediate_size: int = Field(default=2048, ge=1)
     num_hidden_layers: int = Field(default=12, ge=1)
     num_attention_heads: int = Field(default=8, ge=1)
-    max_position_embeddings: int = Field(default=77, ge=1)
+    max_position_embeddings: int = Field(default=77, ge=2)  # a text is at least BOS, EOS
     hidden_act: Literal["quick_gelu", "gelu", "gelu_new", "relu"] = "quick_gelu"
     layer_norm_eps: float = Field(default=1e-5, gt=0, lt=1)
+    # 2 is the original CLIP config's, where the highest id ends a text (HF's legacy rule)
     eos_token_id: int = Field(default=49407, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> CLIPTextSpec:
         _divides(self.num_attention_heads, self.hidden_size, "num_attention_heads", "hidden_size")
+        # example_inputs draws the other tokens from 3 (after CLIP's specials) up to the end
+        # token, which must lie in the embedding table
+        end = self.vocab_size - 1 if self.eos_token_id == 2 else self.eos_token_id
+        if not 4 <= end < self.vocab_size:
+            raise ValueError(
+                f"eos_token_id={self.eos_token_id} must be 2 (the original CLIP config: the "
+                f"highest id ends a text, so vocab_size of at least 5) or from 4 to vocab_size "
+                f"- 1 = {self.vocab_size - 1}"
+            )
         return self
 
 
@@ -106,7 +116,9 @@ class CLIPSpec(FamilySpec):
     text_config: CLIPTextSpec = Field(default_factory=CLIPTextSpec)
     vision_config: CLIPVisionSpec = Field(default_factory=CLIPVisionSpec)
     projection_dim: int = Field(default=512, ge=1)
-    logit_scale_init_value: float = 2.6592
+    # log of the logit scale; CLIP's scale never exceeds 100 (log 100 = 4.605): a larger
+    # one overflowed the forward check to "NaN or infinite values".
+    logit_scale_init_value: float = Field(default=2.6592, ge=-10.0, le=4.6052)
 
     def num_parameters(self) -> int:
         t, v = self.text_config, self.vision_config
