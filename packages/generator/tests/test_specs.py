@@ -252,3 +252,8 @@ def test_values_the_generated_model_would_crash_on_are_refused_by_name(
     """They passed on the tiny variant the checks build, then crashed full size."""
     with pytest.raises(ConfigError, match=re.escape(words)):
         resolve_spec(spec)
+
+
+@pytest.mark.parametrize("name", ["007", "1.10", "yes", "null"])
+def test_a_name_set_on_the_command_line_is_kept_as_typed(name: str) -> None:
+    assert resolve_spec("gpt2", [f"name={name}"]).name == name

@@ -187,7 +187,9 @@ def _parse_overrides(overrides: Overrides) -> list[tuple[str, Any]]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like key=value (e.g. n_layer=6)")
-        parsed.append((key.strip(), _parse_value(raw.strip())))
+        key, raw = key.strip(), raw.strip()
+        # a name is text as typed: 007 is no number 7, yes no True
+        parsed.append((key, raw if key == "name" else _parse_value(raw)))
     return parsed
 
 
