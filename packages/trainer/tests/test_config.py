@@ -424,25 +424,6 @@ def test_resume_warns_when_dataset_draws_move_between_processes(
     assert not found or found[0].startswith(f"loader.num_workers: checkpoint {before}, this run")
 
 
-@pytest.mark.parametrize(
-    ("schedule", "steps", "warned"),
-    [("cosine", 400, True), ("linear", 2000, True), ("cosine", 1000, False),
-     ("constant", 400, False), ("step", 400, False)],
-)  # fmt: skip
-def test_resume_warns_when_another_max_steps_replans_a_decaying_schedule(
-    schedule: str, steps: int, warned: bool
-) -> None:
-    """Allowed (a run may be extended), but a resume that forgot the --set which planned
-    the run looks the same, and re-plans the LR decay from there."""
-    saved = {"training": {"max_steps": 1000}, "schedule": {"name": schedule}}
-    now = {"training": {"max_steps": steps}, "schedule": {"name": schedule}}
-    found = resume_warnings(saved, now)
-    assert bool(found) == warned
-    if warned:
-        assert found[0].startswith(f"training.max_steps: checkpoint 1000, this run {steps}")
-        assert found[0].endswith("--set training.max_steps=1000 continues the checkpoint's plan")
-
-
 def test_resume_compares_free_form_maps_whole() -> None:
     """A loss argument added on resume is a change, though the checkpoint lacks the key."""
     saved = {"task": {"loss_kwargs": {}}, "model": {"kwargs": {"a": 1}}}

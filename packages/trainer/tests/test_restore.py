@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from torchsmith.interfaces import CheckpointError
+from torchsmith.trainer._config_checks import resume_warnings
 from torchsmith.trainer._restore import check_same_kinds, load_optimizer_state
 
 
@@ -141,3 +142,22 @@ def test_a_schedulers_private_key_an_older_torch_did_not_save_is_not_refused() -
         check_same_kinds(
             saved, scheduler.state_dict(), "state.pt", "scheduler", private_optional=True
         )
+
+
+@pytest.mark.parametrize(
+    ("schedule", "steps", "warned"),
+    [("cosine", 400, True), ("linear", 2000, True), ("cosine", 1000, False),
+     ("constant", 400, False), ("step", 400, False)],
+)  # fmt: skip
+def test_resume_warns_when_another_max_steps_replans_a_decaying_schedule(
+    schedule: str, steps: int, warned: bool
+) -> None:
+    """Allowed (a run may be extended), but a resume that forgot the --set which planned
+    the run looks the same, and re-plans the LR decay from there."""
+    saved = {"training": {"max_steps": 1000}, "schedule": {"name": schedule}}
+    now = {"training": {"max_steps": steps}, "schedule": {"name": schedule}}
+    found = resume_warnings(saved, now)
+    assert bool(found) == warned
+    if warned:
+        assert found[0].startswith(f"training.max_steps: checkpoint 1000, this run {steps}")
+        assert found[0].endswith("--set training.max_steps=1000 continues the checkpoint's plan")

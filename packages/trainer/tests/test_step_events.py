@@ -15,7 +15,15 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
 
 from torchsmith.interfaces import TrainingEvent
-from torchsmith.trainer import JsonlSink, ListSink, RichProgressSink, _api, build_trainer, train
+from torchsmith.trainer import (
+    CallbackSink,
+    JsonlSink,
+    ListSink,
+    RichProgressSink,
+    _api,
+    build_trainer,
+    train,
+)
 from torchsmith.trainer._events import _si, drop_events_after
 
 from .conftest import small_config
@@ -215,3 +223,20 @@ def test_the_last_steps_events_come_in_the_usual_order(tmp_path: Path) -> None:
     build_trainer(config, sinks=[sink]).fit()
     at_end = [e.kind for e in sink.events if e.step == 30]
     assert at_end == ["step", "eval", "checkpoint", "end"]
+
+
+def test_a_sink_without_emit_is_refused_before_training(tmp_path: Path) -> None:
+    class Callbacks:  # meant for CallbackSink, given as a sink
+        def on_step_end(self, event: TrainingEvent) -> None: ...
+
+    with pytest.raises(
+        TypeError, match=r"sinks\[1\]: a Callbacks has no emit\(event\) method: wrap"
+    ):
+        train(small_config(tmp_path / "run"), sinks=[ListSink(), Callbacks()], max_steps=10)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # no step was taken
+
+    class Typo:
+        def on_step(self, event: TrainingEvent) -> None: ...  # never called
+
+    with pytest.raises(TypeError, match="CallbackSink: a Typo defines none of on_step_end"):
+        CallbackSink(Typo())

@@ -500,20 +500,3 @@ def test_rich_progress_shows_rates_and_evaluations() -> None:
     assert "step 5: val_loss=1.5" in text and "text" in text
     assert "5/10" in text
     assert not sink._started  # the end event stopped the live display
-
-
-def test_a_sink_without_emit_is_refused_before_training(tmp_path: Path) -> None:
-    class Callbacks:  # meant for CallbackSink, given as a sink
-        def on_step_end(self, event: TrainingEvent) -> None: ...
-
-    with pytest.raises(
-        TypeError, match=r"sinks\[1\]: a Callbacks has no emit\(event\) method: wrap"
-    ):
-        train(small_config(tmp_path / "run"), sinks=[ListSink(), Callbacks()], max_steps=10)
-    assert not (tmp_path / "run" / "checkpoints").exists()  # no step was taken
-
-    class Typo:
-        def on_step(self, event: TrainingEvent) -> None: ...  # never called
-
-    with pytest.raises(TypeError, match="CallbackSink: a Typo defines none of on_step_end"):
-        CallbackSink(Typo())
