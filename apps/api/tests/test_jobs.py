@@ -196,21 +196,22 @@ def test_a_job_ends_when_its_server_is_killed_with_sigkill() -> None:
     import time
 
     job = (
-        "import os, time; os.setpgid(0, 0)\n"
+        "import os, sys, time; os.setpgid(0, 0)\n"
         "from torchsmith.api._worker import _end_with_the_server\n"
-        "_end_with_the_server(os.getppid(), every_s=0.05)\n"
+        "_end_with_the_server(int(sys.argv[1]), every_s=0.05)\n"
+        "print('watching', flush=True)\n"
         "time.sleep(120)\n"
     )
     server = (
-        "import subprocess, sys, time\n"
-        f"job = subprocess.Popen([sys.executable, '-c', {job!r}])\n"
+        "import os, subprocess, sys, time\n"
+        f"job = subprocess.Popen([sys.executable, '-c', {job!r}, str(os.getpid())])\n"
         "print(job.pid, flush=True)\n"
         "time.sleep(120)\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     job_pid = int(proc.stdout.readline())
-    time.sleep(1.0)  # the job has imported and started watching
+    assert proc.stdout.readline() == "watching\n"  # the job shares the server's stdout
     assert _running(job_pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)

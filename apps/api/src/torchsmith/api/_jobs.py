@@ -221,9 +221,10 @@ class JobManager:
         workdir = self.settings.jobs_dir / job.status.id
         workdir.mkdir(parents=True, exist_ok=True)
         recv, send = self._ctx.Pipe(duplex=False)
+        runner = self.runners[job.status.kind]
         proc = self._ctx.Process(
             target=child_main,
-            args=(job.status.id, self.runners[job.status.kind], job.params, str(workdir), send, 1),
+            args=(job.status.id, runner, job.params, str(workdir), send, 1, os.getpid()),
             name=f"torchsmith-job-{job.status.id}",
         )
         proc.start()

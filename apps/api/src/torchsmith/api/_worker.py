@@ -92,8 +92,10 @@ def child_main(
     workdir: str,
     conn: Connection,
     threads: int,
+    server: int | None = None,
 ) -> None:
-    """Entry point of the job process."""
+    """Entry point of the job process; ``server``, the pid of the process that started it
+    (passed, since by the time this runs it may be gone and the parent another)."""
     # Leave the server's cores to the server: fewer threads, lower priority.
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     os.environ.setdefault("MKL_NUM_THREADS", str(threads))
@@ -102,7 +104,7 @@ def child_main(
     with contextlib.suppress(OSError):  # its own process group: stopping it stops its children
         os.setpgid(0, 0)
     _log_to(Path(workdir) / "job.log")
-    _end_with_the_server(os.getppid())
+    _end_with_the_server(os.getppid() if server is None else server)
     ctx = JobContext(job_id=job_id, workdir=Path(workdir), conn=conn)
     try:
         result = resolve(reference)(params, ctx)
