@@ -38,8 +38,10 @@ def iter_tensors(
     output: Any, prefix: str = "output", depth: int = 0
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor in a nested output, with a path such as ``output.logits`` or ``output[0]``:
-    in tensors, mappings, lists, tuples, dataclasses and plain objects' public attributes (8
-    levels deep at most, so an object that refers to itself ends)."""
+    in tensors, mappings, lists, tuples and dataclasses (8 levels deep at most), and the
+    public attributes of an output that is a plain object. A plain object inside an output
+    is not walked: transformers' ``past_key_values`` cache is one, and its tensors are no
+    output (a checkpointed run has none)."""
     if depth > 8:
         return
     step = depth + 1
@@ -54,7 +56,7 @@ def iter_tensors(
     elif dataclasses.is_dataclass(output) and not isinstance(output, type):
         for field in dataclasses.fields(output):
             yield from iter_tensors(getattr(output, field.name), f"{prefix}.{field.name}", step)
-    elif hasattr(output, "__dict__") and not isinstance(output, type):  # a plain object
+    elif depth == 0 and hasattr(output, "__dict__") and not isinstance(output, type):
         for name, value in vars(output).items():
             if not name.startswith("_"):
                 yield from iter_tensors(value, f"{prefix}.{name}", step)
