@@ -40,6 +40,20 @@ def test_errors_exit_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixtur
         main(["gpt2", "--out", str(tmp_path), "--backend", "tpu"])
 
 
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [(["--checks", "parse", "--no-validate"], "with --no-validate"),
+     (["--checks", ","], "naming no check")],
+)  # fmt: skip
+def test_checks_that_would_run_nothing_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], words: str
+) -> None:
+    """Both used to run no check at all: one ignored --checks, the other read as 'off'."""
+    assert main(["gpt2", "--out", str(tmp_path / "o"), *extra]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_entry_point_is_registered() -> None:
     from importlib.metadata import entry_points
 

@@ -81,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
         print("torchsmith generate: error: give PRESET_OR_SPEC and --out DIR", file=sys.stderr)
         return 2
     validate: bool | list[str] = not args.no_validate
-    if args.checks and validate:
-        validate = [name.strip() for name in args.checks.split(",") if name.strip()]
+    if args.checks is not None:
+        checks = [name.strip() for name in args.checks.split(",") if name.strip()]
+        if args.no_validate or not checks:  # either would silently run no check at all
+            why = "with --no-validate" if args.no_validate else "naming no check"
+            print(f"torchsmith generate: error: --checks {args.checks!r} {why}", file=sys.stderr)
+            return 2
+        validate = checks
     try:
         artifact = generate(
             args.spec,
