@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -126,3 +127,25 @@ def test_a_run_named_twice_is_exported_and_imported_once(
     assert len(read_archive(out).runs) == 1
     with BenchStore(tmp_path / "central.duckdb") as central:
         assert len(import_runs(central, out)) == 1
+
+
+@pytest.mark.parametrize("samples", [[], [1e-3, float("nan")], [float("inf")]])
+def test_a_result_without_usable_samples_is_refused_before_anything_is_imported(
+    tmp_path: Path, make_result, samples: list[float]
+) -> None:
+    from torchsmith.bench._exchange import ExportedRun, RunArchive, add_runs
+    from torchsmith.interfaces import Environment
+
+    good = make_result("a")
+    bad = make_result("b").model_copy(update={"samples": samples})
+    env = Environment(fingerprint="f")
+    archive = RunArchive(runs=[
+        ExportedRun(uid="u1", created_at=datetime.now(UTC), label=None, environment=env,
+                    results=[good]),
+        ExportedRun(uid="u2", created_at=datetime.now(UTC), label=None, environment=env,
+                    results=[bad]),
+    ])  # fmt: skip
+    with BenchStore(tmp_path / "central.duckdb") as central:
+        with pytest.raises(StoreError, match=r"run u2: b has .*; nothing was imported"):
+            add_runs(central, archive)
+        assert central.runs() == []  # not even the good run before it

@@ -11,6 +11,7 @@ is harmless.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from pydantic import Field
 from torchsmith.interfaces import BenchmarkResult, Environment, Record, Statistics, atomic_target
 
 from ._errors import StoreError
+from ._registry import case_key
 from ._store import SAMPLE_LISTS, BenchStore
 
 FORMATS = ("parquet", "json")
@@ -179,7 +181,17 @@ def import_runs(store: BenchStore, path: str | Path, *, fmt: str | None = None) 
 
 
 def add_runs(store: BenchStore, runs: RunArchive) -> list[int]:
-    """Save the runs of an archive whose uid ``store`` lacks; returns the new run ids."""
+    """Save the runs of an archive whose uid ``store`` lacks; returns the new run ids.
+    A result without samples, or with a NaN or infinite one, is refused before any run is
+    written: compare and report could not use the run it belongs to."""
+    for run in runs.runs:
+        for result in run.results:
+            if not result.samples or not all(math.isfinite(x) for x in result.samples):
+                what = "no samples" if not result.samples else "a NaN or infinite sample"
+                raise StoreError(
+                    f"run {run.uid}: {case_key(result.case, dict(result.params))} has {what}; "
+                    "nothing was imported"
+                )
     added = []
     known = {info.uid for info in store.runs()}
     for run in runs.runs:
