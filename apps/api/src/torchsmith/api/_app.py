@@ -130,8 +130,8 @@ def _unprocessable(request: Request, body: dict[str, object]) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
-def _error(status: int, exc: Exception) -> JSONResponse:
-    body = {"detail": str(exc), "error": type(exc).__name__}
+def _error(status: int, exc: Exception, detail: str | None = None) -> JSONResponse:
+    body = {"detail": str(exc) if detail is None else detail, "error": type(exc).__name__}
     if status == 422:  # every 422 names the field in `message`, as a schema mismatch does
         body["message"] = str(exc)
     return JSONResponse(body, status_code=status)
@@ -179,5 +179,5 @@ def _add_error_handlers(app: FastAPI) -> None:
             return _error(422, exc)
         if isinstance(exc, LookupError):  # a bench run no reference names; its message has
             reference = getattr(exc, "reference", "?")  # the server's path: not shown here
-            return _error(404, LookupError(f"no bench run matches {reference!r}"))
+            return _error(404, exc, f"no bench run matches {reference!r}")
         return _error(400, exc)

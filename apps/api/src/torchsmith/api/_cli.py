@@ -68,13 +68,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     from ._origin import LOOPBACK_NAMES, is_loopback
     from ._settings import Settings
 
-    hosts = [*LOOPBACK_NAMES, *args.allowed_host] if is_loopback(args.host) else []
+    own = LOOPBACK_NAMES if is_loopback(args.host) else ()  # else any, unless named
     return Settings(
         data_dir=args.data_dir,
         workers=args.workers,
         read_access=args.read_access,
         cors_origins=tuple(args.cors_origin),
-        allowed_hosts=tuple(hosts or args.allowed_host),
+        allowed_hosts=(*own, *args.allowed_host),
     )
 
 
