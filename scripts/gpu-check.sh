@@ -33,9 +33,12 @@ pytest=(python3 -m pytest -q -p no:cacheprovider -rs)
 
 # The whole trainer suite runs on the GPU (training.device defaults to auto), slow tests too:
 # about 400 s in one process, 287 s in 8 workers where pytest-xdist is installed (torchrun's
-# --standalone picks a free port per test, so the DDP tests run side by side).
+# --standalone picks a free port per test, so the DDP tests run side by side); 12 workers
+# where there are 16 cores or more.
 xdist=()
-python3 -c "import xdist" 2>/dev/null && xdist=(-n 8)
+workers=8
+[ "$(nproc)" -ge 16 ] && workers=12
+python3 -c "import xdist" 2>/dev/null && xdist=(-n "$workers")
 check trainer 420 "${pytest[@]}" "${xdist[@]}" packages/trainer/tests --run-slow
 # Every loss on CUDA against the CPU, and under CUDA's sync debug mode.
 check losses 120 "${pytest[@]}" packages/losses/tests/test_on_cuda.py \
