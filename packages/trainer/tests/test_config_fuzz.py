@@ -2,7 +2,8 @@
 value of the wrong type or range, or a key is added or a section replaced. ``train`` must
 either train (the value was fine) or fail before any file is written with a
 ``ConfigError`` naming the field (the message holds its section), never with another
-exception.
+exception. The one other ending allowed is a fine value that makes the loss diverge
+(``optim.lr = 2**40``): training stops with a ``NonFiniteLossError``, as it should.
 
 The default run tries the same few dozen each time; ``--run-slow`` many more, new ones
 each time.
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from torchsmith.interfaces import ConfigError
-from torchsmith.trainer import ExperimentConfig, train
+from torchsmith.trainer import ExperimentConfig, NonFiniteLossError, train
 
 from .test_resume_fuzz import TASKS
 
@@ -82,13 +83,18 @@ def _check(tmp: Path, config: dict[str, Any], path: str) -> None:
     refused: ConfigError | None = None
     try:
         train(config, out_dir=out, max_steps=2)
+        event("trained")
     except ConfigError as exc:
         refused = exc
-    event("refused" if refused is not None else "trained")
+        event("refused")
+    except NonFiniteLossError:
+        event("diverged")
+    finally:  # the examples share tmp: what one leaves must not fail the next
+        written = out.exists()
+        shutil.rmtree(out, ignore_errors=True)
     if refused is not None:
         assert path.split(".")[0] in str(refused), str(refused)
-        assert not out.exists(), "a ConfigError after a file was written"
-    shutil.rmtree(out, ignore_errors=True)
+        assert not written, "a ConfigError after a file was written"
 
 
 _examples: dict[str, Any] = dict(
