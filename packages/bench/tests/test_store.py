@@ -201,6 +201,23 @@ def test_resolve_run_accepts_ids_latest_uids_and_commits(db_path: Path, make_res
             store.save_run([make_result()], uid="aaaa1111")
 
 
+def test_an_ambiguous_run_reference_is_refused_but_a_commits_runs_are_one(
+    db_path: Path, make_result
+) -> None:
+    commit = Environment(fingerprint="fp2", git_commit="abc1234")
+    with BenchStore(db_path) as store:
+        first = store.save_run([make_result(env=commit)], uid="abd99999")
+        again = store.save_run([make_result(env=commit)], uid="ffff0000")
+        assert store.resolve_run("abc") == again  # two runs of one commit: the newest
+        assert store.resolve_run("abd") == first
+        with pytest.raises(StoreError, match=r"'ab' is ambiguous.*runs 2 \(uid ffff0000"):
+            store.resolve_run("ab")  # a uid and a commit
+        store.save_run([make_result()], uid="abd88888")
+        with pytest.raises(StoreError, match="'abd' is ambiguous"):
+            store.resolve_run("abd")  # two uids
+        assert store.resolve_run("abd9") == first
+
+
 def test_missing_database_opened_read_only_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         BenchStore(tmp_path / "none.duckdb", read_only=True)

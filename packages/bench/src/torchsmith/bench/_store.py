@@ -272,13 +272,25 @@ class BenchStore:
         if text.startswith("latest"):
             return self._latest(text)
         rows = self._query(
-            "SELECT run_id FROM runs WHERE starts_with(uid, ?) OR starts_with(git_commit, ?)"
+            "SELECT run_id, uid, git_commit FROM runs"
+            " WHERE starts_with(uid, ?) OR starts_with(git_commit, ?)"
             " ORDER BY created_at DESC, run_id DESC",
             [text, text],
         )
         if not rows:
             message = f"no run matches {text!r} in {self.path}; give {RUN_REFERENCES}"
             raise RunNotFoundError(message, text)
+        # One commit's runs: its newest. Several uids or commits: ask, as git does.
+        meant = {uid if uid.startswith(text) else f"commit {commit}" for _, uid, commit in rows}
+        if len(meant) > 1:
+            listed = ", ".join(
+                f"{run_id} (uid {uid}, commit {commit or '-'})" for run_id, uid, commit in rows[:5]
+            )
+            more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+            raise StoreError(
+                f"run reference {text!r} is ambiguous in {self.path}: it matches runs "
+                f"{listed}{more}; give more characters or a run id"
+            )
         return int(rows[0][0])
 
     def _latest(self, text: str) -> int:
