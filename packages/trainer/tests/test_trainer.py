@@ -22,7 +22,6 @@ from torchsmith.trainer import (
     evaluate,
     train,
 )
-from torchsmith.trainer._metrics import RunningMean
 
 from .conftest import small_config
 
@@ -224,19 +223,6 @@ def test_evaluate_weights_by_items() -> None:
     expected = torch.nn.functional.cross_entropy(model(x), y)
     assert result["val_loss"] == pytest.approx(float(expected.detach()), rel=1e-5)
     assert model.training  # restored
-
-
-def test_running_mean_is_item_weighted() -> None:
-    mean = RunningMean()
-    mean.update({"x": torch.tensor(1.0)}, 3)
-    mean.update({"x": 5.0}, 1)
-    assert mean.compute() == {"x": 2.0}
-    mean.reset()
-    assert mean.compute() == {}
-    # A value some batches do not report is the mean over the batches that do.
-    mean.update({"x": 1.0, "y": 3.0}, 2)
-    mean.update({"x": 5.0}, 2)
-    assert mean.compute() == {"x": 3.0, "y": 3.0}
 
 
 @pytest.mark.parametrize("accum", [1, 2])
