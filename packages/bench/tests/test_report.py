@@ -80,6 +80,13 @@ def test_markdown_warns_when_the_machine_was_busy(make_result) -> None:
     busy.extra["load_average_1m"] = 4.0 * (os.cpu_count() or 1)
     assert "load average" not in markdown_summary([calm])
     assert "load average reached" in markdown_summary([calm, busy])
+    # Judged by the cores of the machine that measured, not of the one that reports.
+    big = make_result("c")
+    big.extra.update(load_average_1m=6.0 + os.cpu_count(), logical_cpus=64 + os.cpu_count())
+    assert "load average" not in markdown_summary([calm, big])
+    small = make_result("d")
+    small.extra.update(load_average_1m=3.0, logical_cpus=2)
+    assert "load average reached 3.0 on 2 cores" in markdown_summary([calm, small])
 
 
 def test_live_progress_shows_case_and_samples() -> None:

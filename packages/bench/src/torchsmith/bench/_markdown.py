@@ -132,12 +132,19 @@ def versus_baseline(r: BenchmarkResult, name: Callable[[str], str] = str) -> str
 
 
 def _busy_note(results: Sequence[BenchmarkResult]) -> str:
-    loads = [r.extra["load_average_1m"] for r in results if "load_average_1m" in r.extra]
-    cores = os.cpu_count() or 1
-    if not loads or max(loads) <= cores:
+    """A warning where a case ran while the load average exceeded its machine's cores
+    (recorded with the load; results stored before that are judged by this machine's)."""
+    busy = [
+        (r.extra["load_average_1m"], int(r.extra.get("logical_cpus") or os.cpu_count() or 1))
+        for r in results
+        if "load_average_1m" in r.extra
+    ]
+    busy = [(load, cores) for load, cores in busy if load > cores]
+    if not busy:
         return ""
+    load, cores = max(busy)
     return (
-        f"> ⚠️ The load average reached {max(loads):.1f} on {cores} cores while measuring: "
+        f"> ⚠️ The load average reached {load:.1f} on {cores} cores while measuring: "
         "other work competed for the CPU, so treat these timings with suspicion."
     )
 

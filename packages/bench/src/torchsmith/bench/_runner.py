@@ -118,6 +118,7 @@ def _result(
     load = _load_average()
     if load is not None:  # how busy the machine was: above the core count, distrust timings
         extra["load_average_1m"] = load
+        extra["logical_cpus"] = os.cpu_count() or 1  # of the machine measured, for reports
     items = case.items_per_call(params)
     if items is not None and stats.median > 0:
         extra["throughput"] = items / stats.median  # items per second
