@@ -15,6 +15,7 @@ import torch
 import torchsmith.generator._validate as validate_module
 from torchsmith.generator import GenerationError, ModelCodeGenerator, generate
 from torchsmith.generator._render import BUILTIN_TEMPLATES
+from torchsmith.generator._validate import Validator
 from torchsmith.interfaces import ConfigError, ModelGenerator
 
 FAST_CHECKS = ["parse", "lint", "import", "forward", "parameters"]
@@ -109,6 +110,30 @@ def test_missing_suites_skip_their_checks_with_the_install_line(
     artifact = generate("gpt2", tmp_path, overrides=TINY_GPT2, validate=["tests", "bench"])
     assert artifact.validation["tests"].startswith("skipped: torchsmith-testing is not installed")
     assert "pip install torchsmith-bench" in artifact.validation["bench"]
+
+
+def test_the_bench_check_does_not_build_a_model_too_big_for_the_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(validate_module, "_exports", lambda module, attribute: True)
+    monkeypatch.setattr(validate_module, "free_memory", lambda device: 2**29)
+    ran: list[str] = []
+    monkeypatch.setattr(Validator, "_subprocess", lambda self, check, command: ran.append(check))
+    big = generate("gpt2", tmp_path / "big", validate=["bench"])  # 124M: 0.46 GiB of weights
+    assert big.validation["bench"] == (
+        "skipped: the full-size model's weights take 0.5 GiB, over half the 0.5 GiB free "
+        "on cpu; run bench_model.py where it fits"
+    )
+    assert ran == []
+    small = generate("gpt2", tmp_path / "small", overrides=TINY_GPT2, validate=["bench"])
+    assert small.validation["bench"].startswith("passed")
+    assert ran == ["bench"]
+
+
+def test_free_memory_is_known_on_this_machine() -> None:
+    free = validate_module.free_memory(torch.device("cpu"))
+    assert free is None or 2**20 < free < 2**50
+    assert validate_module.free_memory(torch.device("meta")) is None
 
 
 def test_bad_options_are_config_errors(tmp_path: Path) -> None:

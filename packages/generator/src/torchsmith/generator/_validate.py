@@ -87,7 +87,7 @@ class Validator:
                 if name not in self.checks:
                     self.results[name] = "skipped: not requested"
                     continue
-                if name in ("forward", "parameters") and self._module is None:
+                if name in ("forward", "parameters", "bench") and self._module is None:
                     self.import_model()  # they need the module even when import was not asked
                 start = time.perf_counter()
                 try:
@@ -182,10 +182,30 @@ class Validator:
     def bench(self) -> str:
         if not _exports("torchsmith.bench", "benchmark"):
             return "skipped: torchsmith-bench is not installed (pip install torchsmith-bench)"
+        if (too_big := self._too_big_to_build()) is not None:
+            return f"skipped: {too_big}"
         self._subprocess("bench", [sys.executable, "-c", BENCH_SMOKE, "bench_model.py"])
         return "passed (batch_size=1, one call)"
 
     # ------------------------------------------------------------------ helpers
+
+    def _too_big_to_build(self) -> str | None:
+        """Why the bench check should not build the full-size model here, or None: its
+        weights alone would take over half the memory free on the device the bench file
+        builds it on (a 7B Llama's are 27 GB in float32)."""
+        module = self._loaded()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a missing backend device falls back to the CPU
+            device = module.default_device()
+        dtype = module.DTYPE if device.type == module.DEVICE else torch.float32
+        need = self.spec.num_parameters() * dtype.itemsize
+        free = free_memory(device)
+        if free is None or need <= free / 2:
+            return None
+        return (
+            f"the full-size model's weights take {need / 2**30:.1f} GiB, over half the "
+            f"{free / 2**30:.1f} GiB free on {device.type}; run bench_model.py where it fits"
+        )
 
     def _loaded(self) -> Any:
         assert self._module is not None, "import check runs first"
@@ -267,6 +287,25 @@ setup = getattr(case, "setup", None)
 run = setup(batch_size=1) if callable(setup) else case(batch_size=1)
 run()
 """
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on ``device``, or None where that is not known."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def find_ruff() -> str | None:
