@@ -34,6 +34,23 @@ def test_verdicts_per_case(make_result) -> None:
     assert result.counts == {"unchanged": 1, "regressed": 1, "improved": 1, "missing": 1, "new": 1}
 
 
+def test_sides_timed_in_different_rounds_are_compared_with_a_warning(make_result) -> None:
+    from torchsmith.bench import markdown_summary
+
+    def timed(rounds: float | None, seed: int):
+        result = make_result("m", seed=seed)
+        if rounds is not None:
+            result.extra["rounds"] = rounds
+        return result
+
+    (note,) = compare_results([timed(3.0, 1)], [timed(1.0, 2)]).notes
+    assert note.startswith("base was timed in 3 round(s), head in 1: fewer rounds")
+    markdown = markdown_summary([timed(1.0, 2)], compare_results([timed(3.0, 1)], [timed(1.0, 2)]))
+    assert f"> ⚠️ {note}" in markdown
+    assert compare_results([timed(3.0, 1)], [timed(3.0, 2)]).notes == []
+    assert compare_results([timed(None, 1)], [timed(1.0, 2)]).notes == []  # stored before
+
+
 def test_parameters_are_part_of_the_case_identity(make_result) -> None:
     base = [make_result("m", params={"n": 1}), make_result("m", 2e-3, params={"n": 2})]
     head = [make_result("m", params={"n": 1}, seed=1), make_result("m", 2e-3, params={"n": 2})]

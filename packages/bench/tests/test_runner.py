@@ -75,6 +75,7 @@ def test_a_baseline_sorting_first_is_measured_once_interleaved(
     ref, new = results["a.ref"], results["b.new"]
     assert len(ref.samples) == len(new.samples)  # the interleaved measurement was stored
     assert new.extra["baseline_ratio"] == decide(ref.samples, new.samples).ratio
+    assert ref.extra["rounds"] == new.extra["rounds"] == 1.0
 
 
 def test_unknown_baseline_is_an_error_before_any_timing(registry: Registry) -> None:
@@ -270,7 +271,7 @@ def test_rounds_fall_back_to_one_with_a_warning_for_a_case_a_worker_cannot_impor
 ) -> None:
     benchmark("here", registry=registry)(lambda: clock.work(1e-4))
     (result,) = measure_cases(["here"], config=FAST, registry=registry, memory="off")
-    assert "rounds" not in result.extra and FAST.min_samples <= len(result.samples)
+    assert result.extra["rounds"] == 1.0 and FAST.min_samples <= len(result.samples)
     assert "timing in 1 round" in caplog.text and "here" in caplog.text
     caplog.clear()
     measure_cases(["here"], config=FAST, registry=registry, memory="off", rounds=1)

@@ -152,6 +152,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         comparison = _compare(store, args.base, args.head, args)
         results = store.results(comparison.head.run_id) if comparison.head else []
     print(comparison_table(comparison))
+    for note in comparison.notes:
+        print(f"warning: {note}", file=sys.stderr)
     if args.markdown:
         write_text(args.markdown, markdown_summary(results, comparison))
     return _exit_for(comparison, args.fail_on_regression)
@@ -200,6 +202,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         elif args.base != "none":
             base = args.base
         comparison = None if base is None else _compare(store, base, run_id, args)
+        for note in comparison.notes if comparison else []:
+            print(f"warning: {note}", file=sys.stderr)
         if args.html:
             write_text(args.html, html_report(store, run_id, comparison=comparison))
             print(f"wrote {args.html}")

@@ -178,6 +178,7 @@ def markdown_summary(
             f"Mann-Whitney p < {comparison.alpha} and the ratio of medians is beyond "
             f"±{comparison.threshold:.0%}; ratio > 1 is slower.",
             comparison_table(comparison),
+            *(f"> ⚠️ {note}" for note in comparison.notes),
         ]
     parts += [note for note in (_busy_note(results), _dropped_note(results)) if note]
     if results:

@@ -215,6 +215,7 @@ def measure_cases(
         if on_progress is not None:
             on_progress(job.label, index, len(jobs), 0)  # started
         for result in _run_job(job, config, environment, memory, on_sample):
+            result.extra.setdefault("rounds", 1.0)  # compare warns when the sides' differ
             # A baseline shared by several cases keeps its first (interleaved) measurement.
             results.setdefault(case_key(result.case, dict(result.params)), result)
         logger.info("timed %s", job.label)
