@@ -93,6 +93,17 @@ def test_decide_calls_a_small_but_significant_shift_unchanged() -> None:
     assert decision.verdict == "unchanged"  # ...but within the 5% threshold
 
 
+def test_too_few_samples_give_no_interval_and_no_unchanged_verdict() -> None:
+    """Two to four samples' bootstrap interval covers the median 49-88% of the time."""
+    assert summarize([3.0]).ci_low is None and summarize([1.0, 2.0, 3.0, 4.0]).ci_high is None
+    assert summarize([1.0, 2.0, 3.0, 4.0, 5.0]).ci_low is not None
+    rng = np.random.default_rng(8)
+    many = rng.lognormal(0, 0.01, 100)
+    assert decide(rng.lognormal(0, 0.01, 5), many).verdict == "unchanged"
+    assert decide(rng.lognormal(0, 0.01, 4), many).verdict == "noisy"
+    assert decide([1.0], 2.0 * many).verdict == "noisy"  # a single base sample decides nothing
+
+
 def test_decide_calls_wide_data_noisy() -> None:
     rng = np.random.default_rng(7)
     base = rng.lognormal(0, 0.4, 6)

@@ -24,6 +24,10 @@ Verdict = Literal["improved", "regressed", "unchanged", "noisy"]
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01  # Mann-Whitney U two-sided p-value below which a shift is significant
 DEFAULT_CONFIDENCE = 0.95
+# Below this many samples a bootstrap interval of the median is far too narrow (it covered
+# 49%, 77% and 88% of the time for 2, 3 and 4 lognormal samples): a summary then has no
+# interval, and a comparison with such a side is never called unchanged.
+MIN_SAMPLES_FOR_INTERVAL = 5
 DEFAULT_RESAMPLES = 2000
 # Runs whose samples spread more than this (robust CV) get no improved/regressed verdict:
 # on this machine a quiet run shows ~2%, a run squeezed by other jobs ~25%.
@@ -84,7 +88,10 @@ def summarize(samples: ArrayLike, *, seed: int | None = 0) -> Statistics:
     """Median, spread and a bootstrap interval of the median, as an interfaces record."""
     x = _as_samples(samples, "summarize")
     q1, q3 = np.quantile(x, [0.25, 0.75])
-    low, high = bootstrap_median_ci(x, seed=seed)
+    low: float | None = None
+    high: float | None = None
+    if x.size >= MIN_SAMPLES_FOR_INTERVAL:
+        low, high = bootstrap_median_ci(x, seed=seed)
     return Statistics(
         n=int(x.size),
         median=float(np.median(x)),
@@ -235,7 +242,8 @@ def decide(
     interval reaches past it: the data cannot rule a change of that size in or out. A side
     whose robust CV exceeds ``max_spread`` (a machine busy with other work) makes a change
     ``noisy`` too, as does ``unstable`` (the rounds of a run disagreed): rerun rather than
-    trust it.
+    trust it. So does a side of fewer than ``MIN_SAMPLES_FOR_INTERVAL`` samples, instead of
+    ``unchanged``: its interval cannot be trusted to rule a change out.
     """
     if threshold < 0 or not 0 < alpha < 1:
         raise DataError(f"threshold must be >= 0 and alpha in (0, 1); got {threshold}, {alpha}")
@@ -244,13 +252,14 @@ def decide(
     spread = max(robust_cv(base), robust_cv(head))
     steady = not unstable and (max_spread is None or spread <= max_spread)
     upper, lower = 1.0 + threshold, 1.0 / (1.0 + threshold)
+    too_few = min(np.size(base), np.size(head)) < MIN_SAMPLES_FOR_INTERVAL
     slower = p_value < alpha and ratio > upper
     faster = p_value < alpha and ratio < lower
     verdict: Verdict
     if (slower or faster) and steady:
         worse = slower != higher_is_better
         verdict = "regressed" if worse else "improved"
-    elif slower or faster or high > upper or low < lower:
+    elif slower or faster or high > upper or low < lower or too_few:
         verdict = "noisy"
     else:
         verdict = "unchanged"
