@@ -72,3 +72,47 @@ def test_a_second_server_on_the_same_data_dir_fails_clearly(tmp_path: Path) -> N
         assert "another torchsmith server" in result.stderr
     finally:
         first.close()
+
+
+def test_a_bad_port_or_worker_count_is_a_usage_error(capsys) -> None:
+    import pytest
+
+    for argv, message in (
+        (["--port", "70000"], "70000 is not a TCP port (1-65535)"),
+        (["--port", "http"], "'http' is not a TCP port"),
+        (["--workers", "0"], "0 is not a number of jobs (1-64)"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            _serve_parser().parse_args(argv)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_a_data_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    import pytest
+
+    from torchsmith.api._cli import _check_data_dir, settings_from_args
+    from torchsmith.interfaces import ConfigError
+
+    (tmp_path / "file").write_text("")
+    args = _serve_parser().parse_args(["--data-dir", str(tmp_path / "file" / "data")])
+    with pytest.raises(ConfigError, match=r"--data-dir .*file/data: cannot make it: Not a dir"):
+        _check_data_dir(settings_from_args(args))
+
+
+def test_serve_on_a_data_dir_another_server_holds_exits_with_one_line(tmp_path: Path) -> None:
+    from torchsmith.api._store import Store
+
+    first = Store(tmp_path / "torchsmith.duckdb")
+    try:
+        code = "import sys; from torchsmith.interfaces._cli import main; sys.exit(main())"
+        result = subprocess.run(
+            [sys.executable, "-c", code, "serve", "--port", str(_free_port()),
+             "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        first.close()
+    assert result.returncode == 2, result.stderr
+    assert "Is another torchsmith server using this data directory?" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,21 @@ if TYPE_CHECKING:
     from ._settings import Settings
 
 DEFAULT_DATA_DIR = os.environ.get("TORCHSMITH_DATA_DIR", ".torchsmith")
+
+
+def _bounded(low: int, high: int, what: str) -> Callable[[str], int]:
+    """An argparse type: an integer from ``low`` to ``high``, else a one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not {what} ({low}-{high})")
+        return value
+
+    return parse
 
 
 def _serve_parser() -> argparse.ArgumentParser:
@@ -30,14 +46,19 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default: loopback only)"
     )
-    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--port", type=_bounded(1, 65535, "a TCP port"), default=8000)
     parser.add_argument(
         "--data-dir",
         type=Path,
         default=Path(DEFAULT_DATA_DIR),
         help="store, keys and job files (default: ./.torchsmith)",
     )
-    parser.add_argument("--workers", type=int, default=2, help="jobs running at once")
+    parser.add_argument(
+        "--workers",
+        type=_bounded(1, 64, "a number of jobs"),
+        default=2,
+        help="jobs running at once (1-64)",
+    )
     parser.add_argument(
         "--read-access",
         choices=["public", "key"],
@@ -131,6 +152,7 @@ def main(argv: list[str]) -> int:
     from ._origin import RedactKeys
 
     settings = settings_from_args(args)
+    _check_data_dir(settings)
     url = f"http://{_display_host(args.host)}:{args.port}/"
 
     class _Server(uvicorn.Server):
@@ -155,6 +177,22 @@ def main(argv: list[str]) -> int:
     server = _Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _check_data_dir(settings: Settings) -> None:
+    """Make and open what the app opens as it starts (it opens them again), so that a data
+    directory it cannot use, or one another server holds, is one line and exit code 2 here
+    rather than a traceback from inside the server."""
+    from torchsmith.interfaces import ConfigError
+
+    from ._store import Store
+
+    try:
+        settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConfigError(f"--data-dir {settings.data_dir}: cannot make it: {reason}") from None
+    Store(settings.store_path).close()  # a TorchsmithError asking whether a server holds it
 
 
 def ws_protocol() -> str:
