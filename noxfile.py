@@ -155,4 +155,6 @@ def build(session: nox.Session) -> None:
             external=True,
         )
         module = "torchsmith." + member
-        session.run(python, "-c", f"import {module}; print({module!r}, 'imports')", external=True)
+        # -W error: an import that warns (torch without numpy does) fails the build.
+        code = f"import {module}; print({module!r}, 'imports')"
+        session.run(python, "-W", "error", "-c", code, external=True)
