@@ -250,6 +250,14 @@ def test_classification_targets_checked(loss):
         loss(torch.randn(4), torch.zeros(4, dtype=torch.long))
 
 
+@pytest.mark.parametrize("loss", [CrossEntropyLoss(), FocalLoss()])
+@pytest.mark.parametrize("bad", [5, -3])
+def test_a_class_id_out_of_range_names_the_targets(loss, bad):
+    name = "cross_entropy" if isinstance(loss, CrossEntropyLoss) else "focal"
+    with pytest.raises(DataError, match=rf"{name}: targets hold a class id outside 0\.\.4"):
+        loss(torch.randn(4, 5), torch.tensor([0, 1, bad, 2]))
+
+
 def test_cross_entropy_takes_float_targets_of_another_shape_for_neither_kind():
     with pytest.raises(DataError, match=r"probabilities and must have the logits' shape \(4, 5\)"):
         CrossEntropyLoss()(torch.randn(4, 5), torch.zeros(4))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -95,14 +96,15 @@ class CrossEntropyLoss(LossModule):
         weight = None if self.weight is None else self.weight.to(logits)
         # The mean as F.cross_entropy takes it (sum / total weight of the kept targets), with
         # the all-ignored batch giving 0 rather than 0/0, decided on the device, not the host.
-        total = F.cross_entropy(
-            logits,
-            targets,
-            weight=weight,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-            reduction="sum",
-        )
+        with _class_ids_in_range("cross_entropy", logits.shape[1]):
+            total = F.cross_entropy(
+                logits,
+                targets,
+                weight=weight,
+                ignore_index=self.ignore_index,
+                label_smoothing=self.label_smoothing,
+                reduction="sum",
+            )
         if weight is None:
             denominator = kept.sum().to(total.dtype)
         else:
@@ -130,6 +132,22 @@ class CrossEntropyLoss(LossModule):
         )
         correct = logits.detach().argmax(1) == probs.argmax(1)
         return self._record(loss, accuracy=correct.float().mean())
+
+
+@contextmanager
+def _class_ids_in_range(name: str, classes: int) -> Iterator[None]:
+    """torch's error for a class id out of range (raised on the CPU; CUDA asserts on the
+    device instead) as a DataError naming the targets. Nothing is checked beforehand: that
+    would cost every call a pass over the targets."""
+    try:
+        yield
+    except (IndexError, RuntimeError) as exc:
+        if "out of bounds" not in str(exc):
+            raise
+        raise DataError(
+            f"{name}: targets hold a class id outside 0..{classes - 1} for logits of "
+            f"{classes} classes ({exc})"
+        ) from exc
 
 
 def _warn_if_all_ignored(name: str, kept: torch.Tensor) -> None:
@@ -183,7 +201,8 @@ class FocalLoss(LossModule):
         logits = logits.to(compute_dtype(logits))
         kept = targets != self.ignore_index
         safe = torch.where(kept, targets, 0)
-        log_p = F.log_softmax(logits, dim=1).gather(1, safe[:, None]).squeeze(1)  # log p_t
+        with _class_ids_in_range("focal", logits.shape[1]):
+            log_p = F.log_softmax(logits, dim=1).gather(1, safe[:, None]).squeeze(1)  # log p_t
         # clamp away from 0: d/dx x^gamma is infinite there for gamma < 1
         tiny = torch.finfo(log_p.dtype).tiny
         loss = -((1.0 - log_p.exp()).clamp_min(tiny) ** self.gamma) * log_p
