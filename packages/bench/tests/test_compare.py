@@ -102,6 +102,20 @@ def test_a_run_against_its_pooled_history(db_path: Path, make_result) -> None:
             history(store, "h")
 
 
+def test_a_history_of_one_run_decides_as_comparing_with_that_run(
+    db_path: Path, make_result
+) -> None:
+    """The one earlier run's rounds disagreed: both ways of comparing call the change noisy."""
+    unsteady = make_result("u", 1e-3, seed=1)
+    unsteady.extra["round_spread"] = 0.2
+    with BenchStore(db_path) as store:
+        base = store.save_run([unsteady])
+        head = store.save_run([make_result("u", 0.8e-3, seed=2)])
+        (direct,) = compare(store, base, head).rows
+        (pooled,) = compare_history(store, head).rows
+    assert direct.verdict == pooled.verdict == "noisy"
+
+
 def test_stored_left_out_samples_take_no_part_in_decisions(db_path: Path, make_result) -> None:
     def run_with_a_slow_left_out_round(seed: int):
         result = make_result("r", 1e-3, seed=seed)

@@ -198,9 +198,10 @@ def compare_history(
             used[key] = used.get(key, 0) + 1
             if key in pooled:
                 pooled[key].samples += past.samples
-            else:
-                pooled[key] = past.model_copy(deep=True)
+                # Several runs pooled: their run-to-run spread is in the samples now.
                 pooled[key].extra.pop("round_spread", None)
+            else:  # one run alone keeps its rounds' spread, as comparing with it does
+                pooled[key] = past.model_copy(deep=True)
     for base in pooled.values():
         base.statistics = summarize(base.samples)
     result = compare_results(
