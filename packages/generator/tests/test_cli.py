@@ -27,7 +27,7 @@ def test_generate_with_overrides_and_checks(
     config = json.loads((tmp_path / "b" / "config.json").read_text())
     assert config["num_hidden_layers"] == 1
     assert config["model_type"] == "bert"
-    assert main([*args, "--no-validate"]) == 1  # exists: needs --force
+    assert main([*args, "--no-validate"]) == 2  # exists: needs --force
     assert "--force" in capsys.readouterr().err
     assert main([*args, "--no-validate", "--force"]) == 0
 

@@ -3,6 +3,9 @@
 torchsmith generate PRESET_OR_SPEC --out DIR [--set key=value ...] [--backend cpu|cuda|mps]
                     [--force] [--no-validate] [--checks parse,lint,...] [--templates DIR]
 torchsmith generate --list
+
+Exit codes: 0 written; 1 a check of the generated code failed (nothing written); 2 bad
+arguments, or an output directory that cannot be written (files there without --force).
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.artifact is not None:
             print(_summary(exc.artifact), file=sys.stderr)
         print(f"torchsmith generate: error: {exc}", file=sys.stderr)
-        return 1
+        return 1 if exc.artifact is not None else 2  # 1: a check failed; 2: the output dir
     except TorchsmithError as exc:
         print(f"torchsmith generate: error: {exc}", file=sys.stderr)
         return 2
