@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from torchsmith.interfaces import BenchmarkResult, JobStatus
 
@@ -83,6 +83,10 @@ class Comparison(BaseModel):
     head: int | None
     counts: dict[str, int]
     rows: list[ComparisonRow]
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Warnings on how the two runs were measured (e.g. different rounds).",
+    )
 
 
 def bench_store(app_state: Any, path: Any) -> Any:
@@ -208,6 +212,7 @@ def _compare(request: Request, base: str, head: str) -> Comparison:
         head=result.head.run_id if result.head else None,
         counts=dict(result.counts),
         rows=rows,
+        notes=list(getattr(result, "notes", [])),  # a bench older than the notes has none
     )
 
 

@@ -280,18 +280,22 @@ class BenchStore:
         if not rows:
             message = f"no run matches {text!r} in {self.path}; give {RUN_REFERENCES}"
             raise RunNotFoundError(message, text)
-        # One commit's runs: its newest. Several uids or commits: ask, as git does.
-        meant = {uid if uid.startswith(text) else f"commit {commit}" for _, uid, commit in rows}
-        if len(meant) > 1:
-            listed = ", ".join(
-                f"{run_id} (uid {uid}, commit {commit or '-'})" for run_id, uid, commit in rows[:5]
-            )
-            more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        # What each reading names: a uid its run, a commit its newest run (rows come newest
+        # first). Readings that name different runs are refused, as git refuses a short sha.
+        readings: dict[str, int] = {}
+        for run_id, uid, commit in rows:
+            if uid.startswith(text):
+                readings[f"uid {uid}"] = run_id
+            if commit and commit.startswith(text):
+                readings.setdefault(f"commit {commit}", run_id)
+        if len(set(readings.values())) > 1:
+            listed = ", ".join(f"{name} (run {run_id})" for name, run_id in readings.items())
+            # No path in the message: a server shows it to its clients.
             raise StoreError(
-                f"run reference {text!r} is ambiguous in {self.path}: it matches runs "
-                f"{listed}{more}; give more characters or a run id"
+                f"run reference {text!r} is ambiguous: it names {listed}; give more "
+                "characters or a run id"
             )
-        return int(rows[0][0])
+        return next(iter(readings.values()))
 
     def _latest(self, text: str) -> int:
         match = _LATEST.fullmatch(text)
