@@ -116,3 +116,15 @@ def test_serve_on_a_data_dir_another_server_holds_exits_with_one_line(tmp_path: 
     assert result.returncode == 2, result.stderr
     assert "Is another torchsmith server using this data directory?" in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_damaged_store_is_not_blamed_on_another_server(tmp_path: Path) -> None:
+    import pytest
+
+    from torchsmith.api._store import Store
+    from torchsmith.interfaces import TorchsmithError
+
+    (tmp_path / "torchsmith.duckdb").write_bytes(b"not a database" * 1000)
+    with pytest.raises(TorchsmithError, match="cannot open the store") as refused:
+        Store(tmp_path / "torchsmith.duckdb")
+    assert "another torchsmith server" not in str(refused.value)

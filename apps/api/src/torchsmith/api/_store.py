@@ -47,10 +47,14 @@ class Store:
         try:
             self._con = duckdb.connect(str(path))
         except duckdb.IOException as exc:
-            raise TorchsmithError(
-                f"cannot open the store {path}: {exc}. Is another torchsmith server using "
-                "this data directory? Stop it or pass another --data-dir."
-            ) from exc
+            held = "lock" in str(exc).lower()  # else damaged, unreadable, ...: say only that
+            advice = (
+                " Is another torchsmith server using this data directory? Stop it or pass "
+                "another --data-dir."
+                if held
+                else ""
+            )
+            raise TorchsmithError(f"cannot open the store {path}: {exc}{advice}") from exc
         self._lock = threading.Lock()
         for statement in _SCHEMA:
             self._con.execute(statement)
