@@ -121,7 +121,7 @@ def test_the_bench_check_does_not_build_a_model_too_big_for_the_machine(
     monkeypatch.setattr(Validator, "_subprocess", lambda self, check, command: ran.append(check))
     big = generate("gpt2", tmp_path / "big", validate=["bench"])  # 124M: 0.46 GiB of weights
     assert big.validation["bench"] == (
-        "skipped: the full-size model's weights take 0.5 GiB, over half the 0.5 GiB free "
+        "skipped: building the full-size model takes 0.5 GiB, over half the 0.5 GiB free "
         "on cpu; run bench_model.py where it fits"
     )
     assert ran == []
@@ -130,8 +130,21 @@ def test_the_bench_check_does_not_build_a_model_too_big_for_the_machine(
     assert ran == ["bench"]
 
 
+def test_the_bench_check_counts_the_float32_build_before_a_bf16_cast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(validate_module, "_exports", lambda module, attribute: True)
+    monkeypatch.setattr(validate_module, "free_memory", lambda device: 2**29)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the backend's device
+    big = generate("gpt2", tmp_path / "big", backend="cuda", validate=["bench"])
+    # 124M parameters: 4 bytes each as built, 2 more as cast to bf16, 0.7 GiB in all.
+    assert big.validation["bench"].startswith("skipped: building the full-size model takes 0.7")
+
+
 def test_free_memory_is_known_on_this_machine() -> None:
     free = validate_module.free_memory(torch.device("cpu"))
+    if Path("/proc/meminfo").exists():
+        assert free is not None
     assert free is None or 2**20 < free < 2**50
     assert validate_module.free_memory(torch.device("meta")) is None
 

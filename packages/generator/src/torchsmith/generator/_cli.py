@@ -5,7 +5,8 @@ torchsmith generate PRESET_OR_SPEC --out DIR [--set key=value ...] [--backend cp
 torchsmith generate --list
 
 Exit codes: 0 written; 1 a check of the generated code failed (nothing written); 2 bad
-arguments, or an output directory that cannot be written (files there without --force).
+arguments, a template that fails to render, or an output directory that cannot be written
+(files there without --force).
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         if exc.artifact is not None:
             print(_summary(exc.artifact), file=sys.stderr)
         print(f"torchsmith generate: error: {exc}", file=sys.stderr)
-        return 1 if exc.artifact is not None else 2  # 1: a check failed; 2: the output dir
+        return 1 if exc.artifact is not None else 2  # 1: a check failed; 2: nothing checked
     except TorchsmithError as exc:
         print(f"torchsmith generate: error: {exc}", file=sys.stderr)
         return 2

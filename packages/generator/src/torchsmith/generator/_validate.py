@@ -192,18 +192,20 @@ class Validator:
     def _too_big_to_build(self) -> str | None:
         """Why the bench check should not build the full-size model here, or None: its
         weights alone would take over half the memory free on the device the bench file
-        builds it on (a 7B Llama's are 27 GB in float32)."""
+        builds it on (a 7B Llama's are 27 GB in float32). ``build_model`` makes them in
+        float32 and then casts, so a bf16 or fp16 model briefly holds both copies."""
         module = self._loaded()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a missing backend device falls back to the CPU
             device = module.default_device()
         dtype = module.DTYPE if device.type == module.DEVICE else torch.float32
-        need = self.spec.num_parameters() * dtype.itemsize
+        per_parameter = 4 if dtype == torch.float32 else 4 + dtype.itemsize
+        need = self.spec.num_parameters() * per_parameter
         free = free_memory(device)
         if free is None or need <= free / 2:
             return None
         return (
-            f"the full-size model's weights take {need / 2**30:.1f} GiB, over half the "
+            f"building the full-size model takes {need / 2**30:.1f} GiB, over half the "
             f"{free / 2**30:.1f} GiB free on {device.type}; run bench_model.py where it fits"
         )
 
@@ -290,7 +292,8 @@ run()
 
 
 def free_memory(device: torch.device) -> int | None:
-    """Bytes free for new tensors on ``device``, or None where that is not known."""
+    """Bytes free for new tensors on ``device``, or None where that is not known (MPS, and a
+    CPU without /proc/meminfo or sysconf's available pages: the bench check then runs)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     if device.type != "cpu":
