@@ -34,9 +34,10 @@ def format_value(value: float | None, unit: str = "s") -> str:
     return f"{float(f'{value / 1e-9:.3g}'):g} ns"
 
 
-# Extras with a column of their own; the rest are listed as notes.
+# Extras with a column of their own, or none (the core count only qualifies the load
+# average); the rest are listed as notes.
 SHOWN_EXTRAS = ("throughput", "baseline_ratio", "baseline_ratio_ci_low",
-                "baseline_ratio_ci_high", "baseline_p_value")  # fmt: skip
+                "baseline_ratio_ci_high", "baseline_p_value", "logical_cpus")  # fmt: skip
 
 
 def format_bytes(value: float | None) -> str:

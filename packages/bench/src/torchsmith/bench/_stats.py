@@ -20,7 +20,7 @@ Verdict = Literal["improved", "regressed", "unchanged", "noisy"]
 
 # A measured ratio within 5% is never called a change. A true change of 3% or 4% still
 # measures past 5% now and then: under the decision study's noise model (3 rounds) it was
-# called regressed in 9% and 26% of 500 runs.
+# called regressed in 11% and 25% of 1000 runs (tests/test_decision_study.py, slow).
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01  # Mann-Whitney U two-sided p-value below which a shift is significant
 DEFAULT_CONFIDENCE = 0.95
