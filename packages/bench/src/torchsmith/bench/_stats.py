@@ -24,9 +24,10 @@ Verdict = Literal["improved", "regressed", "unchanged", "noisy"]
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.01  # Mann-Whitney U two-sided p-value below which a shift is significant
 DEFAULT_CONFIDENCE = 0.95
-# Below this many samples a bootstrap interval of the median is far too narrow (it covered
-# 49%, 77% and 88% of the time for 2, 3 and 4 lognormal samples): a summary then has no
-# interval, and a comparison with such a side is never called unchanged.
+# Below this many samples a bootstrap interval of the median is far too narrow (in two
+# simulations it covered 49-50%, 74-77% and 85-88% of the time for 2, 3 and 4 lognormal
+# samples): a summary then has no interval, and a comparison with such a side is never
+# called unchanged.
 MIN_SAMPLES_FOR_INTERVAL = 5
 DEFAULT_RESAMPLES = 2000
 # Runs whose samples spread more than this (robust CV) get no improved/regressed verdict:
