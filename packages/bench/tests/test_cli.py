@@ -92,6 +92,23 @@ def test_fail_on_regression_sets_the_exit_code(
     assert main(["compare", "history", "latest", "--db", str(db), "--fail-on-regression"]) == 1
 
 
+def test_fail_on_noisy_fails_what_could_not_be_decided(
+    tmp_path: Path, make_result, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "b.duckdb"
+    with BenchStore(db) as store:
+        store.save_run([make_result("wide", 1e-3, spread=0.4), make_result("gone")])
+        store.save_run([make_result("wide", 1.5e-3, spread=0.4, seed=1)])
+        store.save_run([make_result("steady", 1e-3)])
+        store.save_run([make_result("steady", 1e-3, seed=2)])
+    argv = ["compare", "1", "2", "--db", str(db)]
+    assert main([*argv, "--fail-on-regression"]) == 0  # nothing regressed: passes
+    capsys.readouterr()
+    assert main([*argv, "--fail-on-noisy"]) == 1
+    assert "noisy or missing (rerun to decide): gone, wide" in capsys.readouterr().err
+    assert main(["compare", "3", "4", "--db", str(db), "--fail-on-noisy"]) == 0
+
+
 def test_export_then_import(
     tmp_path: Path, make_result, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -51,6 +51,12 @@ def test_sides_timed_in_different_rounds_are_compared_with_a_warning(make_result
     assert compare_results([timed(None, 1)], [timed(1.0, 2)]).notes == []  # stored before
 
 
+def test_a_side_of_too_few_samples_shows_no_ratio_interval(make_result) -> None:
+    (row,) = compare_results([make_result("m", n=4)], [make_result("m", n=30, seed=1)]).rows
+    assert row.ratio is not None and (row.ci_low, row.ci_high) == (None, None)
+    assert row.verdict == "noisy"
+
+
 def test_parameters_are_part_of_the_case_identity(make_result) -> None:
     base = [make_result("m", params={"n": 1}), make_result("m", 2e-3, params={"n": 2})]
     head = [make_result("m", params={"n": 1}, seed=1), make_result("m", 2e-3, params={"n": 2})]

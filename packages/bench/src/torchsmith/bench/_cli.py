@@ -1,6 +1,7 @@
 """``torchsmith bench``: run, compare, report, list, export, import.
 
-Exit codes: 0 success, 1 a regression with ``--fail-on-regression``, 2 an error.
+Exit codes: 0 success, 1 a regression with ``--fail-on-regression`` (or a noisy or missing
+case with ``--fail-on-noisy``), 2 an error.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="compare runs from different environment fingerprints")  # fmt: skip
     decide.add_argument("--fail-on-regression", action="store_true",
                         help="exit 1 when any case regressed")  # fmt: skip
+    decide.add_argument("--fail-on-noisy", action="store_true",
+                        help="also exit 1 when a case is noisy or missing: nothing was ruled "
+                             "out there, so a regression may hide in it")  # fmt: skip
 
     p = sub.add_parser("run", parents=[db], help="time benchmark cases and store a run")
     p.add_argument(
@@ -139,10 +143,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _exit_for(comparison: Comparison, fail: bool) -> int:
-    if comparison.has_regression and fail:
+def _exit_for(comparison: Comparison, args: argparse.Namespace) -> int:
+    if comparison.has_regression and args.fail_on_regression:
         keys = ", ".join(row.key for row in comparison.regressions)
         print(f"regressed: {keys}", file=sys.stderr)
+        return 1
+    undecided = [row.key for row in comparison.rows if row.verdict in ("noisy", "missing")]
+    if undecided and args.fail_on_noisy:
+        print(f"noisy or missing (rerun to decide): {', '.join(undecided)}", file=sys.stderr)
         return 1
     return 0
 
@@ -156,7 +164,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         print(f"warning: {note}", file=sys.stderr)
     if args.markdown:
         write_text(args.markdown, markdown_summary(results, comparison))
-    return _exit_for(comparison, args.fail_on_regression)
+    return _exit_for(comparison, args)
 
 
 def history_window(base: str) -> int | None:
@@ -210,7 +218,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if args.markdown:
             write_text(args.markdown, markdown_summary(store.results(run_id), comparison))
             print(f"wrote {args.markdown}")
-    return _exit_for(comparison, args.fail_on_regression) if comparison else 0
+    return _exit_for(comparison, args) if comparison else 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

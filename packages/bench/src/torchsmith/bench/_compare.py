@@ -16,6 +16,7 @@ from ._stats import (
     DEFAULT_ALPHA,
     DEFAULT_MAX_ROUND_SPREAD,
     DEFAULT_THRESHOLD,
+    MIN_SAMPLES_FOR_INTERVAL,
     Verdict,
     decide,
     summarize,
@@ -123,9 +124,11 @@ def _row(
     spreads = [r.extra.get("round_spread", 0.0) for r in (base, head)]
     unstable = max(spreads) > DEFAULT_MAX_ROUND_SPREAD
     d = decide(base.samples, head.samples, threshold=threshold, alpha=alpha, unstable=unstable)
+    # A side of too few samples has no interval worth showing (its verdict is noisy).
+    shown = min(len(base.samples), len(head.samples)) >= MIN_SAMPLES_FOR_INTERVAL
     return replace(
-        row, ratio=d.ratio, ci_low=d.ci_low, ci_high=d.ci_high, p_value=d.p_value,
-        verdict=d.verdict,
+        row, ratio=d.ratio, ci_low=d.ci_low if shown else None,
+        ci_high=d.ci_high if shown else None, p_value=d.p_value, verdict=d.verdict,
     )  # fmt: skip
 
 
