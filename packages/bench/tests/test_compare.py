@@ -51,6 +51,21 @@ def test_sides_timed_in_different_rounds_are_compared_with_a_warning(make_result
     assert compare_results([timed(None, 1)], [timed(1.0, 2)]).notes == []  # stored before
 
 
+def test_rounds_are_compared_case_by_case(make_result) -> None:
+    def timed(case: str, rounds: float):
+        result = make_result(case)
+        result.extra["rounds"] = rounds
+        return result
+
+    base = [timed("a", 3.0), timed("b", 1.0), timed("c", 3.0)]
+    head = [timed("a", 1.0), timed("b", 3.0), timed("c", 3.0)]  # the same set of counts
+    notes = compare_results(base, head).notes
+    assert [note.split(":")[0] for note in notes] == [
+        "base was timed in 1 round(s), head in 3 for 1 of 3 cases (b)",
+        "base was timed in 3 round(s), head in 1 for 1 of 3 cases (a)",
+    ]
+
+
 def test_a_side_of_too_few_samples_shows_no_ratio_interval(make_result) -> None:
     (row,) = compare_results([make_result("m", n=4)], [make_result("m", n=30, seed=1)]).rows
     assert row.ratio is not None and (row.ci_low, row.ci_high) == (None, None)

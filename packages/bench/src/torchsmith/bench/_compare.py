@@ -80,23 +80,31 @@ def compare_results(
     rows = [_row(key, before.get(key), after.get(key), threshold, alpha)
             for key in sorted(before.keys() | after.keys())]  # fmt: skip
     counts = dict(Counter(str(row.verdict) for row in rows))
-    notes = _rounds_note(base, head)
+    notes = _rounds_notes(before, after)
     return Comparison(rows=rows, threshold=threshold, alpha=alpha, counts=counts, notes=notes)
 
 
-def _rounds_note(base: Sequence[BenchmarkResult], head: Sequence[BenchmarkResult]) -> list[str]:
-    """A warning when the two sides were timed in different numbers of worker rounds (a
-    result stored before rounds were recorded counts as unknown, and warns of nothing)."""
-    seen = [sorted({int(r.extra["rounds"]) for r in side if "rounds" in r.extra})
-            for side in (base, head)]  # fmt: skip
-    if not seen[0] or not seen[1] or seen[0] == seen[1]:
-        return []
-    base_rounds, head_rounds = ("/".join(map(str, rounds)) for rounds in seen)
-    return [
-        f"base was timed in {base_rounds} round(s), head in {head_rounds}: fewer rounds call "
-        "changes in identical code more often (1 round about 2.6% of the time, 3 rounds "
-        "0.2%), so time both sides with the same --rounds"
-    ]
+def _rounds_notes(
+    before: dict[str, BenchmarkResult], after: dict[str, BenchmarkResult]
+) -> list[str]:
+    """A warning for each pair of round counts that a case was timed in on the two sides,
+    when they differ (a result stored before rounds were recorded warns of nothing)."""
+    common = sorted(before.keys() & after.keys())
+    pairs: dict[tuple[int, int], list[str]] = {}
+    for key in common:
+        b, h = before[key].extra.get("rounds"), after[key].extra.get("rounds")
+        if b is not None and h is not None and int(b) != int(h):
+            pairs.setdefault((int(b), int(h)), []).append(key)
+    notes = []
+    for (b, h), keys in sorted(pairs.items()):
+        which = "" if len(keys) == len(common) else f" for {len(keys)} of {len(common)} cases"
+        named = f" ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})" if which else ""
+        notes.append(
+            f"base was timed in {b} round(s), head in {h}{which}{named}: fewer rounds call "
+            "changes in identical code more often (1 round about 2.6% of the time, 3 rounds "
+            "0.2%), so time both sides with the same --rounds"
+        )
+    return notes
 
 
 def _row(
