@@ -392,20 +392,26 @@ def test_the_dashboard_page_and_its_vendored_plotly(
         assert '<label id="key-box" >' in private.get("/").text
 
 
-def test_an_ambiguous_bench_run_is_a_400_without_the_servers_path(
-    make_settings: Callable[..., Settings],
-) -> None:
+def _save_bench_runs(settings: Settings, runs: dict[str, float]) -> None:
+    """One run per entry (uid -> the result's recorded rounds) in the server's bench store."""
     from torchsmith.bench import BenchStore, summarize
     from torchsmith.interfaces import BenchmarkResult, Environment
 
-    settings = make_settings()
     samples = [0.01 + 0.0001 * i for i in range(20)]
-    result = BenchmarkResult(case="m", samples=samples, statistics=summarize(samples),
-                             environment=Environment(fingerprint="f"))  # fmt: skip
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with BenchStore(settings.data_dir / "bench.duckdb") as store:
-        store.save_run([result], uid="ab111111")
-        store.save_run([result], uid="ab222222")
+        for uid, rounds in runs.items():
+            result = BenchmarkResult(case="m", samples=samples, statistics=summarize(samples),
+                                     environment=Environment(fingerprint="f"),
+                                     extra={"rounds": rounds})  # fmt: skip
+            store.save_run([result], uid=uid)
+
+
+def test_an_ambiguous_bench_run_is_a_400_without_the_servers_path(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings()
+    _save_bench_runs(settings, {"ab111111": 3.0, "ab222222": 3.0})
     with TestClient(create_app(settings)) as client:
         response = client.get("/api/v1/bench/compare", params={"base": "ab", "head": "latest"})
     assert response.status_code == 400
@@ -416,21 +422,8 @@ def test_an_ambiguous_bench_run_is_a_400_without_the_servers_path(
 def test_a_comparison_carries_the_warning_on_different_rounds(
     make_settings: Callable[..., Settings],
 ) -> None:
-    from torchsmith.bench import BenchStore, summarize
-    from torchsmith.interfaces import BenchmarkResult, Environment
-
     settings = make_settings()
-    samples = [0.01 + 0.0001 * i for i in range(20)]
-
-    def timed(rounds: float) -> BenchmarkResult:
-        return BenchmarkResult(case="m", samples=samples, statistics=summarize(samples),
-                               environment=Environment(fingerprint="f"),
-                               extra={"rounds": rounds})  # fmt: skip
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with BenchStore(settings.data_dir / "bench.duckdb") as store:
-        store.save_run([timed(3.0)])
-        store.save_run([timed(1.0)])
+    _save_bench_runs(settings, {"three": 3.0, "one": 1.0})
     with TestClient(create_app(settings)) as client:
         body = client.get("/api/v1/bench/compare").json()
     assert [note[:35] for note in body["notes"]] == ["base was timed in 3 round(s), head "]
