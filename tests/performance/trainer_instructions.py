@@ -8,12 +8,14 @@ misses, branch mispredictions), so it complements ``test_trainer_overhead.py`` r
 replacing it.
 
     python tests/performance/trainer_instructions.py [--epochs 20]
+    python tests/performance/trainer_instructions.py --work char-gpt --epochs 2
 
-Each side (the digits MLP of ``test_digits_mlp_overhead``: batch 32, one thread, the
+Each side (the digits MLP of ``test_digits_mlp_overhead``, or the char-GPT of
+``test_char_gpt_overhead``: batch 32, one thread, the same model and optimizer, the
 trainer's own loader on both sides) runs under valgrind in its own process twice: one
 warm-up epoch, then none or ``--epochs`` more. Imports and set-up cancel in the
 difference. Needs valgrind (Debian: ``apt install valgrind``); about 10 minutes on two
-cores. ``--simulate`` adds callgrind's cache and branch-predictor models and a cycle
+cores either way. ``--simulate`` adds callgrind's cache and branch-predictor models and a cycle
 estimate from them: the extra work is interpreter code, which misses and mispredicts more
 per instruction than the tensor kernels, so it costs more time than its share of
 instructions. TORCHSMITH_BENCH_DIR, if set, keeps the counts as JSON.
@@ -33,25 +35,30 @@ from pathlib import Path
 HERE = Path(__file__).parent
 
 
-def child(side: str, epochs: int) -> None:
-    """Run one warm-up epoch, then ``epochs`` more, of ``side``."""
+def child(side: str, epochs: int, work: str) -> None:
+    """Run one warm-up epoch, then ``epochs`` more, of ``side`` on ``work``."""
     import torch
     import torch.nn.functional as F
 
     sys.path.insert(0, str(HERE))
     import test_trainer_overhead as bench
 
-    from torchsmith.trainer import ClassificationTask, digits
+    from torchsmith.trainer import CausalLMTask, ClassificationTask, digits
 
     torch.set_num_threads(1)
-    train, _ = digits()
-    model, opt = bench._digits_parts()
+    if work == "digits":
+        train, _ = digits()
+        model, opt = bench._digits_parts()
+        task, loss_fn = ClassificationTask(), F.cross_entropy
+    else:
+        train, model, opt = bench._char_gpt_parts()
+        task, loss_fn = CausalLMTask(), bench._lm_loss
     print(f"steps per epoch: {len(train) // 32}")
     if side == "hand":
         loader = bench._hand_loader(train, 32)
-        bench._hand_epoch(model, opt, loader, F.cross_entropy, 1 + epochs)
+        bench._hand_epoch(model, opt, loader, loss_fn, 1 + epochs)
     else:
-        trainer = bench._trainer(model, opt, train, 32, ClassificationTask())
+        trainer = bench._trainer(model, opt, train, 32, task)
         bench._trainer_epoch(trainer, 1)
         if epochs:
             bench._trainer_epoch(trainer, epochs)
@@ -61,8 +68,8 @@ def child(side: str, epochs: int) -> None:
 EVENTS = ("Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw", "Bcm", "Bim")
 
 
-def count(side: str, epochs: int, simulate: bool = False) -> tuple[dict[str, int], int]:
-    """The events callgrind counts for ``child(side, epochs)`` in a fresh process (``Ir``,
+def count(side: str, epochs: int, work: str, simulate: bool = False) -> tuple[dict[str, int], int]:
+    """The events callgrind counts for ``child(side, epochs, work)`` in a fresh process (``Ir``,
     instructions, alone unless ``simulate``), and the steps per epoch."""
     sims = ["--cache-sim=yes", "--branch-sim=yes"] if simulate else []
     out = subprocess.run(
@@ -76,6 +83,7 @@ def count(side: str, epochs: int, simulate: bool = False) -> tuple[dict[str, int
             "--child",
             side,
             str(epochs),
+            work,
         ],
         capture_output=True,
         text=True,
@@ -105,18 +113,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument(
+        "--work",
+        choices=["digits", "char-gpt"],
+        default="digits",
+        help="the digits MLP (default), or char-GPT (about 1 s an epoch under callgrind: "
+        "give it --epochs 2)",
+    )
+    parser.add_argument(
         "--simulate",
         action="store_true",
         help="also simulate caches and branch prediction (about 3x slower)",
     )
-    parser.add_argument("--child", nargs=2, metavar=("SIDE", "EPOCHS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("SIDE", "EPOCHS", "WORK"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), args.child[2])
         return
     runs = [(side, n) for side in ("hand", "trainer") for n in (0, args.epochs)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        found = list(pool.map(lambda run: count(run[0], run[1], args.simulate), runs))
+        found = list(pool.map(lambda run: count(run[0], run[1], args.work, args.simulate), runs))
     results = dict(zip(runs, found, strict=True))
     steps = args.epochs * results["hand", 0][1]
     per_step = {  # each event's count per step: the epochs' run less the warm-up alone
@@ -127,8 +144,9 @@ def main() -> None:
         for side in ("hand", "trainer")
     }
     hand, ours = per_step["hand"], per_step["trainer"]
+    work = "digits MLP" if args.work == "digits" else "char-GPT (2x64, block 64)"
     print(
-        f"digits MLP, batch 32, 1 thread, {steps} steps: hand {hand['Ir']:,.0f} "
+        f"{work}, batch 32, 1 thread, {steps} steps: hand {hand['Ir']:,.0f} "
         f"instructions/step, trainer {ours['Ir']:,.0f}, ratio {ours['Ir'] / hand['Ir']:.4f} "
         f"({ours['Ir'] - hand['Ir']:+,.0f} per step)"
     )
@@ -141,7 +159,7 @@ def main() -> None:
             f"{estimate['trainer']:,.0f}, ratio {estimate['trainer'] / estimate['hand']:.4f}"
         )
     if out := os.environ.get("TORCHSMITH_BENCH_DIR"):
-        path = Path(out) / "trainer_instructions.json"
+        path = Path(out) / f"trainer_instructions_{args.work}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         rows = [[side, epochs, events] for (side, epochs), (events, _) in results.items()]
         path.write_text(json.dumps({"steps": steps, "counts": rows}))
