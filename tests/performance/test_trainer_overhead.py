@@ -50,8 +50,8 @@ from torchsmith.trainer import (
     text_corpus,
 )
 from torchsmith.trainer._datasets import shipped_corpus
+from torchsmith.trainer._grads import clear_grads
 from torchsmith.trainer._models import GPT, mlp
-from torchsmith.trainer._step import clear_grads
 
 pytestmark = pytest.mark.perf
 

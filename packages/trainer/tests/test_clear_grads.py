@@ -3,6 +3,7 @@ profiler range torch opens around it, and only while no profiler records."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchsmith.trainer import ClassificationTask, Stepper
+from torchsmith.trainer import _grads as clearing
 
 
 def _parts() -> tuple[nn.Module, torch.optim.Optimizer]:
@@ -77,20 +79,81 @@ def ranges_opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return opened
 
 
-def test_no_zero_grad_range_is_opened_without_a_profiler(ranges_opened: list[str]) -> None:
+def _train(stepper: Stepper, path: str) -> None:
+    """Three steps through one of the Stepper's paths."""
+    if path == "accumulating":
+        for step in range(3):
+            stepper(_batches(2), step)
+    elif path == "skipping":
+        x, y = _batches(1)[0]
+        for step in range(3):
+            stepper([(x * float("nan"), y)], step)
+    else:
+        stepper.window(_batches(3), 0)
+
+
+PATHS = {
+    "plain": {},
+    "clipped": {"clip_grad_norm": 1.0},
+    "accumulating": {},
+    "skipping": {"nonfinite": "skip"},
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_no_zero_grad_range_is_opened_without_a_profiler(
+    ranges_opened: list[str], path: str
+) -> None:
     model, opt = _parts()
-    Stepper(model, ClassificationTask(), opt).window(_batches(3), 0)
-    assert ranges_opened.count("Optimizer.step#SGD.step") == 3  # the counting works
+    _train(Stepper(model, ClassificationTask(), opt, **PATHS[path]), path)
+    assert _grads(model) == [None] * 4
+    if path != "skipping":  # the counting works
+        assert ranges_opened.count("Optimizer.step#SGD.step") == 3
     assert not [name for name in ranges_opened if name.startswith("Optimizer.zero_grad")]
 
 
-def test_a_profiler_still_sees_every_zero_grad() -> None:
+def test_on_demand_tracing_gets_every_zero_grad(
+    ranges_opened: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clearing, "_ON_DEMAND_TRACING", True)  # KINETO_USE_DAEMON was set
     model, opt = _parts()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+    Stepper(model, ClassificationTask(), opt).window(_batches(3), 0)
+    assert ranges_opened.count("Optimizer.zero_grad#SGD.zero_grad") == 3
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        None,
+        # A profiler of every thread: this thread's own profiler state says nothing.
+        pytest.param(
+            {"experimental_config": torch._C._profiler._ExperimentalConfig(
+                profile_all_threads=True
+            )},
+            id="all-threads",
+        ),
+    ],
+)  # fmt: skip
+def test_a_profiler_still_sees_every_zero_grad(config: dict[str, Any] | None) -> None:
+    model, opt = _parts()
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities, **(config or {})) as prof:
         Stepper(model, ClassificationTask(), opt).window(_batches(3), 0)
     names = [event.name for event in prof.events()]
     assert names.count("Optimizer.zero_grad#SGD.zero_grad") == 3
     assert _grads(model) == [None] * 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a CUDA memory history needs CUDA")
+def test_a_cuda_memory_history_keeps_the_zero_grad_range() -> None:
+    torch.cuda.init()
+    assert not clearing.ranges_recorded()
+    torch.cuda.memory._record_memory_history()
+    try:
+        assert clearing.ranges_recorded()
+    finally:
+        torch.cuda.memory._record_memory_history(enabled=None)
+    assert not clearing.ranges_recorded()
 
 
 class _CountingSGD(torch.optim.SGD):
@@ -112,3 +175,45 @@ def test_an_optimizers_own_zero_grad_is_called() -> None:
     plain.zero_grad = lambda set_to_none=True: calls.append(set_to_none)  # type: ignore[method-assign]
     Stepper(model, ClassificationTask(), plain).window(_batches(2), 0)
     assert calls == [True, True]
+
+
+class _Forwarding:
+    """An optimizer wrapper that forwards every attribute, zero_grad included."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+        self.zero_grads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "zero_grad":
+            self.zero_grads += 1
+        return getattr(self.optimizer, name)
+
+
+def test_a_forwarding_wrapper_gets_its_zero_grad_called() -> None:
+    _, opt = _parts()
+    wrapper = _Forwarding(opt)
+    clearing.clear_grads(wrapper)  # type: ignore[arg-type]
+    assert wrapper.zero_grads == 1
+
+
+def test_a_zero_grad_replaced_before_import_is_still_called(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[bool] = []
+    torch_zero_grad = torch.optim.Optimizer.zero_grad
+
+    def replaced(self: torch.optim.Optimizer, set_to_none: bool = True) -> None:
+        calls.append(set_to_none)
+        torch_zero_grad(self, set_to_none)
+
+    monkeypatch.setattr(torch.optim.Optimizer, "zero_grad", replaced)
+    importlib.reload(clearing)  # as if torchsmith were imported after the replacement
+    try:
+        model, opt = _parts()
+        Stepper(model, ClassificationTask(), opt).window(_batches(2), 0)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(clearing)
+    assert calls == [True, True]
+    assert clearing._TORCH_ZERO_GRAD is torch.optim.Optimizer.zero_grad  # restored

@@ -27,6 +27,7 @@ from torchsmith.interfaces import TaskOutput, TorchsmithError
 
 from ._data import move_to
 from ._distributed import Dist, all_reduce_sum, gather_objects
+from ._grads import clear_grads
 from ._tasks import TaskFn
 
 Count = float | torch.Tensor  # items or a loss's weight: a number, or counted on the device
@@ -34,29 +35,6 @@ Count = float | torch.Tensor  # items or a loss's weight: a number, or counted o
 
 class NonFiniteLossError(TorchsmithError, FloatingPointError):
     """A loss was NaN or Inf; the message names the step and the batch."""
-
-
-_TORCH_ZERO_GRAD = torch.optim.Optimizer.zero_grad
-
-
-def clear_grads(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.zero_grad(set_to_none=True)``: every gradient of every group set to
-    None, without the profiler range torch opens around it while no profiler records.
-    ``zero_grad`` costs about 12 us on a CPU, most of it that range, and 2.3% of the digits
-    MLP's 0.7 ms step in the loop; this, under 1 us. An optimizer with a ``zero_grad`` of its
-    own, or a run under a profiler (which then shows the range), gets the call itself.
-    """
-    if (
-        type(optimizer).zero_grad is not _TORCH_ZERO_GRAD
-        or "zero_grad" in vars(optimizer)
-        or torch._C._autograd._profiler_enabled()  # any profiler: kineto, NVTX, ITT
-    ):
-        optimizer.zero_grad(set_to_none=True)
-        return
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p.grad is not None:
-                p.grad = None
 
 
 def step_past_skip(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
